@@ -1,0 +1,57 @@
+# AgriTrace developer entry points. `make run` and `make test` work as the first command on a
+# fresh machine: both depend on `install`, which is cheap when nothing changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTO_SRC := $(shell find protos -name '*.proto')
+GEN := libs/generated
+STAMP := $(VENV)/.installed
+
+.PHONY: install proto run test test-unit test-integration lint bench helm-validate clean
+
+install: $(STAMP) $(GEN)/.stamp
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(MAKE) --no-print-directory proto
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Generated code lives in one package (libs/generated/agritrace/...), never copied per service.
+proto: $(GEN)/.stamp
+
+$(GEN)/.stamp: $(PROTO_SRC)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --pyi_out=$(GEN) \
+		--grpc_python_out=$(GEN) $(PROTO_SRC)
+	find $(GEN)/agritrace -type d -exec touch {}/__init__.py \;
+	touch $(GEN)/agritrace/py.typed $(GEN)/.stamp
+
+# All-in-one platform: every service on one gRPC address, SQLite under var/, in-process events.
+run: install
+	$(PY) -m agritrace_platform
+
+# The whole test suite: unit tests, then integration tests against real processes.
+test: install
+	$(PY) -m pytest -q
+
+test-unit: install
+	$(PY) -m pytest -q -m "not integration"
+
+test-integration: install
+	$(PY) -m pytest -q -m integration
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy libs/agritrace_kernel services/registry/agritrace_registry/domain
+
+bench: install
+	$(PY) -m benchmarks.run
+
+helm-validate:
+	bash deploy/helm/validate.sh
+
+clean:
+	rm -rf $(VENV) $(GEN) var

@@ -1,0 +1,174 @@
+"""Database plumbing: one engine per service (its own PostgreSQL schema or SQLite file),
+Alembic migrations per service, and the SQLAlchemy unit of work base."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Self
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agritrace_kernel.config import DatabaseTarget
+from agritrace_kernel.errors import AlreadyExists
+from agritrace_kernel.events.model import Event
+from agritrace_kernel.events.store import EventStore
+from agritrace_kernel.telemetry import inject_context
+
+log = logging.getLogger(__name__)
+
+
+def create_engine(target: DatabaseTarget, *, pool_size: int = 10) -> Engine:
+    """An engine whose connections see only the service's own schema."""
+    if target.url.startswith("sqlite"):
+        path = target.url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            target.url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+        )
+        sa_event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if target.schema:
+        connect_args["options"] = f"-csearch_path={target.schema}"
+    return sa.create_engine(
+        target.url, connect_args=connect_args, pool_size=pool_size, pool_pre_ping=True
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the relay read while a request writes; foreign keys are off by default.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def ensure_schema(engine: Engine, schema: str | None) -> None:
+    if schema and engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def migrate(target: DatabaseTarget, migrations_dir: Path, revision: str = "head") -> None:
+    """Applies a service's Alembic migrations (its own version table, in its own schema)."""
+    engine = create_engine(target, pool_size=1)
+    try:
+        ensure_schema(engine, target.schema)
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(migrations_dir))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            config.attributes["schema"] = target.schema
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+    log.info("migrations applied", extra={"migrations": str(migrations_dir)})
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Health probe: can we run a trivial query right now?"""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+
+
+class SqlAlchemyUnitOfWork:
+    """One business transaction: the state change and the events announcing it commit together
+    (the outbox). Subclasses add their repositories in `_open`.
+
+    Use as `with uow: ...; uow.commit()`; leaving the block without commit rolls back.
+    """
+
+    session: Session
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._session_factory = session_factory
+        self._after_commit = after_commit
+        self._pending_events: list[Event] = []
+
+    def __enter__(self) -> Self:
+        self.session = self._session_factory()
+        self._pending_events = []
+        self.events = EventStore(self.session)
+        self._open(self.session)
+        return self
+
+    def _open(self, session: Session) -> None:
+        """Hook: build repositories on the session."""
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        try:
+            self.rollback()
+        finally:
+            self.session.close()
+        if isinstance(exc, IntegrityError):
+            # Two concurrent requests raced for one unique key: the loser sees what a
+            # sequential retry would have seen, not an internal error.
+            raise AlreadyExists(
+                "a concurrent request created the same record; read it or retry",
+                reason="CONCURRENT_DUPLICATE",
+            ) from exc
+
+    def publish(self, event: Event) -> None:
+        """Queues an event; it is written to the outbox in the same transaction on commit."""
+        self._pending_events.append(event)
+
+    def commit(self) -> None:
+        wrote_events = bool(self._pending_events)
+        trace_context = inject_context()
+        for pending in self._pending_events:
+            self.events.append_outbox(
+                pending if pending.trace_context else replace(pending, trace_context=trace_context)
+            )
+        self._pending_events = []
+        try:
+            self.session.commit()
+        except IntegrityError as error:
+            raise AlreadyExists(
+                "a concurrent request created the same record; read it or retry",
+                reason="CONCURRENT_DUPLICATE",
+            ) from error
+        if wrote_events and self._after_commit is not None:
+            self._after_commit()
+
+    def rollback(self) -> None:
+        self._pending_events = []
+        self.session.rollback()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: Callable[[], Session]) -> Iterator[Session]:
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

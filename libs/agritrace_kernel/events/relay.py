@@ -1,0 +1,102 @@
+"""The outbox relay: a background thread that publishes committed events in order and marks
+them published. A publish failure leaves the event in the outbox and is retried with backoff,
+so delivery is at least once; consumers' inboxes make it exactly once in effect."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from agritrace_kernel import metrics
+from agritrace_kernel.events.bus import Publisher
+from agritrace_kernel.events.store import (
+    count_unpublished,
+    fetch_unpublished,
+    mark_published,
+    row_to_event,
+)
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        service: str,
+        session_factory: sessionmaker[Session],
+        publisher: Publisher,
+        *,
+        poll_seconds: float = 0.2,
+        batch_size: int = 100,
+        max_backoff_seconds: float = 30.0,
+    ) -> None:
+        self.service = service
+        self._session_factory = session_factory
+        self._publisher = publisher
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events: relay now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"outbox-relay-{self.service}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops after relaying what is already committed (best effort within timeout)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def relay_once(self) -> int:
+        """Publishes one batch; returns how many events went out."""
+        failure: Exception | None = None
+        published: list[int] = []
+        with self._session_factory() as session, session.begin():
+            for row in fetch_unpublished(session, self._batch_size):
+                event = row_to_event(row)
+                try:
+                    self._publisher.publish(event)
+                except Exception as error:
+                    failure = error
+                    break
+                published.append(int(row._mapping["id"]))
+                metrics.events_published_total.labels(self.service, event.name).inc()
+            # Mark what did go out even when a later event of the batch failed.
+            if published:
+                mark_published(session, published)
+        if failure is not None:
+            raise failure
+        return len(published)
+
+    def pending(self) -> int:
+        with self._session_factory() as session:
+            return count_unpublished(session)
+
+    def _run(self) -> None:
+        backoff = self._poll_seconds
+        while True:
+            try:
+                while self.relay_once() == self._batch_size:
+                    pass
+                metrics.outbox_pending.labels(self.service).set(self.pending())
+                backoff = self._poll_seconds
+            except Exception:
+                metrics.outbox_relay_errors_total.labels(self.service).inc()
+                log.exception("outbox relay failed; will retry", extra={"service": self.service})
+                backoff = min(backoff * 2, self._max_backoff)
+            if self._stop.is_set():
+                return
+            self._wake.wait(backoff)
+            self._wake.clear()

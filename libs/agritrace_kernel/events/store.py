@@ -1,0 +1,120 @@
+"""The outbox and inbox tables every service carries in its own schema, and the store that
+reads and writes them within the caller's session."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from agritrace_kernel.events.model import Event
+
+event_metadata = sa.MetaData()
+
+outbox = sa.Table(
+    "event_outbox",
+    event_metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("event_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("trace_context", sa.Text(), nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_event_outbox_unpublished", "published_at", "id"),
+)
+
+inbox = sa.Table(
+    "event_inbox",
+    event_metadata,
+    sa.Column("consumer", sa.String(80), primary_key=True),
+    sa.Column("event_id", sa.String(32), primary_key=True),
+    sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def create_event_tables(connection: sa.Connection) -> None:
+    """For a service's first Alembic migration: `create_event_tables(op.get_bind())`."""
+    event_metadata.create_all(connection, tables=[outbox, inbox])
+
+
+class EventStore:
+    """Outbox writes and inbox claims inside one session (one transaction)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def append_outbox(self, event: Event) -> None:
+        self._session.execute(
+            outbox.insert().values(
+                event_id=event.event_id,
+                source=event.source,
+                name=event.name,
+                payload=json.dumps(event.payload, ensure_ascii=False, sort_keys=True),
+                trace_context=json.dumps(event.trace_context),
+                occurred_at=event.occurred_at,
+            )
+        )
+
+    def claim(self, consumer: str, event_id: str) -> bool:
+        """Records that `consumer` handles `event_id`; False if it already did (a duplicate).
+        The claim commits or rolls back with the handler's own changes."""
+        try:
+            with self._session.begin_nested():
+                self._session.execute(
+                    inbox.insert().values(
+                        consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+
+def row_to_event(row: sa.Row[tuple[object, ...]]) -> Event:
+    mapping = row._mapping
+    occurred_at = mapping["occurred_at"]
+    assert isinstance(occurred_at, datetime)
+    if occurred_at.tzinfo is None:  # SQLite drops the zone; we always store UTC
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    return Event(
+        source=str(mapping["source"]),
+        name=str(mapping["name"]),
+        payload=json.loads(str(mapping["payload"])),
+        event_id=str(mapping["event_id"]),
+        occurred_at=occurred_at,
+        trace_context=json.loads(str(mapping["trace_context"])),
+    )
+
+
+def fetch_unpublished(session: Session, limit: int) -> Sequence[sa.Row[tuple[object, ...]]]:
+    query = (
+        sa.select(outbox)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Several replicas may relay; each row goes to exactly one of them.
+        query = query.with_for_update(skip_locked=True)
+    return session.execute(query).all()
+
+
+def mark_published(session: Session, ids: Sequence[int]) -> None:
+    session.execute(
+        outbox.update().where(outbox.c.id.in_(ids)).values(published_at=datetime.now(UTC))
+    )
+
+
+def count_unpublished(session: Session) -> int:
+    return int(
+        session.execute(
+            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        ).scalar_one()
+    )

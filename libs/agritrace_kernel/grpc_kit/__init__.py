@@ -1,0 +1,1 @@
+"""The gRPC server kit: server construction, the interceptor chain, health and reflection."""

@@ -1,0 +1,248 @@
+"""The server interceptor chain. Each concern is a scope entered before a call and left after
+it - for a streamed response, after the last message - so one implementation serves every
+streaming shape. Order (outermost first): tracing, metrics, logging, any extra interceptors
+such as authentication, then domain-error mapping, so everything outside it sees the final
+status code."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from agritrace_kernel import errors, metrics
+from agritrace_kernel.grpc_kit.status import internal_status, rich_status
+from agritrace_kernel.telemetry import extract_context
+
+log = logging.getLogger("agritrace.rpc")
+tracer = trace.get_tracer("agritrace.grpc")
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What an interceptor knows of the called method."""
+
+    full_method: str  # "/agritrace.registry.v1.RegistryService/GetSubject"
+    service: str
+    method: str
+    request_streaming: bool
+    response_streaming: bool
+
+    @property
+    def grpc_type(self) -> str:
+        if self.request_streaming and self.response_streaming:
+            return "bidi_stream"
+        if self.request_streaming:
+            return "client_stream"
+        return "server_stream" if self.response_streaming else "unary"
+
+
+def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
+    """The code the call ends with: what the handler (or an abort) set, else OK/UNKNOWN."""
+    code = context.code()  # type: ignore[attr-defined]  # in grpcio, missing from the stubs
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+
+
+class ScopedInterceptor(grpc.ServerInterceptor):
+    """Base: subclasses implement `scope(context, info)`, a context manager around the call."""
+
+    def scope(
+        self, context: grpc.ServicerContext, info: MethodInfo
+    ) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").partition("/")
+        info = MethodInfo(
+            details.method, service, method, handler.request_streaming, handler.response_streaming
+        )
+        kind = (
+            f"{'stream' if info.request_streaming else 'unary'}_"
+            f"{'stream' if info.response_streaming else 'unary'}"
+        )
+        behavior: Behavior = getattr(handler, kind)
+        scope = self.scope
+
+        if info.response_streaming:
+
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                with scope(context, info):
+                    yield from behavior(request, context)
+
+        else:
+
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                with scope(context, info):
+                    return behavior(request, context)
+
+        factory = getattr(grpc, f"{kind}_rpc_method_handler")
+        new_handler: grpc.RpcMethodHandler[Any, Any] = factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return new_handler
+
+
+class TracingInterceptor(ScopedInterceptor):
+    """A server span per call, continuing the caller's trace from the metadata."""
+
+    @contextmanager
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+        carrier = {
+            key: value
+            for key, value in context.invocation_metadata()
+            if isinstance(value, str)
+        }
+        token = otel_context.attach(extract_context(carrier))
+        failed = False
+        try:
+            with tracer.start_as_current_span(
+                info.full_method.lstrip("/"),
+                kind=trace.SpanKind.SERVER,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": info.service,
+                    "rpc.method": info.method,
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    yield
+                except BaseException:
+                    failed = True
+                    raise
+                finally:
+                    code = final_code(context, failed)
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code not in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
+                                    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS):
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+        finally:
+            otel_context.detach(token)
+
+
+class MetricsInterceptor(ScopedInterceptor):
+    """RED metrics per method, named like the go-grpc-prometheus middleware."""
+
+    @contextmanager
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+        labels = (info.grpc_type, info.service, info.method)
+        metrics.grpc_server_started_total.labels(*labels).inc()
+        started = time.perf_counter()
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            metrics.grpc_server_handling_seconds.labels(*labels).observe(
+                time.perf_counter() - started
+            )
+            metrics.grpc_server_handled_total.labels(
+                *labels, final_code(context, failed).name
+            ).inc()
+
+
+class LoggingInterceptor(ScopedInterceptor):
+    """One line per call: method, code, duration. Never the request: it may hold personal
+    data. Successful calls log at DEBUG, client errors at INFO, server errors at WARNING."""
+
+    _SERVER_FAULTS = frozenset(
+        {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE,
+         grpc.StatusCode.DATA_LOSS, grpc.StatusCode.DEADLINE_EXCEEDED}
+    )
+
+    @contextmanager
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+        started = time.perf_counter()
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            code = final_code(context, failed)
+            if code is grpc.StatusCode.OK:
+                level = logging.DEBUG
+            elif code in self._SERVER_FAULTS:
+                level = logging.WARNING
+            else:
+                level = logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "rpc %s %s",
+                    info.full_method,
+                    code.name,
+                    extra={
+                        "grpc_method": info.full_method,
+                        "grpc_code": code.name,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    },
+                )
+
+
+class ErrorInterceptor(ScopedInterceptor):
+    """Domain errors become canonical codes with rich details; anything unexpected becomes
+    INTERNAL with a trace id and no internals. Refuses calls whose deadline already passed."""
+
+    @contextmanager
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
+        try:
+            yield
+        except errors.DomainError as error:
+            context.abort_with_status(rich_status(error))
+        except Exception as error:
+            if _is_abort(context, error):
+                raise
+            span_context = trace.get_current_span().get_span_context()
+            trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+            log.exception("unhandled error in %s", info.full_method)
+            context.abort_with_status(internal_status(trace_id))
+
+
+def _is_abort(context: grpc.ServicerContext, error: Exception) -> bool:
+    """grpc's abort() raises a bare Exception after setting the code; let it through."""
+    code = context.code()  # type: ignore[attr-defined]
+    return type(error) is Exception and isinstance(code, grpc.StatusCode)
+
+
+def default_interceptors(extra: list[grpc.ServerInterceptor] | None = None
+                         ) -> list[grpc.ServerInterceptor]:
+    """The chain every server uses; `extra` (e.g. authentication) sits just outside error
+    mapping so its refusals become proper statuses too."""
+    return [
+        TracingInterceptor(),
+        MetricsInterceptor(),
+        LoggingInterceptor(),
+        *(extra or []),
+        ErrorInterceptor(),
+    ]

@@ -1,0 +1,80 @@
+"""The composition root of the registry: the one place that picks adapters for the mode the
+process runs in and wires them into the use cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agritrace_kernel import db
+from agritrace_kernel.config import Settings
+from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
+from agritrace_kernel.events.relay import OutboxRelay
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from agritrace_registry.adapters.pii import AesGcmProtector
+from agritrace_registry.adapters.repository import RegistryUnitOfWork
+from agritrace_registry.domain.divisions import DivisionCatalog
+from agritrace_registry.service_layer.importer import SubjectImporter
+from agritrace_registry.service_layer.services import SERVICE, RegistryService
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DUPLICATE_CHECK = "registry.duplicate_check"
+
+
+@dataclass
+class RegistryApp:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    service: RegistryService
+    importer: SubjectImporter
+    relay: OutboxRelay | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return db.database_reachable(self.engine)
+
+    def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        self.engine.dispose()
+
+
+def migrate(settings: Settings) -> None:
+    db.migrate(settings.database_for(SERVICE), MIGRATIONS)
+
+
+def bootstrap(settings: Settings, publisher: Publisher | None = None) -> RegistryApp:
+    """Builds the registry. With a publisher, an outbox relay publishes through it (the
+    caller starts it); without one, events stay in the outbox (e.g. in a worker process)."""
+    engine = db.create_engine(settings.database_for(SERVICE))
+    sessions = db.session_factory(engine)
+    relay = (
+        OutboxRelay(SERVICE, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)
+        if publisher is not None
+        else None
+    )
+    wake = relay.wake if relay is not None else None
+
+    def uow_factory() -> RegistryUnitOfWork:
+        return RegistryUnitOfWork(sessions, after_commit=wake)
+
+    service = RegistryService(
+        uow_factory, DivisionCatalog.bundled(), AesGcmProtector(settings.pii_key_bytes())
+    )
+    handler = IdempotentHandler(DUPLICATE_CHECK, service.flag_suspected_duplicates, uow_factory)
+    subscriptions = [
+        Subscription(DUPLICATE_CHECK, SERVICE, "subject_registered", handler),
+        Subscription(DUPLICATE_CHECK, SERVICE, "subjects_imported", handler),
+    ]
+    return RegistryApp(
+        settings=settings,
+        engine=engine,
+        session_factory=sessions,
+        service=service,
+        importer=SubjectImporter(service),
+        relay=relay,
+        subscriptions=subscriptions,
+    )

@@ -1,0 +1,219 @@
+"""The gRPC face of the registry: translates messages to use-case calls and back. No business
+rules here; domain errors are mapped to statuses by the kernel's interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TypeVar
+
+import grpc
+from agritrace.registry.v1 import registry_pb2 as pb
+from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace_kernel.errors import InvalidArgument
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agritrace_registry.domain.model import (
+    RegistrationInput,
+    ReviewDecision,
+    Subject,
+    SubjectKind,
+    SubjectStatus,
+)
+from agritrace_registry.service_layer.importer import (
+    ImportRecordInput,
+    ImportSummary,
+    RecordResult,
+    SubjectImporter,
+)
+from agritrace_registry.service_layer.ports import SubjectQuery
+from agritrace_registry.service_layer.services import RegistryService
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+
+E = TypeVar("E", SubjectKind, SubjectStatus, ReviewDecision)
+
+
+def _enum_to_domain(
+    enum_type: type[E], prefix: str, value: int, descriptor_name: str
+) -> E | None:
+    name = pb.DESCRIPTOR.enum_types_by_name[descriptor_name].values_by_number.get(value)
+    if name is None or name.name.endswith("_UNSPECIFIED"):
+        return None
+    return enum_type(name.name.removeprefix(prefix))
+
+
+def kind_from_proto(value: int) -> SubjectKind | None:
+    return _enum_to_domain(SubjectKind, "SUBJECT_KIND_", value, "SubjectKind")
+
+
+def status_from_proto(value: int) -> SubjectStatus | None:
+    return _enum_to_domain(SubjectStatus, "SUBJECT_STATUS_", value, "SubjectStatus")
+
+
+def decision_from_proto(value: int) -> ReviewDecision | None:
+    return _enum_to_domain(ReviewDecision, "REVIEW_DECISION_", value, "ReviewDecision")
+
+
+def registration_from_proto(message: pb.SubjectRegistration) -> RegistrationInput:
+    return RegistrationInput(
+        kind=kind_from_proto(message.kind),
+        name=message.name,
+        credit_code=message.credit_code,
+        resident_id=message.resident_id,
+        division_code=message.division_code,
+        address=message.address,
+        legal_representative=message.legal_representative,
+        contact_phone=message.contact_phone,
+    )
+
+
+def _timestamp(value: object) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    return stamp
+
+
+def subject_to_proto(subject: Subject) -> pb.Subject:
+    return pb.Subject(
+        subject_id=subject.subject_id,
+        kind=pb.SubjectKind.Value(f"SUBJECT_KIND_{subject.kind.value}"),
+        name=subject.name,
+        credit_code=subject.credit_code or "",
+        resident_id_masked=subject.resident_id_masked,
+        division_code=subject.division_code,
+        address=subject.address,
+        legal_representative=subject.legal_representative,
+        contact_phone_masked=subject.contact_phone_masked,
+        status=pb.SubjectStatus.Value(f"SUBJECT_STATUS_{subject.status.value}"),
+        status_reason=subject.status_reason,
+        review_flags=subject.review_flags,
+        provenance=[
+            pb.Provenance(
+                source=p.source,
+                source_record_id=p.source_record_id,
+                first_seen_time=_timestamp(p.first_seen),
+            )
+            for p in subject.provenance
+        ],
+        version=subject.version,
+        suspected_duplicate_ids=subject.suspected_duplicate_ids,
+        create_time=_timestamp(subject.created_at),
+        update_time=_timestamp(subject.updated_at),
+    )
+
+
+def _result_to_proto(result: RecordResult) -> pb.ImportRecordResult:
+    return pb.ImportRecordResult(
+        source_record_id=result.source_record_id,
+        outcome=pb.ImportOutcome.Value(f"IMPORT_OUTCOME_{result.outcome}"),
+        subject_id=result.subject_id,
+        field=result.field,
+        reason=result.reason,
+    )
+
+
+def _summary_to_proto(summary: ImportSummary) -> pb.ImportSummary:
+    return pb.ImportSummary(
+        received=summary.received,
+        created=summary.created,
+        merged=summary.merged,
+        conflicts=summary.conflicts,
+        rejected=summary.rejected,
+    )
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, service: RegistryService, importer: SubjectImporter) -> None:
+        self._service = service
+        self._importer = importer
+
+    def RegisterSubject(
+        self, request: pb.RegisterSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterSubjectResponse:
+        subject = self._service.register_subject(
+            request.request_id, registration_from_proto(request.registration)
+        )
+        return pb.RegisterSubjectResponse(subject=subject_to_proto(subject))
+
+    def GetSubject(
+        self, request: pb.GetSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.GetSubjectResponse:
+        return pb.GetSubjectResponse(
+            subject=subject_to_proto(self._service.get_subject(request.subject_id))
+        )
+
+    def LookupSubject(
+        self, request: pb.LookupSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.LookupSubjectResponse:
+        subject = self._service.lookup_subject(
+            credit_code=request.credit_code, resident_id=request.resident_id
+        )
+        return pb.LookupSubjectResponse(subject=subject_to_proto(subject))
+
+    def ListSubjects(
+        self, request: pb.ListSubjectsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSubjectsResponse:
+        query = SubjectQuery(
+            division_prefix=request.division_prefix.strip(),
+            kind=kind_from_proto(request.kind),
+            status=status_from_proto(request.status),
+        )
+        subjects, next_token = self._service.list_subjects(
+            query, request.page_size, request.page_token
+        )
+        return pb.ListSubjectsResponse(
+            subjects=[subject_to_proto(s) for s in subjects], next_page_token=next_token
+        )
+
+    def UpdateSubject(
+        self, request: pb.UpdateSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateSubjectResponse:
+        subject = self._service.update_subject(
+            request.subject_id,
+            registration_from_proto(request.registration),
+            list(request.update_mask.paths),
+            request.version,
+        )
+        return pb.UpdateSubjectResponse(subject=subject_to_proto(subject))
+
+    def ReviewSubject(
+        self, request: pb.ReviewSubjectRequest, context: grpc.ServicerContext
+    ) -> pb.ReviewSubjectResponse:
+        subject = self._service.review_subject(
+            request.subject_id,
+            decision_from_proto(request.decision),
+            request.reason,
+            request.version,
+        )
+        return pb.ReviewSubjectResponse(subject=subject_to_proto(subject))
+
+    def ImportSubjects(
+        self, request_iterator: Iterator[pb.ImportSubjectsRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ImportSubjectsResponse]:
+        run = None
+        summary = ImportSummary()
+        try:
+            for message in request_iterator:
+                if run is None:
+                    run = self._importer.begin(message.import_id, message.source_province)
+                records = [
+                    ImportRecordInput(r.source_record_id, registration_from_proto(r.registration))
+                    for r in message.records
+                ]
+                results = self._importer.import_batch(run, records, summary)
+                yield pb.ImportSubjectsResponse(
+                    import_id=run.import_id,
+                    results=[_result_to_proto(r) for r in results],
+                    summary=_summary_to_proto(summary),
+                )
+            if run is None:
+                raise InvalidArgument.of("import_id", "the stream carried no message")
+        finally:
+            # Announce what was done even if the client went away mid-stream: the batches
+            # committed so far are real.
+            if run is not None:
+                self._importer.finish(run, summary)
+        yield pb.ImportSubjectsResponse(
+            import_id=run.import_id, summary=_summary_to_proto(summary), done=True
+        )

@@ -1,0 +1,267 @@
+"""Bulk import of a province's historical registrations, batch by batch.
+
+Every record ends as exactly one of CREATED, MERGED, CONFLICT or REJECTED. The identity key
+(credit code, or the keyed digest of the ID number) decides whether a record is a subject we
+already know, whichever source it came from, so a subject is never registered twice. Each
+batch is one transaction; a source record already seen (same source and record id) reports
+the outcome it had the first time and changes nothing, so an interrupted import is resumed by
+simply sending it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agritrace_kernel.errors import InvalidArgument
+from agritrace_kernel.events.model import Event
+
+from agritrace_registry.domain.model import (
+    FLAG_IMPORT_CONFLICT,
+    IdentityKey,
+    RegistrationInput,
+    Subject,
+    ValidRegistration,
+    contradictions,
+    province_source,
+    validate_registration,
+)
+from agritrace_registry.service_layer.ports import (
+    ConflictRecord,
+    ImportRun,
+    ProvenanceRecord,
+    RecordedOutcome,
+)
+from agritrace_registry.service_layer.services import SERVICE, RegistryService, check_request_id
+
+CREATED, MERGED, CONFLICT, REJECTED = "CREATED", "MERGED", "CONFLICT", "REJECTED"
+MAX_BATCH = 5000
+MAX_SOURCE_RECORD_ID = 64
+
+
+@dataclass(frozen=True)
+class ImportRecordInput:
+    source_record_id: str
+    data: RegistrationInput
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    source_record_id: str
+    outcome: str
+    subject_id: str = ""
+    field: str = ""
+    reason: str = ""
+
+
+@dataclass
+class ImportSummary:
+    received: int = 0
+    created: int = 0
+    merged: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    # Records that had an effect now (not replays of an earlier run).
+    new_effects: int = 0
+
+    def count(self, result: RecordResult, replay: bool) -> None:
+        self.received += 1
+        attribute = {CREATED: "created", MERGED: "merged", CONFLICT: "conflicts",
+                     REJECTED: "rejected"}[result.outcome]
+        setattr(self, attribute, getattr(self, attribute) + 1)
+        if not replay and result.outcome != REJECTED:
+            self.new_effects += 1
+
+
+@dataclass
+class _Batch:
+    """Working state of one batch: what it creates and records, and keys seen so far."""
+
+    source: str
+    import_id: str
+    subjects: list[Subject] = field(default_factory=list)
+    provenance: list[ProvenanceRecord] = field(default_factory=list)
+    conflicts: list[ConflictRecord] = field(default_factory=list)
+    flagged: dict[str, tuple[Subject, int]] = field(default_factory=dict)
+    created_ids: set[str] = field(default_factory=set)
+
+
+def _rejection(record_id: str, error: InvalidArgument) -> RecordResult:
+    first = error.violations[0]
+    return RecordResult(
+        record_id,
+        REJECTED,
+        field=first.field.removeprefix("registration."),
+        reason="; ".join(
+            f"{v.field.removeprefix('registration.')}: {v.description}" for v in error.violations
+        ),
+    )
+
+
+class SubjectImporter:
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    def begin(self, import_id: str, source_province: str) -> ImportRun:
+        """Opens (or resumes) an import run."""
+        import_id = check_request_id(import_id.strip()) if import_id.strip() else ""
+        if not import_id:
+            raise InvalidArgument.of("import_id", "is required so that the import can resume")
+        province = source_province.strip()
+        if len(province) != 2 or not province.isdigit() or \
+                not self._service.catalog.is_valid_prefix(province):
+            raise InvalidArgument.of("source_province", "must be a two-digit province code")
+        with self._service.uow_factory() as uow:
+            run = uow.imports.get(import_id)
+            if run is None:
+                run = ImportRun(import_id, province, started_at=self._service.clock())
+                uow.imports.save(run)
+                uow.commit()
+            elif run.source_province != province:
+                raise InvalidArgument.of(
+                    "source_province",
+                    f"import {import_id} belongs to province {run.source_province}",
+                )
+        return run
+
+    def import_batch(
+        self, run: ImportRun, records: Sequence[ImportRecordInput], summary: ImportSummary
+    ) -> list[RecordResult]:
+        """Imports one batch in one transaction and returns each record's outcome, in order."""
+        if len(records) > MAX_BATCH:
+            raise InvalidArgument.of("records", f"at most {MAX_BATCH} records per message")
+        service = self._service
+        source = province_source(run.source_province)
+        batch = _Batch(source, run.import_id)
+        now = service.clock()
+
+        # 1. Validate every record (pure, no I/O).
+        validated: list[tuple[str, ValidRegistration | RecordResult]] = []
+        for record in records:
+            record_id = record.source_record_id.strip()
+            if not record_id or len(record_id) > MAX_SOURCE_RECORD_ID:
+                validated.append((record_id, RecordResult(
+                    record_id, REJECTED, field="source_record_id",
+                    reason=f"is required, at most {MAX_SOURCE_RECORD_ID} characters")))
+                continue
+            try:
+                validated.append((record_id, validate_registration(record.data, service.catalog)))
+            except InvalidArgument as error:
+                validated.append((record_id, _rejection(record_id, error)))
+
+        keys = {
+            record_id: item.identity_key(service.protector)
+            for record_id, item in validated
+            if isinstance(item, ValidRegistration)
+        }
+        results: list[RecordResult] = []
+        with service.uow_factory() as uow:
+            # 2. Load what the batch may touch, in three queries.
+            known = uow.subjects.find_by_keys(set(keys.values()))
+            replays = uow.subjects.recorded_outcomes(source, [rid for rid, _ in validated if rid])
+
+            # 3. Classify in order; a key first seen earlier in this batch counts as known.
+            handled: dict[str, RecordResult] = {}
+            for record_id, item in validated:
+                if isinstance(item, RecordResult):
+                    result, replay = item, False
+                elif record_id in handled:
+                    result, replay = handled[record_id], True
+                elif record_id in replays:
+                    result, replay = self._replayed(record_id, replays[record_id]), True
+                else:
+                    result = self._classify(batch, record_id, item, keys[record_id], known, now)
+                    replay = False
+                handled.setdefault(record_id, result)
+                summary.count(result, replay)
+                results.append(result)
+
+            # 4. Write everything of the batch at once.
+            uow.subjects.add_many(batch.subjects)
+            uow.subjects.add_provenance(batch.provenance)
+            uow.subjects.add_conflicts(batch.conflicts)
+            for subject, version_read in batch.flagged.values():
+                uow.subjects.save(subject, version_read)
+            uow.commit()
+        return results
+
+    def finish(self, run: ImportRun, summary: ImportSummary) -> None:
+        """Closes this call of the run; announces it when it changed anything (one event for
+        the whole import, not one per record)."""
+        with self._service.uow_factory() as uow:
+            stored = uow.imports.get(run.import_id) or run
+            stored.received, stored.created, stored.merged = (
+                summary.received, summary.created, summary.merged)
+            stored.conflicts, stored.rejected = summary.conflicts, summary.rejected
+            stored.finished_at = self._service.clock()
+            uow.imports.save(stored)
+            if summary.new_effects:
+                uow.publish(Event(SERVICE, "subjects_imported", {
+                    "import_id": run.import_id,
+                    "source_province": run.source_province,
+                    "received": summary.received,
+                    "created": summary.created,
+                    "merged": summary.merged,
+                    "conflicts": summary.conflicts,
+                    "rejected": summary.rejected,
+                }))
+            uow.commit()
+
+    @staticmethod
+    def _replayed(record_id: str, recorded: RecordedOutcome) -> RecordResult:
+        if recorded.outcome == CONFLICT:
+            return RecordResult(record_id, CONFLICT, recorded.subject_id,
+                                field=",".join(recorded.differing_fields),
+                                reason="contradicts the registered subject; kept for review")
+        return RecordResult(record_id, recorded.outcome, recorded.subject_id)
+
+    def _classify(
+        self,
+        batch: _Batch,
+        record_id: str,
+        registration: ValidRegistration,
+        key: IdentityKey,
+        known: dict[IdentityKey, Subject],
+        now: datetime,
+    ) -> RecordResult:
+        service = self._service
+        existing = known.get(key)
+        if existing is None:
+            subject = Subject.register(
+                service.new_subject_id(registration.division_code[:2]),
+                registration, service.protector, now,
+            )
+            known[key] = subject
+            batch.subjects.append(subject)
+            batch.created_ids.add(subject.subject_id)
+            batch.provenance.append(ProvenanceRecord(
+                subject.subject_id, batch.source, record_id, CREATED, batch.import_id,
+                now))
+            return RecordResult(record_id, CREATED, subject.subject_id)
+        differing = contradictions(existing, registration)
+        if not differing:
+            batch.provenance.append(ProvenanceRecord(
+                existing.subject_id, batch.source, record_id, MERGED, batch.import_id,
+                now))
+            return RecordResult(record_id, MERGED, existing.subject_id)
+        batch.conflicts.append(ConflictRecord(
+            subject_id=existing.subject_id,
+            source=batch.source,
+            source_record_id=record_id,
+            import_id=batch.import_id,
+            differing_fields=tuple(differing),
+            incoming={f: str(getattr(registration, f)) for f in ("kind", "name",
+                      "division_code", "address", "legal_representative")},
+            existing={f: str(getattr(existing, f)) for f in ("kind", "name",
+                      "division_code", "address", "legal_representative")},
+            recorded_at=now,
+        ))
+        if existing.subject_id in batch.created_ids:
+            existing.flag(FLAG_IMPORT_CONFLICT)  # not stored yet: goes in with its flag
+        elif existing.subject_id not in batch.flagged:
+            version_read = existing.version
+            if existing.flag(FLAG_IMPORT_CONFLICT, now):
+                batch.flagged[existing.subject_id] = (existing, version_read)
+        return RecordResult(record_id, CONFLICT, existing.subject_id, field=",".join(differing),
+                            reason="contradicts the registered subject; kept for review")

@@ -1,0 +1,331 @@
+"""The registry's use cases. Each runs in one unit of work: the state change, the idempotency
+record and the event announcing it commit together, or nothing does."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from agritrace_kernel.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from agritrace_kernel.events.model import Event
+
+from agritrace_registry.domain import identifiers
+from agritrace_registry.domain.divisions import DivisionCatalog
+from agritrace_registry.domain.model import (
+    NATIONAL_SOURCE,
+    UPDATABLE_FIELDS,
+    IdentityKey,
+    PersonalDataProtector,
+    RegistrationInput,
+    ReviewDecision,
+    Subject,
+    validate_registration,
+)
+from agritrace_registry.service_layer.ports import (
+    ProvenanceRecord,
+    RequestRecord,
+    SubjectQuery,
+    UnitOfWork,
+)
+
+SERVICE = "registry"
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+MAX_REQUEST_ID = 64
+
+Clock = Callable[[], datetime]
+IdGenerator = Callable[[str], str]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def subject_payload(subject: Subject) -> dict[str, object]:
+    """What events say about a subject: identity and public facts, never personal data."""
+    return {
+        "subject_id": subject.subject_id,
+        "kind": subject.kind.value,
+        "name": subject.name,
+        "division_code": subject.division_code,
+        "credit_code": subject.credit_code or "",
+        "status": subject.status.value,
+        "version": subject.version,
+    }
+
+
+def check_request_id(request_id: str) -> str:
+    request_id = request_id.strip()
+    if not request_id:
+        raise InvalidArgument.of("request_id", "is required so that retries are safe")
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.of("request_id", f"is longer than {MAX_REQUEST_ID} characters")
+    return request_id
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PageToken:
+    after_subject_id: str
+    filter_fingerprint: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.after_subject_id, self.filter_fingerprint]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> PageToken:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            after, fingerprint_ = json.loads(raw)
+            return cls(str(after), str(fingerprint_))
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+
+
+class RegistryService:
+    """Application service: the use cases, with their collaborators injected."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        catalog: DivisionCatalog,
+        protector: PersonalDataProtector,
+        *,
+        clock: Clock = utc_now,
+        new_subject_id: IdGenerator = identifiers.new_subject_id,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.catalog = catalog
+        self.protector = protector
+        self.clock = clock
+        self.new_subject_id = new_subject_id
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def register_subject(self, request_id: str, data: RegistrationInput) -> Subject:
+        request_id = check_request_id(request_id)
+        registration = validate_registration(data, self.catalog)
+        request_fingerprint = fingerprint("register", asdict(registration))
+        with self.uow_factory() as uow:
+            replay = self._replayed(uow, request_id, "register", request_fingerprint)
+            if replay is not None:
+                return replay
+            key = registration.identity_key(self.protector)
+            existing = uow.subjects.find_by_keys([key]).get(key)
+            if existing is not None:
+                raise AlreadyExists(
+                    f"a subject with this {key.kind} is already registered",
+                    reason="SUBJECT_ALREADY_REGISTERED",
+                    metadata={"subject_id": existing.subject_id, "key": key.kind},
+                )
+            now = self.clock()
+            subject = Subject.register(
+                self.new_subject_id(registration.division_code[:2]),
+                registration,
+                self.protector,
+                now,
+            )
+            uow.subjects.add_many([subject])
+            uow.subjects.add_provenance(
+                [ProvenanceRecord(subject.subject_id, NATIONAL_SOURCE, "", "CREATED", None, now)]
+            )
+            uow.requests.record(
+                request_id, RequestRecord("register", request_fingerprint, subject.subject_id)
+            )
+            uow.publish(Event(SERVICE, "subject_registered", subject_payload(subject)))
+            uow.commit()
+        return self.get_subject(subject.subject_id)
+
+    def update_subject(
+        self,
+        subject_id: str,
+        data: RegistrationInput,
+        fields: Sequence[str],
+        expected_version: int,
+    ) -> Subject:
+        subject_id = self._parse_id(subject_id)
+        unknown = sorted(set(fields) - UPDATABLE_FIELDS)
+        if not fields:
+            raise InvalidArgument.of("update_mask", "names no field to change")
+        if unknown:
+            raise InvalidArgument.of(
+                "update_mask",
+                f"cannot change {', '.join(unknown)}; changeable: "
+                + ", ".join(sorted(UPDATABLE_FIELDS)),
+            )
+        if expected_version <= 0:
+            raise InvalidArgument.of("version", "is required: pass the version you read")
+        with self.uow_factory() as uow:
+            subject = self._require(uow, subject_id)
+            # Validate the merged view so partial updates obey every rule of a registration.
+            merged = RegistrationInput(
+                kind=subject.kind,
+                name=data.name if "name" in fields else subject.name,
+                credit_code=subject.credit_code or "",
+                resident_id="" if subject.credit_code else self._clear_resident_id(subject),
+                division_code=data.division_code if "division_code" in fields
+                else subject.division_code,
+                address=data.address if "address" in fields else subject.address,
+                legal_representative=data.legal_representative
+                if "legal_representative" in fields
+                else subject.legal_representative,
+                contact_phone=data.contact_phone if "contact_phone" in fields
+                else self._clear_phone(subject),
+            )
+            registration = validate_registration(merged, self.catalog)
+            if subject.version != expected_version:
+                raise ConcurrencyConflict(
+                    f"version {expected_version} is stale; the subject is at {subject.version}",
+                    metadata={"current_version": str(subject.version)},
+                )
+            subject.update(registration, sorted(fields), self.protector, self.clock())
+            uow.subjects.save(subject, expected_version)
+            payload = subject_payload(subject) | {"changed_fields": sorted(fields)}
+            uow.publish(Event(SERVICE, "subject_updated", payload))
+            uow.commit()
+        return self.get_subject(subject_id)
+
+    def review_subject(
+        self, subject_id: str, decision: ReviewDecision | None, reason: str, expected_version: int
+    ) -> Subject:
+        subject_id = self._parse_id(subject_id)
+        if decision is None:
+            raise InvalidArgument.of("decision", "is required")
+        with self.uow_factory() as uow:
+            subject = self._require(uow, subject_id)
+            if expected_version and subject.version != expected_version:
+                raise ConcurrencyConflict(
+                    f"version {expected_version} is stale; the subject is at {subject.version}",
+                    metadata={"current_version": str(subject.version)},
+                )
+            version_read = subject.version
+            previous = subject.review(decision, reason, self.clock())
+            uow.subjects.save(subject, version_read)
+            payload = subject_payload(subject) | {
+                "previous_status": previous.value,
+                "decision": decision.value,
+                "reason": subject.status_reason,
+            }
+            uow.publish(Event(SERVICE, "subject_reviewed", payload))
+            uow.commit()
+        return self.get_subject(subject_id)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get_subject(self, subject_id: str) -> Subject:
+        subject_id = self._parse_id(subject_id)
+        with self.uow_factory() as uow:
+            return self._require(uow, subject_id)
+
+    def lookup_subject(self, *, credit_code: str = "", resident_id: str = "") -> Subject:
+        if bool(credit_code) == bool(resident_id):
+            raise InvalidArgument.of("key", "give exactly one of credit_code or resident_id")
+        if credit_code:
+            try:
+                key = IdentityKey("credit_code", identifiers.parse_credit_code(credit_code).code)
+            except identifiers.IdentifierError as error:
+                raise InvalidArgument.of(error.field, error.reason) from None
+        else:
+            try:
+                normalized = identifiers.parse_resident_id(resident_id)
+            except identifiers.IdentifierError as error:
+                raise InvalidArgument.of(error.field, error.reason) from None
+            key = IdentityKey("resident_id", self.protector.digest(normalized))
+        with self.uow_factory() as uow:
+            found = uow.subjects.find_by_keys([key]).get(key)
+        if found is None:
+            raise NotFound(f"no subject holds this {key.kind}", reason="SUBJECT_NOT_FOUND")
+        return found
+
+    def list_subjects(
+        self, query: SubjectQuery, page_size: int, page_token: str
+    ) -> tuple[list[Subject], str]:
+        if page_size < 0:
+            raise InvalidArgument.of("page_size", "must not be negative")
+        if query.division_prefix and not self.catalog.is_valid_prefix(query.division_prefix):
+            raise InvalidArgument.of(
+                "division_prefix", "must be a 2-, 4- or 6-digit code of an existing division"
+            )
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        filter_fingerprint = fingerprint(query.division_prefix, query.kind, query.status)[:16]
+        after = ""
+        if page_token:
+            token = PageToken.decode(page_token)
+            if token.filter_fingerprint != filter_fingerprint:
+                raise InvalidArgument.of(
+                    "page_token", "was issued for different filters; start from the first page"
+                )
+            after = token.after_subject_id
+        bounded = SubjectQuery(
+            query.division_prefix, query.kind, query.status, after_subject_id=after, limit=size + 1
+        )
+        with self.uow_factory() as uow:
+            found = uow.subjects.list(bounded)
+        page, more = found[:size], len(found) > size
+        next_token = PageToken(page[-1].subject_id, filter_fingerprint).encode() if more else ""
+        return page, next_token
+
+    # -- event handlers ---------------------------------------------------------------------
+
+    def flag_suspected_duplicates(self, event: Event, uow: UnitOfWork) -> None:
+        """Worker: a subject registered under one key whose name and county match another
+        subject's under a different key is probably one producer twice; mark both pairs for
+        reviewers. Runs on `subject_registered` and, for whole imports, `subjects_imported`."""
+        if event.name == "subject_registered":
+            subject_ids = [str(event.payload["subject_id"])]
+        else:
+            subject_ids = uow.subjects.subjects_of_import(str(event.payload["import_id"]))
+        pairs = uow.subjects.name_twins(subject_ids)
+        if pairs:
+            uow.subjects.add_duplicate_suspicions(pairs)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _parse_id(self, subject_id: str) -> str:
+        try:
+            return identifiers.parse_subject_id(subject_id)
+        except identifiers.IdentifierError as error:
+            raise InvalidArgument.of(error.field, error.reason) from None
+
+    @staticmethod
+    def _require(uow: UnitOfWork, subject_id: str) -> Subject:
+        subject = uow.subjects.get(subject_id)
+        if subject is None:
+            raise NotFound(f"subject {subject_id} does not exist", reason="SUBJECT_NOT_FOUND")
+        return subject
+
+    def _replayed(
+        self, uow: UnitOfWork, request_id: str, operation: str, request_fingerprint: str
+    ) -> Subject | None:
+        record = uow.requests.find(request_id)
+        if record is None:
+            return None
+        if record.operation != operation or record.fingerprint != request_fingerprint:
+            raise FailedPrecondition(
+                "request_id was already used for a different request",
+                reason="REQUEST_ID_REUSED",
+            )
+        return self._require(uow, record.result_id)
+
+    def _clear_resident_id(self, subject: Subject) -> str:
+        return self.protector.unseal(subject.resident_id_sealed) if subject.resident_id_sealed \
+            else ""
+
+    def _clear_phone(self, subject: Subject) -> str:
+        return self.protector.unseal(subject.contact_phone_sealed) if subject.contact_phone_sealed \
+            else ""
