@@ -3,6 +3,7 @@ process runs in and wires them into the use cases."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from agritrace_kernel import db
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.locks import LeaseManager, LocalLeases, RedisLeases, lease_manager
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,11 +32,19 @@ class RegistryApp:
     session_factory: sessionmaker[Session]
     service: RegistryService
     importer: SubjectImporter
+    leases: LeaseManager = field(default_factory=LocalLeases)
     relay: OutboxRelay | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
 
     def ready(self) -> bool:
         return db.database_reachable(self.engine)
+
+    def readiness_checks(self) -> tuple[Callable[[], bool], ...]:
+        """The database, and Redis when the leases live there."""
+        checks: list[Callable[[], bool]] = [self.ready]
+        if isinstance(self.leases, RedisLeases):
+            checks.append(self.leases.ping)
+        return tuple(checks)
 
     def close(self) -> None:
         if self.relay is not None:
@@ -69,12 +79,14 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> Registr
         Subscription(DUPLICATE_CHECK, SERVICE, "subject_registered", handler),
         Subscription(DUPLICATE_CHECK, SERVICE, "subjects_imported", handler),
     ]
+    leases = lease_manager(settings.redis_url, prefix="agritrace:registry")
     return RegistryApp(
         settings=settings,
+        leases=leases,
         engine=engine,
         session_factory=sessions,
         service=service,
-        importer=SubjectImporter(service),
+        importer=SubjectImporter(service, leases),
         relay=relay,
         subscriptions=subscriptions,
     )

@@ -23,7 +23,7 @@ def registration(app: RegistryApp) -> ServiceRegistration:
         add_to_server=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
             servicer, server
         ),
-        readiness=(app.ready,),
+        readiness=app.readiness_checks(),
     )
 
 

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agritrace_kernel.errors import InvalidArgument
+from agritrace_kernel.errors import ConcurrencyConflict, InvalidArgument
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.locks import Lease, LeaseManager, LocalLeases
 
 from agritrace_registry.domain.model import (
     FLAG_IMPORT_CONFLICT,
@@ -99,9 +100,17 @@ def _rejection(record_id: str, error: InvalidArgument) -> RecordResult:
     )
 
 
+IMPORT_LEASE_SECONDS = 120.0
+
+
 class SubjectImporter:
-    def __init__(self, service: RegistryService) -> None:
+    """One import run streams through one server at a time: a lease per import id (in Redis
+    across replicas) refuses a second concurrent stream of the same run."""
+
+    def __init__(self, service: RegistryService, leases: LeaseManager | None = None) -> None:
         self._service = service
+        self._leases = leases if leases is not None else LocalLeases()
+        self._held: dict[str, Lease] = {}
 
     def begin(self, import_id: str, source_province: str) -> ImportRun:
         """Opens (or resumes) an import run."""
@@ -112,17 +121,28 @@ class SubjectImporter:
         if len(province) != 2 or not province.isdigit() or \
                 not self._service.catalog.is_valid_prefix(province):
             raise InvalidArgument.of("source_province", "must be a two-digit province code")
-        with self._service.uow_factory() as uow:
-            run = uow.imports.get(import_id)
-            if run is None:
-                run = ImportRun(import_id, province, started_at=self._service.clock())
-                uow.imports.save(run)
-                uow.commit()
-            elif run.source_province != province:
-                raise InvalidArgument.of(
-                    "source_province",
-                    f"import {import_id} belongs to province {run.source_province}",
-                )
+        lease = self._leases.try_acquire(f"import:{import_id}", IMPORT_LEASE_SECONDS)
+        if lease is None:
+            raise ConcurrencyConflict(
+                f"import {import_id} is already streaming; retry when that stream ends",
+                reason="IMPORT_ALREADY_RUNNING",
+            )
+        try:
+            with self._service.uow_factory() as uow:
+                run = uow.imports.get(import_id)
+                if run is None:
+                    run = ImportRun(import_id, province, started_at=self._service.clock())
+                    uow.imports.save(run)
+                    uow.commit()
+                elif run.source_province != province:
+                    raise InvalidArgument.of(
+                        "source_province",
+                        f"import {import_id} belongs to province {run.source_province}",
+                    )
+        except BaseException:
+            lease.release()
+            raise
+        self._held[import_id] = lease
         return run
 
     def import_batch(
@@ -131,6 +151,12 @@ class SubjectImporter:
         """Imports one batch in one transaction and returns each record's outcome, in order."""
         if len(records) > MAX_BATCH:
             raise InvalidArgument.of("records", f"at most {MAX_BATCH} records per message")
+        lease = self._held.get(run.import_id)
+        if lease is not None and not lease.renew():
+            raise ConcurrencyConflict(
+                f"import {run.import_id} lost its lease (stalled too long); resend the rest",
+                reason="IMPORT_LEASE_LOST",
+            )
         service = self._service
         source = province_source(run.source_province)
         batch = _Batch(source, run.import_id)
@@ -189,6 +215,14 @@ class SubjectImporter:
     def finish(self, run: ImportRun, summary: ImportSummary) -> None:
         """Closes this call of the run; announces it when it changed anything (one event for
         the whole import, not one per record)."""
+        lease = self._held.pop(run.import_id, None)
+        try:
+            self._record_finish(run, summary)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _record_finish(self, run: ImportRun, summary: ImportSummary) -> None:
         with self._service.uow_factory() as uow:
             stored = uow.imports.get(run.import_id) or run
             stored.received, stored.created, stored.merged = (

@@ -1,0 +1,178 @@
+"""Real processes for cross-service tests.
+
+`platform` is parametrised over both run modes, so every scenario runs twice:
+- microservices: `python -m agritrace_registry migrate`, then `serve` and `worker` processes
+  against PostgreSQL (a throwaway database), Redis and RabbitMQ at 127.0.0.1;
+- all_in_one: `python -m agritrace_platform` with its embedded defaults in a temp dir.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agritrace.registry.v1 import registry_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"process exited early with {process.returncode}")
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{address} not SERVING within {timeout}s")
+
+
+@dataclass
+class Platform:
+    """A running platform: where to call it and the processes behind it."""
+
+    mode: str
+    address: str
+    metrics_port: int
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    channel: grpc.Channel | None = None
+
+    @property
+    def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
+        assert self.channel is not None
+        return registry_pb2_grpc.RegistryServiceStub(self.channel)
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every process and return their exit codes (graceful stop gives 0)."""
+        if self.channel is not None:
+            self.channel.close()
+        codes: dict[str, int] = {}
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                codes[name] = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+
+def start(name: str, args: list[str], env: dict[str, str], log_dir: Path,
+          platform: Platform) -> subprocess.Popen[bytes]:
+    log_path = log_dir / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, *args], env=env, cwd=ROOT,
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    platform.processes[name] = process
+    platform.logs[name] = log_path
+    return process
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    """A throwaway database, dropped afterwards; each service makes its schema in it."""
+    name = f"agritrace_it_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _microservices(tmp: Path, database_url: str) -> Platform:
+    port, metrics_port, worker_metrics = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "AGRITRACE_DATABASE_URL": database_url,
+        "AGRITRACE_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "AGRITRACE_EVENT_BUS": "rabbitmq",
+        "AGRITRACE_AMQP_URI": AMQP_URI,
+        "AGRITRACE_REDIS_URL": REDIS_URL,
+        "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
+        "AGRITRACE_LOG_FORMAT": "json",
+        "AGRITRACE_OUTBOX_POLL_SECONDS": "0.1",
+    }
+    platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env)
+    subprocess.run([sys.executable, "-m", "agritrace_registry", "migrate"], env=env, cwd=ROOT,
+                   check=True, capture_output=True)
+    start("registry-server", ["-m", "agritrace_registry", "serve"],
+          {**env, "AGRITRACE_METRICS_PORT": str(metrics_port)}, tmp, platform)
+    start("registry-worker", ["-m", "agritrace_registry", "worker"],
+          {**env, "AGRITRACE_METRICS_PORT": str(worker_metrics)}, tmp, platform)
+    return platform
+
+
+def _all_in_one(tmp: Path) -> Platform:
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AGRITRACE_")},
+        "AGRITRACE_DATA_DIR": str(tmp / "var"),
+        "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
+        "AGRITRACE_METRICS_PORT": str(metrics_port),
+    }
+    platform = Platform("all_in_one", f"127.0.0.1:{port}", metrics_port, env=env)
+    start("platform", ["-m", "agritrace_platform"], env, tmp, platform)
+    return platform
+
+
+@pytest.fixture(scope="module", params=["microservices", "all_in_one"])
+def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Platform]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "microservices":
+        database = request.getfixturevalue("postgres_database")
+        running = _microservices(tmp, database)
+    else:
+        running = _all_in_one(tmp)
+    try:
+        first = next(iter(running.processes.values()))
+        wait_serving(running.address, first)
+        running.channel = grpc.insecure_channel(running.address)
+        yield running
+    except BaseException:
+        running.stop()
+        for name, path in running.logs.items():
+            sys.stderr.write(f"--- {name} log ---\n{path.read_text(errors='replace')[-4000:]}\n")
+        raise
+    else:
+        codes = running.stop()
+        assert all(code == 0 for code in codes.values()), f"unclean stop: {codes}"
