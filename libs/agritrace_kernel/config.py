@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     grpc_address: str = "127.0.0.1:50051"
     metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables the metrics server.")
-    log_format: Literal["text", "json"] = "text"
+    log_format: Literal["text", "json"] | None = Field(
+        None, description="Unset: json when events go over RabbitMQ (microservices), else text."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     pii_key: SecretStr | None = Field(
         None,
@@ -108,6 +110,12 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    @property
+    def effective_log_format(self) -> Literal["text", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.event_bus == "rabbitmq" else "text"
 
     def database_for(self, service: str) -> DatabaseTarget:
         """Where a service keeps its data: its own schema, or its own SQLite file."""

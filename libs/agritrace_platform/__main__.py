@@ -51,7 +51,7 @@ def main() -> int:
         print("the all-in-one platform delivers events in-process; unset AGRITRACE_EVENT_BUS",
               file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.effective_log_format, settings.log_level)
     configure_tracing("platform")
     server = build_platform(settings)
     serve_metrics(settings.metrics_port)

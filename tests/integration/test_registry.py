@@ -335,6 +335,8 @@ def test_health_reflection_and_metrics(platform) -> None:  # type: ignore[no-unt
     status = health.Check(health_pb2.HealthCheckRequest(
         service="agritrace.registry.v1.RegistryService"))
     assert status.status == health_pb2.HealthCheckResponse.SERVING
+    liveness = health.Check(health_pb2.HealthCheckRequest(service="liveness"))
+    assert liveness.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(platform.channel)
     answer = next(reflection.ServerReflectionInfo(iter(
         [reflection_pb2.ServerReflectionRequest(list_services="")])))

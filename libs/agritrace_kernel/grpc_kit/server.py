@@ -31,10 +31,14 @@ class ServiceRegistration:
     readiness: Sequence[HealthCheck] = field(default_factory=tuple)
 
 
+LIVENESS = "liveness"
+
+
 class HealthMonitor:
     """Keeps the standard health service truthful: every service starts NOT_SERVING and turns
     SERVING only while its readiness checks pass; the overall status ("") is SERVING only when
-    every service is."""
+    every service is. The name "liveness" reflects only the process (SERVING from start until
+    shutdown), so a liveness probe does not restart pods during a database outage."""
 
     def __init__(self, registrations: Sequence[ServiceRegistration], interval: float = 2.0):
         self.servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -45,6 +49,7 @@ class HealthMonitor:
         for registration in registrations:
             self._set(registration.name, False)
         self._set("", False)
+        self._set(LIVENESS, False)
 
     def _set(self, name: str, serving: bool) -> None:
         status = (
@@ -70,6 +75,7 @@ class HealthMonitor:
         return all_serving
 
     def start(self) -> None:
+        self._set(LIVENESS, True)
         self.check_now()
 
         def loop() -> None:

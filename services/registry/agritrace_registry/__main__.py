@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.effective_log_format, settings.log_level)
     configure_tracing("registry", grpc_free=command == "worker")
     if command == "serve":
         from agritrace_registry.entrypoints import grpc_server

@@ -1,0 +1,375 @@
+{{/*
+Helpers of the agritrace chart.
+
+Every per-service template ranges over .Values.services and resolves each entry with
+"agritrace.resolveService", which deep-merges it over .Values.serviceDefaults. Templates then
+pass a context dict (root, svc, component) to the naming, label and pod helpers below, where
+component is one of server, worker, migrate or test.
+*/}}
+
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "agritrace.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-qualified name, the prefix of every resource name. */}}
+{{- define "agritrace.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "agritrace.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Namespace of every resource. */}}
+{{- define "agritrace.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Deep-merges the map (index . 1) into the map (index . 0), in place: maps merge key by key,
+anything else (scalars, lists) replaces, and a null removes the key. Unlike sprig's merge and
+mergeOverwrite, a false, 0 or "" set in the source does override the destination.
+*/}}
+{{- define "agritrace.deepMerge" -}}
+{{- $dst := index . 0 -}}
+{{- $src := index . 1 -}}
+{{- range $key, $value := $src -}}
+{{- if kindIs "invalid" $value -}}
+{{- $_ := unset $dst $key -}}
+{{- else if and (kindIs "map" $value) (kindIs "map" (get $dst $key)) -}}
+{{- $_ := include "agritrace.deepMerge" (list (get $dst $key) $value) -}}
+{{- else -}}
+{{- $_ := set $dst $key (deepCopy $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Resolves one service: fills the dict .out with serviceDefaults deep-merged with
+services.<.name>, plus derived keys: name, module, otelServiceName, imageRef, imageTag and
+imagePullPolicy. Prints nothing. Usage:
+  {{- $svc := dict }}
+  {{- $_ := include "agritrace.resolveService" (dict "root" $ "name" $name "out" $svc) }}
+*/}}
+{{- define "agritrace.resolveService" -}}
+{{- $root := .root -}}
+{{- $out := .out -}}
+{{- $_ := include "agritrace.deepMerge" (list $out $root.Values.serviceDefaults) -}}
+{{- $entry := get $root.Values.services .name -}}
+{{- if kindIs "map" $entry -}}
+{{- $_ := include "agritrace.deepMerge" (list $out $entry) -}}
+{{- end -}}
+{{- $_ := set $out "name" .name -}}
+{{- if not $out.module -}}
+{{- $_ := set $out "module" (printf "agritrace_%s" (.name | replace "-" "_")) -}}
+{{- end -}}
+{{- $_ := set $out "otelServiceName" (printf "agritrace-%s" .name) -}}
+{{- /* The shared image, with this service's non-empty image fields over it. */ -}}
+{{- $image := deepCopy $root.Values.image -}}
+{{- range $key, $value := ($out.image | default dict) -}}
+{{- if $value -}}
+{{- $_ := set $image $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- $registry := ($root.Values.global).imageRegistry | default $image.registry -}}
+{{- $repository := $image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
+{{- end -}}
+{{- $tag := toString ($image.tag | default $root.Chart.AppVersion) -}}
+{{- $_ := set $out "imageTag" $tag -}}
+{{- $_ := set $out "imagePullPolicy" $image.pullPolicy -}}
+{{- if $image.digest -}}
+{{- $_ := set $out "imageRef" (printf "%s@%s" $repository $image.digest) -}}
+{{- else -}}
+{{- $_ := set $out "imageRef" (printf "%s:%s" $repository $tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Name of a service's resource: <fullname>-<service> for the server and for what all components
+of the service share (component "service": ServiceAccount, ConfigMap, NetworkPolicy, ...),
+<fullname>-<service>-<component> otherwise. Context: root, svc, component. Fails rather than
+truncates, so that two components never collide.
+*/}}
+{{- define "agritrace.componentName" -}}
+{{- $base := printf "%s-%s" (include "agritrace.fullname" .root) .svc.name -}}
+{{- $name := $base -}}
+{{- if not (has .component (list "server" "service")) -}}
+{{- $name = printf "%s-%s" $base .component -}}
+{{- end -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "resource name %q is longer than 63 characters: shorten the release name, fullnameOverride or the service name" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* app.kubernetes.io/name of a service: <chart name>-<service>, e.g. agritrace-registry. */}}
+{{- define "agritrace.appName" -}}
+{{- $name := printf "%s-%s" (include "agritrace.name" .root) .svc.name -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "label value %q is longer than 63 characters: shorten nameOverride or the service name" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* Selector labels of one component of one service. Context: root, svc, component. */}}
+{{- define "agritrace.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "agritrace.appName" . }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+All labels of a resource. Context: root, component, and svc for per-service resources (without
+svc, app.kubernetes.io/name is the chart name, for shared resources such as the Secret).
+*/}}
+{{- define "agritrace.labels" -}}
+helm.sh/chart: {{ include "agritrace.chart" .root }}
+{{- if .svc }}
+{{ include "agritrace.selectorLabels" . }}
+app.kubernetes.io/version: {{ .svc.imageTag | trunc 63 | trimSuffix "-" | quote }}
+{{- else }}
+app.kubernetes.io/name: {{ include "agritrace.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/version: {{ .root.Values.image.tag | default .root.Chart.AppVersion | toString | trunc 63 | trimSuffix "-" | quote }}
+{{- end }}
+app.kubernetes.io/part-of: {{ include "agritrace.name" .root }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Name of a service's ServiceAccount. Context: root, svc. */}}
+{{- define "agritrace.serviceAccountName" -}}
+{{- if .svc.serviceAccount.name -}}
+{{- .svc.serviceAccount.name -}}
+{{- else if .svc.serviceAccount.create -}}
+{{- include "agritrace.componentName" (dict "root" .root "svc" .svc "component" "service") -}}
+{{- else -}}
+default
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart must create the shared Secret: "true" or empty. Context: root. */}}
+{{- define "agritrace.createSecret" -}}
+{{- $root := . -}}
+{{- $needed := false -}}
+{{- if not .Values.secrets.existingSecret -}}
+{{- range $name, $_ := .Values.services -}}
+{{- $svc := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" $root "name" $name "out" $svc) -}}
+{{- if and $svc.enabled (not $svc.existingSecret) -}}
+{{- $needed = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $needed -}}true{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret a service reads. Context: root, svc. */}}
+{{- define "agritrace.secretName" -}}
+{{- .svc.existingSecret | default .root.Values.secrets.existingSecret | default (include "agritrace.fullname" .root) -}}
+{{- end -}}
+
+{{/*
+Data of the Secret the chart creates, as YAML (base64-encoded values). Fails with the list of
+what is missing. Context: root.
+*/}}
+{{- define "agritrace.secretData" -}}
+{{- $v := .Values -}}
+{{- $missing := list -}}
+{{- if not $v.database.url }}{{ $missing = append $missing "database.url" }}{{ end -}}
+{{- if not $v.eventBus.amqpUri }}{{ $missing = append $missing "eventBus.amqpUri" }}{{ end -}}
+{{- if and $v.redis.enabled (not $v.redis.url) }}{{ $missing = append $missing "redis.url" }}{{ end -}}
+{{- if not $v.pii.key }}{{ $missing = append $missing "pii.key" }}{{ end -}}
+{{- if $missing -}}
+{{- fail (printf "\n\nagritrace: no Secret to read. Either set secrets.existingSecret to an existing Secret with the keys %s, %s, %s and %s, or set %s so that the chart creates one.\n" $v.secrets.keys.databaseUrl $v.secrets.keys.amqpUri $v.secrets.keys.redisUrl $v.secrets.keys.piiKey (join ", " $missing)) -}}
+{{- end -}}
+{{ $v.secrets.keys.databaseUrl }}: {{ $v.database.url | b64enc | quote }}
+{{ $v.secrets.keys.amqpUri }}: {{ $v.eventBus.amqpUri | b64enc | quote }}
+{{- if $v.redis.enabled }}
+{{ $v.secrets.keys.redisUrl }}: {{ $v.redis.url | b64enc | quote }}
+{{- end }}
+{{ $v.secrets.keys.piiKey }}: {{ $v.pii.key | b64enc | quote }}
+{{- end -}}
+
+{{/*
+Non-secret environment of a service, as a YAML map (the ConfigMap's data; the migration Job
+inlines it). Context: root, svc.
+*/}}
+{{- define "agritrace.configData" -}}
+{{- $v := .root.Values -}}
+{{- $data := dict
+  "AGRITRACE_GRPC_ADDRESS" (printf "0.0.0.0:%d" (int .svc.ports.grpc))
+  "AGRITRACE_METRICS_PORT" (toString (int .svc.ports.metrics))
+  "AGRITRACE_EVENT_BUS" $v.eventBus.type
+  "AGRITRACE_LOG_FORMAT" $v.logging.format
+  "AGRITRACE_LOG_LEVEL" $v.logging.level
+  "AGRITRACE_MIGRATE_ON_START" "false"
+  "OTEL_SERVICE_NAME" .svc.otelServiceName
+-}}
+{{- with $v.otel.endpoint -}}
+{{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
+{{- end -}}
+{{- range $key, $value := $v.otel.env -}}
+{{- $_ := set $data $key (toString $value) -}}
+{{- end -}}
+{{- range $key, $value := .svc.env -}}
+{{- $_ := set $data $key (toString $value) -}}
+{{- end -}}
+{{- toYaml $data -}}
+{{- end -}}
+
+{{/*
+Environment of a container besides the ConfigMap: pod identity for OpenTelemetry, then the
+secret references. Context: root, svc, component; secretName overrides the Secret to read.
+*/}}
+{{- define "agritrace.env" -}}
+{{- $v := .root.Values -}}
+{{- $secret := .secretName | default (include "agritrace.secretName" .) -}}
+{{- $attributes := list "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.pod.name=$(K8S_POD_NAME)" (printf "service.version=%s" .svc.imageTag) -}}
+{{- range $key, $value := $v.otel.resourceAttributes -}}
+{{- $attributes = append $attributes (printf "%s=%v" $key $value) -}}
+{{- end -}}
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+- name: AGRITRACE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.databaseUrl }}
+- name: AGRITRACE_AMQP_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.amqpUri }}
+{{- if $v.redis.enabled }}
+- name: AGRITRACE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.redisUrl }}
+{{- end }}
+- name: AGRITRACE_PII_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.piiKey }}
+{{- end -}}
+
+{{/* imagePullSecrets of a pod, from global.imagePullSecrets (names or {name: ...}). */}}
+{{- define "agritrace.imagePullSecrets" -}}
+{{- with (.Values.global).imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+{{- if kindIs "map" . }}
+  - name: {{ .name }}
+{{- else }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Pod-spec fields shared by every pod of a service (service account, security, scheduling,
+volumes). Context: root, svc, component; serviceAccountName overrides the account.
+*/}}
+{{- define "agritrace.podSpec" -}}
+serviceAccountName: {{ .serviceAccountName | default (include "agritrace.serviceAccountName" .) }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- include "agritrace.imagePullSecrets" .root }}
+securityContext:
+  {{- toYaml .svc.podSecurityContext | nindent 2 }}
+{{- with .svc.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .svc.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ .svc.tmpSizeLimit }}
+{{- end -}}
+
+{{/* Container fields shared by every container of a service. Context: root, svc, component. */}}
+{{- define "agritrace.containerCommon" -}}
+image: {{ .svc.imageRef }}
+imagePullPolicy: {{ .svc.imagePullPolicy }}
+securityContext:
+  {{- toYaml .svc.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end -}}
+
+{{/*
+topologySpreadConstraints of a component: entries without labelSelector get the component's
+selector labels. Context: root, svc, component, constraints.
+*/}}
+{{- define "agritrace.topologySpread" -}}
+{{- $ctx := . -}}
+{{- with .constraints -}}
+topologySpreadConstraints:
+{{- range . }}
+  {{- $constraint := deepCopy . }}
+  {{- if not (hasKey $constraint "labelSelector") }}
+  {{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "agritrace.selectorLabels" $ctx | fromYaml)) }}
+  {{- end }}
+  - {{ toYaml $constraint | nindent 4 | trim }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A native gRPC probe. Context: probe (values), port, service (health service name, which the
+probe's own "service" overrides).
+*/}}
+{{- define "agritrace.grpcProbe" -}}
+grpc:
+  port: {{ int .port }}
+  {{- with (hasKey .probe "service" | ternary .probe.service .service) }}
+  service: {{ . | quote }}
+  {{- end }}
+{{- with omit .probe "enabled" "service" }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Number or percentage for a PodDisruptionBudget field. */}}
+{{- define "agritrace.intOrString" -}}
+{{- if kindIs "string" . -}}{{ . | quote }}{{- else -}}{{ int . }}{{- end -}}
+{{- end -}}

@@ -1,0 +1,437 @@
+"""Checks manifests rendered by `helm template` from the agritrace chart.
+
+1. Every object is validated against the official Kubernetes JSON schemas shipped by the
+   kubernetes-validate package, in strict mode (unknown fields are errors), for each
+   --kube-version given. A kind without a schema is an error, except ServiceMonitor, which is
+   validated against deploy/helm/schemas/servicemonitor-monitoring.coreos.com-v1.json.
+2. The chart's own rules: recommended labels, restrictive security contexts, native gRPC
+   probes, Services, PDBs and HPAs that point at something, Secret and ConfigMap references
+   that resolve, hook annotations of the migration Jobs.
+3. --expect KIND=N: how many objects of a kind the scenario must produce.
+
+Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
+       [--existing-secret NAME ...] [--expect Deployment=2 ...] [--self-test]
+--self-test breaks the manifest in known ways and requires each to be reported.
+Exits 1 when anything fails, printing one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+HERE = Path(__file__).resolve().parent
+SERVICEMONITOR_SCHEMA = HERE.parent / "schemas" / "servicemonitor-monitoring.coreos.com-v1.json"
+RECOMMENDED_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+HOOK_PHASES = {"pre-install", "pre-upgrade"}
+
+
+def ident(obj: dict[str, Any]) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    kind = obj["kind"]
+    if kind == "Pod":
+        return obj["spec"]
+    if kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    if obj["kind"] == "Pod":
+        return obj["metadata"].get("labels", {})
+    return obj["spec"]["template"]["metadata"].get("labels", {})
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+class Checker:
+    def __init__(self, objects: list[dict[str, Any]], existing_secrets: set[str]) -> None:
+        self.objects = objects
+        self.existing_secrets = existing_secrets
+        self.errors: list[str] = []
+        self.by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+        for obj in objects:
+            self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
+
+    def error(self, obj: dict[str, Any] | None, message: str) -> None:
+        self.errors.append(f"{ident(obj) if obj else 'manifest'}: {message}")
+
+    # 1. schemas -------------------------------------------------------------------------
+    def schemas(self, kube_versions: list[str]) -> int:
+        checked = 0
+        sm_schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
+        jsonschema.Draft7Validator.check_schema(sm_schema)
+        sm_validator = jsonschema.Draft7Validator(sm_schema)
+        for obj in self.objects:
+            if obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["kind"] == "ServiceMonitor":
+                for problem in sorted(sm_validator.iter_errors(obj), key=lambda e: list(e.path)):
+                    path = ".".join(str(p) for p in problem.path)
+                    self.error(obj, f"ServiceMonitor schema: {path}: {problem.message}")
+                checked += 1
+                continue
+            for version in kube_versions:
+                try:
+                    kubernetes_validate.validate(obj, version, strict=True)
+                except kubernetes_validate.ValidationError as problem:
+                    path = ".".join(str(p) for p in problem.path)
+                    self.error(
+                        obj, f"Kubernetes {problem.version} schema: {path}: {problem.message}"
+                    )
+                except kubernetes_validate.SchemaNotFoundError as problem:
+                    self.error(obj, f"no Kubernetes schema: {problem.message}")
+                checked += 1
+        return checked
+
+    # 2. the chart's rules ------------------------------------------------------------------
+    def labels(self) -> None:
+        for obj in self.objects:
+            labels = obj["metadata"].get("labels", {})
+            missing = [name for name in RECOMMENDED_LABELS if name not in labels]
+            if missing:
+                self.error(obj, f"missing labels {missing}")
+            if labels.get("app.kubernetes.io/managed-by") not in (None, "Helm"):
+                self.error(obj, "app.kubernetes.io/managed-by is not Helm")
+
+    def security(self) -> None:
+        for obj in self.objects:
+            spec = pod_spec(obj)
+            if spec is None:
+                continue
+            if spec.get("automountServiceAccountToken") is not False:
+                self.error(obj, "automountServiceAccountToken is not false")
+            psc = spec.get("securityContext", {})
+            if psc.get("runAsNonRoot") is not True or psc.get("runAsUser") != 10001:
+                self.error(obj, "pod securityContext lacks runAsNonRoot/runAsUser 10001")
+            if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                self.error(obj, "pod seccompProfile is not RuntimeDefault")
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                where = f"container {container['name']}"
+                sc = container.get("securityContext", {})
+                if sc.get("readOnlyRootFilesystem") is not True:
+                    self.error(obj, f"{where}: readOnlyRootFilesystem is not true")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    self.error(obj, f"{where}: allowPrivilegeEscalation is not false")
+                if sc.get("runAsNonRoot") is not True:
+                    self.error(obj, f"{where}: runAsNonRoot is not true")
+                if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                    self.error(obj, f"{where}: capabilities do not drop ALL")
+                if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                    self.error(obj, f"{where}: seccompProfile is not RuntimeDefault")
+                resources = container.get("resources", {})
+                if not resources.get("requests", {}).get("memory"):
+                    self.error(obj, f"{where}: no memory request")
+                if not resources.get("limits", {}).get("memory"):
+                    self.error(obj, f"{where}: no memory limit")
+                mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+                if "/tmp" not in mounts:
+                    self.error(obj, f"{where}: no writable /tmp on the read-only root filesystem")
+        for account in self.by_kind.get("ServiceAccount", {}).values():
+            if account.get("automountServiceAccountToken") is not False:
+                self.error(account, "automountServiceAccountToken is not false")
+
+    def workloads(self) -> None:
+        for deployment in self.by_kind.get("Deployment", {}).values():
+            selector = deployment["spec"]["selector"]["matchLabels"]
+            if not selects(selector, pod_labels(deployment)):
+                self.error(deployment, "selector does not match the pod template's labels")
+            component = selector.get("app.kubernetes.io/component")
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            if "metrics" not in ports:
+                self.error(deployment, "no metrics port")
+            if container.get("command", [])[:2] != ["python", "-m"]:
+                self.error(deployment, "command is not python -m <module>")
+            if component == "server":
+                if container.get("args") != ["serve"]:
+                    self.error(deployment, "server args are not [serve]")
+                if "grpc" not in ports:
+                    self.error(deployment, "server has no grpc port")
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    grpc = container.get(probe, {}).get("grpc")
+                    if not grpc or grpc.get("port") != ports.get("grpc"):
+                        self.error(
+                            deployment, f"{probe} is not a native gRPC probe on the grpc port"
+                        )
+            elif component == "worker":
+                if container.get("args") != ["worker"]:
+                    self.error(deployment, "worker args are not [worker]")
+                if "grpc" in ports:
+                    self.error(deployment, "worker exposes a grpc port")
+            else:
+                self.error(deployment, f"unexpected component {component!r}")
+            grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds")
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            drain = float(env.get("AGRITRACE_SHUTDOWN_GRACE_SECONDS") or 0)
+            if grace is None or grace <= drain:
+                self.error(
+                    deployment, "terminationGracePeriodSeconds does not exceed the drain time"
+                )
+        for job in self.by_kind.get("Job", {}).values():
+            annotations = job["metadata"].get("annotations", {})
+            phases = set(annotations.get("helm.sh/hook", "").split(","))
+            if phases != HOOK_PHASES:
+                self.error(job, f"helm.sh/hook is {sorted(phases)}, expected {sorted(HOOK_PHASES)}")
+            container = job["spec"]["template"]["spec"]["containers"][0]
+            if container.get("args") != ["migrate"]:
+                self.error(job, "migration args are not [migrate]")
+            if job["spec"]["template"]["spec"].get("restartPolicy") not in ("Never", "OnFailure"):
+                self.error(job, "restartPolicy must be Never or OnFailure")
+            # Hooks run before the release's ordinary objects exist: a hook may only use
+            # hook objects or objects that exist outside the release.
+            for ref_kind, name in self.references(job):
+                target = self.by_kind.get(ref_kind, {}).get(name)
+                if target is not None and "helm.sh/hook" not in target["metadata"].get(
+                    "annotations", {}
+                ):
+                    self.error(
+                        job, f"uses {ref_kind}/{name}, which does not exist yet when the hook runs"
+                    )
+
+    def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
+        spec = pod_spec(obj) or {}
+        refs: list[tuple[str, str]] = []
+        if spec.get("serviceAccountName") and spec["serviceAccountName"] != "default":
+            refs.append(("ServiceAccount", spec["serviceAccountName"]))
+        for container in spec.get("containers", []):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    refs.append(("ConfigMap", source["configMapRef"]["name"]))
+                if "secretRef" in source:
+                    refs.append(("Secret", source["secretRef"]["name"]))
+            for env in container.get("env", []):
+                value_from = env.get("valueFrom", {})
+                if "secretKeyRef" in value_from:
+                    refs.append(("Secret", value_from["secretKeyRef"]["name"]))
+                if "configMapKeyRef" in value_from:
+                    refs.append(("ConfigMap", value_from["configMapKeyRef"]["name"]))
+        return refs
+
+    def resolvable(self) -> None:
+        for obj in self.objects:
+            for ref_kind, name in self.references(obj):
+                if name in self.by_kind.get(ref_kind, {}):
+                    continue
+                if ref_kind == "Secret" and name in self.existing_secrets:
+                    continue
+                self.error(
+                    obj,
+                    f"references {ref_kind}/{name}, neither rendered nor declared existing",
+                )
+            spec = pod_spec(obj) or {}
+            for container in spec.get("containers", []):
+                for env in container.get("env", []):
+                    ref = env.get("valueFrom", {}).get("secretKeyRef")
+                    secret = self.by_kind.get("Secret", {}).get(ref["name"]) if ref else None
+                    if secret is not None and ref["key"] not in secret.get("data", {}):
+                        self.error(
+                            obj, f"env {env['name']}: Secret/{ref['name']} has no key {ref['key']}"
+                        )
+
+    def services(self) -> None:
+        pods = [o for o in self.objects if o["kind"] == "Deployment"]
+        for service in self.by_kind.get("Service", {}).values():
+            selector = service["spec"].get("selector", {})
+            targets = [d for d in pods if selects(selector, pod_labels(d))]
+            if len(targets) != 1:
+                self.error(service, f"selects {len(targets)} Deployments, expected 1")
+                continue
+            container_ports = {
+                p["name"]
+                for c in targets[0]["spec"]["template"]["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            for port in service["spec"]["ports"]:
+                target_port = port.get("targetPort")
+                if target_port not in container_ports:
+                    self.error(
+                        service, f"port {port['name']} targets {target_port!r}, no container port"
+                    )
+                if port["name"] == "grpc" and port.get("appProtocol") != "grpc":
+                    self.error(service, "grpc port without appProtocol grpc")
+        for pdb in self.by_kind.get("PodDisruptionBudget", {}).values():
+            selector = pdb["spec"]["selector"]["matchLabels"]
+            if sum(selects(selector, pod_labels(d)) for d in pods) != 1:
+                self.error(pdb, "does not select exactly one Deployment's pods")
+        for hpa in self.by_kind.get("HorizontalPodAutoscaler", {}).values():
+            target = hpa["spec"]["scaleTargetRef"]
+            deployment = self.by_kind.get(target["kind"], {}).get(target["name"])
+            if deployment is None:
+                self.error(hpa, f"scales {target['kind']}/{target['name']}, which is not rendered")
+            elif "replicas" in deployment["spec"]:
+                self.error(hpa, f"{target['name']} also sets spec.replicas, which fights the HPA")
+        services = list(self.by_kind.get("Service", {}).values())
+        for monitor in self.by_kind.get("ServiceMonitor", {}).values():
+            selector = monitor["spec"]["selector"]
+            matched = [
+                s
+                for s in services
+                if selects(selector.get("matchLabels", {}), s["metadata"].get("labels", {}))
+                and all(
+                    s["metadata"]["labels"].get(e["key"]) in e.get("values", [])
+                    for e in selector.get("matchExpressions", [])
+                    if e["operator"] == "In"
+                )
+            ]
+            if not matched:
+                self.error(monitor, "selects no Service")
+            for service in matched:
+                if not any(p["name"] == "metrics" for p in service["spec"]["ports"]):
+                    self.error(
+                        monitor, f"Service/{service['metadata']['name']} has no metrics port"
+                    )
+        for config in self.by_kind.get("ConfigMap", {}).values():
+            name = config["metadata"]["labels"].get("app.kubernetes.io/name", "")
+            part_of = config["metadata"]["labels"].get("app.kubernetes.io/part-of", "")
+            service = name.removeprefix(f"{part_of}-")
+            if config.get("data", {}).get("OTEL_SERVICE_NAME") != f"agritrace-{service}":
+                self.error(config, f"OTEL_SERVICE_NAME is not agritrace-{service}")
+
+
+def run_checks(
+    objects: list[dict[str, Any]], kube_versions: list[str], existing: set[str]
+) -> tuple[Checker, int]:
+    checker = Checker(objects, existing)
+    validated = checker.schemas(kube_versions)
+    checker.labels()
+    checker.security()
+    checker.workloads()
+    checker.resolvable()
+    checker.services()
+    return checker, validated
+
+
+def first(objects: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        if obj["kind"] == kind and component in (None, labels.get("app.kubernetes.io/component")):
+            return obj
+    raise SystemExit(f"self-test: the manifest has no {kind} {component or ''}")
+
+
+def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing: set[str]) -> int:
+    """Breaks a good manifest in known ways; each must be reported, or the checks prove nothing."""
+
+    def server(o: list[dict[str, Any]]) -> dict[str, Any]:
+        return first(o, "Deployment", "server")["spec"]["template"]["spec"]["containers"][0]
+
+    def typo_field(o: list[dict[str, Any]]) -> None:
+        container = server(o)
+        container["readinesProbe"] = container.pop("readinessProbe")
+
+    def wrong_type(o: list[dict[str, Any]]) -> None:
+        first(o, "Deployment", "server")["spec"]["revisionHistoryLimit"] = "five"
+
+    def servicemonitor_typo(o: list[dict[str, Any]]) -> None:
+        first(o, "ServiceMonitor")["spec"]["endpoints"][0]["intervall"] = "30s"
+
+    def writable_root(o: list[dict[str, Any]]) -> None:
+        server(o)["securityContext"]["readOnlyRootFilesystem"] = False
+
+    def http_probe(o: list[dict[str, Any]]) -> None:
+        server(o)["livenessProbe"] = {"tcpSocket": {"port": 50051}}
+
+    def wrong_target(o: list[dict[str, Any]]) -> None:
+        first(o, "Service", "server")["spec"]["ports"][0]["targetPort"] = "grcp"
+
+    def unknown_kind(o: list[dict[str, Any]]) -> None:
+        o.append(
+            {
+                "apiVersion": "example.com/v1",
+                "kind": "Widget",
+                "metadata": {"name": "w", "labels": {}},
+            }
+        )
+
+    def dangling_secret(o: list[dict[str, Any]]) -> None:
+        env = server(o)["env"]
+        ref = next(e for e in env if "secretKeyRef" in e.get("valueFrom", {}))
+        ref["valueFrom"]["secretKeyRef"]["name"] = "no-such-secret"
+
+    mutations = [
+        typo_field,
+        wrong_type,
+        writable_root,
+        http_probe,
+        wrong_target,
+        unknown_kind,
+        dangling_secret,
+    ]
+    if any(o["kind"] == "ServiceMonitor" for o in objects):
+        mutations.append(servicemonitor_typo)
+    failed = 0
+    for mutate in mutations:
+        broken = copy.deepcopy(objects)
+        mutate(broken)
+        checker, _ = run_checks(broken, kube_versions, existing)
+        if checker.errors:
+            print(f"    caught {mutate.__name__}: {checker.errors[0]}")
+        else:
+            print(f"      FAIL self-test: {mutate.__name__} was not reported")
+            failed += 1
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("--kube-version", action="append", required=True)
+    parser.add_argument("--existing-secret", action="append", default=[])
+    parser.add_argument("--expect", action="append", default=[], metavar="KIND=N")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="break the manifest in known ways and require each to be reported",
+    )
+    args = parser.parse_args()
+
+    text = args.manifest.read_text()
+    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    if not objects:
+        print(f"FAIL {args.manifest}: no objects rendered")
+        return 1
+    if args.self_test:
+        return self_test(objects, args.kube_version, set(args.existing_secret))
+    checker, validated = run_checks(objects, args.kube_version, set(args.existing_secret))
+
+    counts = Counter(obj["kind"] for obj in objects)
+    for expectation in args.expect:
+        kind, _, number = expectation.partition("=")
+        if counts.get(kind, 0) != int(number):
+            checker.error(None, f"expected {number} {kind}, rendered {counts.get(kind, 0)}")
+
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    if checker.errors:
+        for problem in checker.errors:
+            print(f"      FAIL {problem}")
+        return 1
+    print(
+        f"    {len(objects)} objects ({summary}); {validated} schema validations "
+        f"(Kubernetes {', '.join(args.kube_version)}, strict), chart rules and expectations ok"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

