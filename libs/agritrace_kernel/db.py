@@ -39,6 +39,7 @@ def create_engine(target: DatabaseTarget, *, pool_size: int = 10) -> Engine:
             pool_size=pool_size,
         )
         sa_event.listen(engine, "connect", _sqlite_pragmas)
+        sa_event.listen(engine, "begin", _sqlite_begin)
         return engine
     connect_args: dict[str, Any] = {}
     if target.schema:
@@ -49,12 +50,23 @@ def create_engine(target: DatabaseTarget, *, pool_size: int = 10) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own implicit transactions break SAVEPOINT nesting (a released savepoint
+    # would commit); SQLAlchemy's documented pysqlite recipe: no driver transactions, an
+    # explicit BEGIN on every SQLAlchemy transaction instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the relay read while a request writes; foreign keys are off by default.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
+    # transaction that reads and then writes can never fail on a snapshot another writer
+    # made stale. SQLite serialises writers anyway; this is the embedded mode's trade-off.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def ensure_schema(engine: Engine, schema: str | None) -> None:

@@ -17,13 +17,16 @@ from opentelemetry import trace
 
 # 18-character resident IDs (last may be X) and mainland mobile numbers, not inside longer runs.
 _RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
-_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# Mobile numbers, also with a +86/0086 prefix and with spaces or hyphens between the groups.
+_MOBILE = re.compile(
+    r"(?<![\d+])((?:\+|00)?86[-\s]?)?(1[3-9]\d)[-\s]?\d{4}[-\s]?(\d{4})(?!\d)"
+)
 
 
 def redact(text: str) -> str:
     """Masks ID-number-shaped and phone-shaped substrings."""
     text = _RESIDENT_ID.sub(r"\1********\2", text)
-    return _MOBILE.sub(r"\1****\2", text)
+    return _MOBILE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
 
 
 class _TraceAndRedactFilter(logging.Filter):
@@ -44,6 +47,16 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+def _redact_value(value: Any) -> Any:
+    """Strings are masked in place; structured values whose JSON form holds personal data
+    are replaced by their masked JSON text."""
+    if isinstance(value, str):
+        return redact(value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    masked = redact(text)
+    return value if masked == text else masked
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -56,7 +69,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _RESERVED:
-                entry[key] = redact(str(value)) if isinstance(value, str) else value
+                entry[key] = _redact_value(value)
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -63,8 +63,15 @@ class OutboxRelay:
         """Publishes one batch; returns how many events went out."""
         failure: Exception | None = None
         published: list[int] = []
-        with self._session_factory() as session, session.begin():
-            for row in fetch_unpublished(session, self._batch_size):
+        with self._session_factory() as session:
+            rows = fetch_unpublished(session, self._batch_size)
+            if session.get_bind().dialect.name != "postgresql":
+                # SQLite (one process, one relay per service): end the read transaction before
+                # in-process handlers write to the same file, or its stale snapshot could not
+                # mark the rows afterwards. PostgreSQL keeps the rows locked (SKIP LOCKED) so
+                # that replicas never publish the same event twice.
+                session.commit()
+            for row in rows:
                 event = row_to_event(row)
                 try:
                     self._publisher.publish(event)
@@ -76,6 +83,7 @@ class OutboxRelay:
             # Mark what did go out even when a later event of the batch failed.
             if published:
                 mark_published(session, published)
+            session.commit()
         if failure is not None:
             raise failure
         return len(published)

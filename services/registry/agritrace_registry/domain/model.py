@@ -182,7 +182,7 @@ def validate_registration(
     if data.kind in PERSON_KINDS and has_credit:
         problems.add("credit_code", f"is not accepted for {data.kind.value}; use resident_id")
 
-    division_code = data.division_code.strip()
+    division_code = unicodedata.normalize("NFKC", data.division_code).strip()
     try:
         catalog.require_county(division_code)
     except identifiers.IdentifierError as error:

@@ -110,6 +110,7 @@ def _result_to_proto(result: RecordResult) -> pb.ImportRecordResult:
         subject_id=result.subject_id,
         field=result.field,
         reason=result.reason,
+        replayed=result.replayed,
     )
 
 
@@ -194,7 +195,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         run = None
         summary = ImportSummary()
         try:
-            for message in request_iterator:
+            for batch_index, message in enumerate(request_iterator):
                 if run is None:
                     run = self._importer.begin(message.import_id, message.source_province)
                 records = [
@@ -204,6 +205,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 results = self._importer.import_batch(run, records, summary)
                 yield pb.ImportSubjectsResponse(
                     import_id=run.import_id,
+                    batch_index=batch_index,
                     results=[_result_to_proto(r) for r in results],
                     summary=_summary_to_proto(summary),
                 )

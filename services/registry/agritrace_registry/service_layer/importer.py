@@ -11,7 +11,7 @@ simply sending it again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agritrace_kernel.errors import ConcurrencyConflict, InvalidArgument
@@ -54,6 +54,7 @@ class RecordResult:
     subject_id: str = ""
     field: str = ""
     reason: str = ""
+    replayed: bool = False
 
 
 @dataclass
@@ -189,6 +190,7 @@ class SubjectImporter:
 
             # 3. Classify in order; a key first seen earlier in this batch counts as known.
             handled: dict[str, RecordResult] = {}
+            replays_flags: list[bool] = []
             for record_id, item in validated:
                 if isinstance(item, RecordResult):
                     result, replay = item, False
@@ -200,8 +202,8 @@ class SubjectImporter:
                     result = self._classify(batch, record_id, item, keys[record_id], known, now)
                     replay = False
                 handled.setdefault(record_id, result)
-                summary.count(result, replay)
                 results.append(result)
+                replays_flags.append(replay)
 
             # 4. Write everything of the batch at once.
             uow.subjects.add_many(batch.subjects)
@@ -210,7 +212,13 @@ class SubjectImporter:
             for subject, version_read in batch.flagged.values():
                 uow.subjects.save(subject, version_read)
             uow.commit()
-        return results
+        # Counted only once committed: a batch that rolled back did nothing.
+        for result, replay in zip(results, replays_flags, strict=True):
+            summary.count(result, replay)
+        return [
+            replace(result, replayed=True) if replay and result.outcome != REJECTED else result
+            for result, replay in zip(results, replays_flags, strict=True)
+        ]
 
     def finish(self, run: ImportRun, summary: ImportSummary) -> None:
         """Closes this call of the run; announces it when it changed anything (one event for

@@ -120,7 +120,9 @@ class RegistryService:
     def register_subject(self, request_id: str, data: RegistrationInput) -> Subject:
         request_id = check_request_id(request_id)
         registration = validate_registration(data, self.catalog)
-        request_fingerprint = fingerprint("register", asdict(registration))
+        # Keyed: the registration holds a clear ID number, which a plain hash would expose to
+        # guessing (ID numbers carry little randomness).
+        request_fingerprint = self.protector.digest(fingerprint("register", asdict(registration)))
         with self.uow_factory() as uow:
             replay = self._replayed(uow, request_id, "register", request_fingerprint)
             if replay is not None:
