@@ -24,9 +24,8 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from agritrace.registry.v1 import registry_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +80,7 @@ class Platform:
         if self.channel is not None:
             self.channel.close()
         codes: dict[str, int] = {}
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for name, process in self.processes.items():

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf.field_mask_pb2 import FieldMask
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +348,47 @@ def test_health_reflection_and_metrics(platform) -> None:  # type: ignore[no-unt
     assert ('grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="GetSubject",'
             'grpc_service="agritrace.registry.v1.RegistryService",grpc_type="unary"}') in body
     assert "grpc_server_handling_seconds_bucket" in body
+
+
+def test_operator_cli_imports_a_file_and_reads_back(  # type: ignore[no-untyped-def]
+    platform, tmp_path
+) -> None:
+    """`agritrace subjects import/list/get` against the running platform."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "subjects-33.csv"
+    with example.open(encoding="utf-8") as handle:
+        personal = {value for row in csv.DictReader(handle)
+                    for value in (row["resident_id"], row["contact_phone"]) if value}
+    env = {**os.environ, "AGRITRACE_ADDRESS": platform.address}
+    report = tmp_path / "report.csv"
+
+    def agritrace(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agritrace_cli", *args], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    done = agritrace("subjects", "import", str(example), "--province", "33",
+                     "--report", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with report.open(encoding="utf-8-sig") as handle:
+        outcomes = Counter(row["outcome"] for row in csv.DictReader(handle))
+    assert outcomes == {"CREATED": 48, "MERGED": 1, "CONFLICT": 1, "REJECTED": 2}
+    printed = done.stdout + done.stderr + report.read_text(encoding="utf-8-sig")
+    assert not [value for value in personal if value in printed]
+
+    listed = agritrace("subjects", "list", "--division", "33", "--all")
+    assert listed.returncode == 0, listed.stderr
+    with report.open(encoding="utf-8-sig") as handle:
+        created = next(r for r in csv.DictReader(handle) if r["outcome"] == "CREATED")
+    shown = agritrace("subjects", "get", created["subject_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert created["subject_id"] in shown.stdout
+    assert not [value for value in personal if value in listed.stdout + shown.stdout]
+
+    missing = agritrace("subjects", "get", "S338KA27N9HFS0SA")
+    assert missing.returncode == 1
+    assert "NOT_FOUND" in missing.stdout + missing.stderr

@@ -1,0 +1,1 @@
+"""`agritrace`: the operator command-line tool for the AgriTrace subject registry."""
