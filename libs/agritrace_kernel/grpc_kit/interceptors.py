@@ -116,7 +116,6 @@ class TracingInterceptor(ScopedInterceptor):
             if isinstance(value, str)
         }
         token = otel_context.attach(extract_context(carrier))
-        failed = False
         try:
             with tracer.start_as_current_span(
                 info.full_method.lstrip("/"),
@@ -128,43 +127,61 @@ class TracingInterceptor(ScopedInterceptor):
                 },
                 record_exception=False,
                 set_status_on_exception=False,
-            ) as span:
-                try:
-                    yield
-                except BaseException:
-                    failed = True
-                    raise
-                finally:
-                    code = final_code(context, failed)
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code not in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
-                                    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS):
-                        span.set_status(Status(StatusCode.ERROR, code.name))
+            ) as span, observed(context, lambda outcome: _end_span(span, outcome)):
+                yield
         finally:
             otel_context.detach(token)
+
+
+# Client mistakes are the caller's, not the server's: they do not mark the span as failed.
+_CLIENT_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
+                           grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS})
+
+
+def _end_span(span: trace.Span, outcome: CallOutcome) -> None:
+    span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
+    if outcome.code not in _CLIENT_CODES:
+        span.set_status(Status(StatusCode.ERROR, outcome.code.name))
+
+
+@dataclass
+class CallOutcome:
+    """How a call ended, as the observing interceptors see it."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    seconds: float = 0.0
+
+
+@contextmanager
+def observed(
+    context: grpc.ServicerContext, on_done: Callable[[CallOutcome], None]
+) -> Iterator[None]:
+    """Times the call and reports its final status code to `on_done`, however it ends."""
+    started = time.perf_counter()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        on_done(CallOutcome(final_code(context, failed), time.perf_counter() - started))
 
 
 class MetricsInterceptor(ScopedInterceptor):
     """RED metrics per method, named like the go-grpc-prometheus middleware."""
 
-    @contextmanager
-    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+    def scope(
+        self, context: grpc.ServicerContext, info: MethodInfo
+    ) -> AbstractContextManager[None]:
         labels = (info.grpc_type, info.service, info.method)
         metrics.grpc_server_started_total.labels(*labels).inc()
-        started = time.perf_counter()
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            metrics.grpc_server_handling_seconds.labels(*labels).observe(
-                time.perf_counter() - started
-            )
-            metrics.grpc_server_handled_total.labels(
-                *labels, final_code(context, failed).name
-            ).inc()
+
+        def record(outcome: CallOutcome) -> None:
+            metrics.grpc_server_handling_seconds.labels(*labels).observe(outcome.seconds)
+            metrics.grpc_server_handled_total.labels(*labels, outcome.code.name).inc()
+
+        return observed(context, record)
 
 
 class LoggingInterceptor(ScopedInterceptor):
@@ -176,20 +193,13 @@ class LoggingInterceptor(ScopedInterceptor):
          grpc.StatusCode.DATA_LOSS, grpc.StatusCode.DEADLINE_EXCEEDED}
     )
 
-    @contextmanager
-    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
-        started = time.perf_counter()
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            code = final_code(context, failed)
-            if code is grpc.StatusCode.OK:
+    def scope(
+        self, context: grpc.ServicerContext, info: MethodInfo
+    ) -> AbstractContextManager[None]:
+        def write(outcome: CallOutcome) -> None:
+            if outcome.code is grpc.StatusCode.OK:
                 level = logging.DEBUG
-            elif code in self._SERVER_FAULTS:
+            elif outcome.code in self._SERVER_FAULTS:
                 level = logging.WARNING
             else:
                 level = logging.INFO
@@ -198,13 +208,15 @@ class LoggingInterceptor(ScopedInterceptor):
                     level,
                     "rpc %s %s",
                     info.full_method,
-                    code.name,
+                    outcome.code.name,
                     extra={
                         "grpc_method": info.full_method,
-                        "grpc_code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "grpc_code": outcome.code.name,
+                        "duration_ms": round(outcome.seconds * 1000, 3),
                     },
                 )
+
+        return observed(context, write)
 
 
 class ErrorInterceptor(ScopedInterceptor):
