@@ -16,12 +16,13 @@ from typing import Final
 
 import grpc
 import typer
-from agritrace.registry.v1 import registry_pb2_grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from rich.console import Console
 from rich.text import Text
+
+from agritrace.registry.v1 import registry_pb2_grpc
 
 ADDRESS_ENV_VAR: Final = "AGRITRACE_ADDRESS"
 TOKEN_ENV_VAR: Final = "AGRITRACE_TOKEN"

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import grpc
-from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
 
+from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
 from agritrace_cli.checkpoint import ImportCheckpoint, OutcomeCounts
 from agritrace_cli.client import Metadata
 from agritrace_cli.files import SubjectRecord, iter_subject_records

@@ -11,13 +11,13 @@ import datetime
 import json
 from collections.abc import Iterable
 
-from agritrace.registry.v1 import registry_pb2
 from google.protobuf import json_format, timestamp_pb2
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agritrace.registry.v1 import registry_pb2
 from agritrace_cli.checkpoint import OutcomeCounts
 from agritrace_cli.choices import KIND_PREFIX, STATUS_PREFIX, short_enum_name
 

@@ -11,7 +11,6 @@ from typing import Annotated, Final
 
 import grpc
 import typer
-from agritrace.registry.v1 import registry_pb2
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,6 +22,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from agritrace.registry.v1 import registry_pb2
 from agritrace_cli.checkpoint import (
     ImportCheckpoint,
     OutcomeCounts,

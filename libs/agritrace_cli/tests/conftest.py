@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
-from agritrace_cli.main import app
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from typer.testing import CliRunner, Result
+
+from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
+from agritrace_cli.main import app
 
 KNOWN_DIVISION_CODES = frozenset({"330102", "330105", "330106", "110101"})
 _DEFAULT_PAGE_SIZE = 50

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from agritrace_cli.choices import parse_subject_kind, parse_subject_status
 
 

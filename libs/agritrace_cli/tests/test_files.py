@@ -5,6 +5,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+
 from agritrace_cli.files import (
     SubjectFileError,
     cell_text,

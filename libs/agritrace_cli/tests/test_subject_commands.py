@@ -7,9 +7,10 @@ import re
 import socket
 from typing import TYPE_CHECKING
 
+from typer.testing import CliRunner
+
 from agritrace.registry.v1 import registry_pb2
 from agritrace_cli.main import app
-from typer.testing import CliRunner
 
 if TYPE_CHECKING:
     from agritrace_cli.tests.conftest import CliInvoker, RunningRegistry

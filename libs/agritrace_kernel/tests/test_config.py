@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from agritrace_kernel.config import ConfigError, DatabaseTarget, load_settings
 
 PG_URL = "postgresql+psycopg://agritrace:secret@db.internal:5432/agritrace"

@@ -13,6 +13,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from agritrace_kernel import db
 from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.events.bus import IdempotentHandler, InProcessBus, Subscription
@@ -20,11 +26,6 @@ from agritrace_kernel.events.model import Event
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.events.store import create_event_tables, inbox, outbox
 from agritrace_kernel.telemetry import configure_tracing
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 tracer = trace.get_tracer("agritrace.tests")
 

@@ -14,6 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+
 from agritrace_kernel.errors import (
     ConcurrencyConflict,
     FailedPrecondition,
@@ -24,12 +31,6 @@ from agritrace_kernel.errors import (
 from agritrace_kernel.grpc_kit.interceptors import MethodInfo, ScopedInterceptor
 from agritrace_kernel.grpc_kit.server import GrpcServer, ServiceRegistration, create_server
 from agritrace_kernel.telemetry import configure_tracing
-from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY
 
 SERVICE = "agritrace.test.v1.Probe"
 SECRET = "connection to 10.0.0.7 failed for 330106199001011234"

@@ -8,10 +8,11 @@ import logging
 from collections.abc import Callable, Iterator
 
 import pytest
-from agritrace_kernel.logs import configure_logging, redact
-from agritrace_kernel.telemetry import configure_tracing
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agritrace_kernel.logs import configure_logging, redact
+from agritrace_kernel.telemetry import configure_tracing
 
 RESIDENT_ID = "110105199001011234"
 RESIDENT_ID_X = "11010519900101123X"

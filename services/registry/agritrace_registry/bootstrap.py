@@ -7,14 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from agritrace_kernel import db
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.locks import LeaseManager, LocalLeases, RedisLeases, lease_manager
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from agritrace_registry.adapters.pii import AesGcmProtector
 from agritrace_registry.adapters.repository import RegistryUnitOfWork
 from agritrace_registry.domain.divisions import DivisionCatalog

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from agritrace_kernel.db import SqlAlchemyUnitOfWork
-from agritrace_kernel.errors import ConcurrencyConflict
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
+from agritrace_kernel.db import SqlAlchemyUnitOfWork
+from agritrace_kernel.errors import ConcurrencyConflict
 from agritrace_registry.adapters import orm
 from agritrace_registry.domain.model import (
     IdentityKey,
@@ -42,6 +43,21 @@ def _utc(value: datetime) -> datetime:
 def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def matching(
+    session: Session, column: sa.ColumnElement[str], values: Sequence[str]
+) -> Iterable[sa.ColumnElement[bool]]:
+    """Conditions `column IN values`, in as few statements as the database allows: one
+    `= ANY(array)` on PostgreSQL (one bound parameter, nothing to compile per value), chunks
+    of IN lists on SQLite."""
+    if not values:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        yield column == sa.any_(sa.literal(list(values), type_=postgresql.ARRAY(sa.String())))
+    else:
+        for chunk in _chunks(values):
+            yield column.in_(chunk)
 
 
 def bulk_insert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -132,26 +148,40 @@ class SqlAlchemySubjectRepository:
         found: dict[IdentityKey, Subject] = {}
         for kind, column in (("credit_code", orm.subjects.c.credit_code),
                              ("resident_id", orm.subjects.c.resident_id_digest)):
-            for chunk in _chunks(by_kind[kind]):
+            for condition in matching(self.session, column, by_kind[kind]):
                 for row in self.session.execute(
-                    sa.select(orm.subjects).where(column.in_(chunk))
+                    sa.select(orm.subjects).where(condition)
                 ).mappings():
                     subject = _to_subject(row)
                     found[subject.identity_key] = subject
         return found
 
     def save(self, subject: Subject, expected_version: int) -> None:
-        row = _subject_row(subject)
-        del row["subject_id"], row["created_at"]
-        result = self.session.execute(
-            orm.subjects.update()
-            .where(orm.subjects.c.subject_id == subject.subject_id)
-            .where(orm.subjects.c.version == expected_version)
-            .values(**row)
+        self.save_many([(subject, expected_version)])
+
+    def save_many(self, changes: Sequence[tuple[Subject, int]]) -> None:
+        """Writes changed subjects in one executemany, each only if still at the version it
+        was read at; any stale one fails the whole unit of work."""
+        if not changes:
+            return
+        table = orm.subjects
+        rows = []
+        for subject, expected_version in changes:
+            row = _subject_row(subject)
+            del row["created_at"]
+            row["b_subject_id"] = row.pop("subject_id")
+            row["b_expected_version"] = expected_version
+            rows.append(row)
+        statement = (
+            table.update()
+            .where(table.c.subject_id == sa.bindparam("b_subject_id"))
+            .where(table.c.version == sa.bindparam("b_expected_version"))
+            .values({key: sa.bindparam(key) for key in rows[0] if not key.startswith("b_")})
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        result = self.session.connection().execute(statement, rows)
+        if result.rowcount != len(rows):
             raise ConcurrencyConflict(
-                f"subject {subject.subject_id} changed concurrently; read it again",
+                "a subject changed concurrently; read it again",
             )
 
     def list(self, query: SubjectQuery) -> list[Subject]:
@@ -230,19 +260,20 @@ class SqlAlchemySubjectRepository:
     ) -> dict[str, RecordedOutcome]:
         outcomes: dict[str, RecordedOutcome] = {}
         unique_ids = sorted(set(source_record_ids))
-        for chunk in _chunks(unique_ids):
+        provenance, conflicts = orm.provenance.c, orm.conflicts.c
+        for condition in matching(self.session, provenance.source_record_id, unique_ids):
             for row in self.session.execute(
-                sa.select(orm.provenance.c.source_record_id, orm.provenance.c.outcome,
-                          orm.provenance.c.subject_id)
-                .where(orm.provenance.c.source == source)
-                .where(orm.provenance.c.source_record_id.in_(chunk))
+                sa.select(provenance.source_record_id, provenance.outcome, provenance.subject_id)
+                .where(provenance.source == source)
+                .where(condition)
             ):
                 outcomes[row[0]] = RecordedOutcome(row[1], row[2])
+        for condition in matching(self.session, conflicts.source_record_id, unique_ids):
             for row in self.session.execute(
-                sa.select(orm.conflicts.c.source_record_id, orm.conflicts.c.subject_id,
-                          orm.conflicts.c.differing_fields)
-                .where(orm.conflicts.c.source == source)
-                .where(orm.conflicts.c.source_record_id.in_(chunk))
+                sa.select(conflicts.source_record_id, conflicts.subject_id,
+                          conflicts.differing_fields)
+                .where(conflicts.source == source)
+                .where(condition)
             ):
                 outcomes[row[0]] = RecordedOutcome("CONFLICT", row[1], tuple(row[2].split(",")))
         return outcomes

@@ -11,7 +11,6 @@ from enum import StrEnum
 from typing import Protocol
 
 from agritrace_kernel.errors import FailedPrecondition, InvalidArgument, ViolationCollector
-
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
 

@@ -9,7 +9,6 @@ from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import NamekoPublisher, Publisher
 from agritrace_kernel.grpc_kit.server import GrpcServer, ServiceRegistration, create_server, serve
 from agritrace_kernel.metrics import serve_metrics
-
 from agritrace_registry.bootstrap import RegistryApp, bootstrap, migrate
 from agritrace_registry.entrypoints.grpc_servicer import SERVICE_NAME, RegistryServicer
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace_kernel.errors import InvalidArgument
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from agritrace_registry.domain.model import (
     RegistrationInput,
     ReviewDecision,

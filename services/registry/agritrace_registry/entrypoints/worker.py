@@ -6,7 +6,6 @@ from __future__ import annotations
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.nameko_worker import build_worker_service, run_worker
 from agritrace_kernel.metrics import serve_metrics
-
 from agritrace_registry.bootstrap import bootstrap
 
 

@@ -1,6 +1,7 @@
 """Alembic environment of the registry (see agritrace_kernel.migrations)."""
 
 import sqlalchemy as sa
+
 from agritrace_kernel.events.store import event_metadata
 from agritrace_kernel.migrations import run_migrations
 from agritrace_registry.adapters.orm import metadata

@@ -17,7 +17,6 @@ from datetime import datetime
 from agritrace_kernel.errors import ConcurrencyConflict, InvalidArgument
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.locks import Lease, LeaseManager, LocalLeases
-
 from agritrace_registry.domain.model import (
     FLAG_IMPORT_CONFLICT,
     IdentityKey,
@@ -209,8 +208,7 @@ class SubjectImporter:
             uow.subjects.add_many(batch.subjects)
             uow.subjects.add_provenance(batch.provenance)
             uow.subjects.add_conflicts(batch.conflicts)
-            for subject, version_read in batch.flagged.values():
-                uow.subjects.save(subject, version_read)
+            uow.subjects.save_many(list(batch.flagged.values()))
             uow.commit()
         # Counted only once committed: a batch that rolled back did nothing.
         for result, replay in zip(results, replays_flags, strict=True):

@@ -19,7 +19,6 @@ from agritrace_kernel.errors import (
     NotFound,
 )
 from agritrace_kernel.events.model import Event
-
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.domain.model import (

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.service_layer.importer import SubjectImporter
 from agritrace_registry.service_layer.services import RegistryService

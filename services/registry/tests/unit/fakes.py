@@ -212,6 +212,10 @@ class FakeSubjectRepository:
             )
         self._tables.subjects[subject.subject_id] = _row(subject)
 
+    def save_many(self, changes: Sequence[tuple[Subject, int]]) -> None:
+        for subject, expected_version in changes:
+            self.save(subject, expected_version)
+
     def list(self, query: SubjectQuery) -> list[Subject]:
         rows = [
             row

@@ -6,6 +6,7 @@ import csv
 import pathlib
 
 import pytest
+
 from agritrace_registry.domain.divisions import Division, DivisionCatalog, RetiredDivision
 from agritrace_registry.domain.identifiers import PROVINCE_CODES, IdentifierError
 

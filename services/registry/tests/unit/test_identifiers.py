@@ -7,6 +7,7 @@ import pickle
 import random
 
 import pytest
+
 from agritrace_registry.domain.identifiers import (
     CREDIT_CODE_ALPHABET,
     PROVINCE_CODES,

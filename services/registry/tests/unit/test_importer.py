@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict, InvalidArgument
 from agritrace_kernel.events.model import Event
 from agritrace_registry.domain.identifiers import new_subject_id

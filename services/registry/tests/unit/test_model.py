@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from agritrace_kernel.errors import FailedPrecondition, InvalidArgument
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.domain.model import (

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from agritrace_kernel.errors import (
     AlreadyExists,
     ConcurrencyConflict,
