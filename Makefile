@@ -45,7 +45,8 @@ test-integration: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy libs/agritrace_kernel libs/agritrace_cli services/registry/agritrace_registry/domain
+	$(VENV)/bin/mypy libs/agritrace_kernel libs/agritrace_cli libs/agritrace_platform \
+		services/registry/agritrace_registry
 
 bench: install
 	$(PY) -m benchmarks.run

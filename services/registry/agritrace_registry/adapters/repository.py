@@ -101,7 +101,7 @@ def _subject_row(subject: Subject) -> dict[str, Any]:
     }
 
 
-def _to_subject(row: Mapping[str, Any]) -> Subject:
+def _to_subject(row: Mapping[str, Any] | sa.RowMapping) -> Subject:
     return Subject(
         subject_id=row["subject_id"],
         kind=SubjectKind(row["kind"]),
@@ -184,7 +184,7 @@ class SqlAlchemySubjectRepository:
                 "a subject changed concurrently; read it again",
             )
 
-    def list(self, query: SubjectQuery) -> list[Subject]:
+    def find(self, query: SubjectQuery) -> list[Subject]:
         table = orm.subjects
         statement = sa.select(table).order_by(table.c.subject_id).limit(query.limit)
         if query.division_prefix:

@@ -21,7 +21,7 @@ import datetime
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -78,13 +78,15 @@ _DIGITS = frozenset("0123456789")
 
 def _half_width_compact(raw: str) -> str:
     """Full-width to half-width, then drop all whitespace and invisible characters."""
+    if raw.isascii() and raw.isalnum():  # the common case, decided in C
+        return raw
     text = raw.translate(_FULL_TO_HALF)
     return "".join(ch for ch in text if not ch.isspace() and ch not in _INVISIBLE)
 
 
 def _is_digits(text: str) -> bool:
     """ASCII digits only (str.isdigit also accepts e.g. Arabic-Indic and superscript digits)."""
-    return bool(text) and all(ch in _DIGITS for ch in text)
+    return text.isascii() and text.isdigit()
 
 
 # Provinces, autonomous regions and municipalities of the mainland (GB/T 2260 first level).
@@ -374,12 +376,19 @@ def _gf32_times_x(value: int) -> int:
     return value
 
 
-def _gf32_horner(values: Iterable[int]) -> int:
-    """sum(v_i * x^(n-i)) in GF(32) for values v_1..v_n (addition in GF(32) is XOR)."""
-    accumulator = 0
-    for value in values:
-        accumulator = _gf32_times_x(accumulator) ^ value
-    return accumulator
+def _gf32_times_x_power(value: int, power: int) -> int:
+    for _ in range(power):
+        value = _gf32_times_x(value)
+    return value
+
+
+_SUBJECT_BODY_LENGTH = 2 + _SUBJECT_ID_RANDOM_CHARS  # province + random part: 14
+# _CHECK_TERMS[i][v] = v * x^(14-i) in GF(32): the weighted term of value v at body position i
+# (0-based), precomputed so a check character is 14 table look-ups and XORs.
+_CHECK_TERMS = tuple(
+    tuple(_gf32_times_x_power(value, _SUBJECT_BODY_LENGTH - position) for value in range(32))
+    for position in range(_SUBJECT_BODY_LENGTH)
+)
 
 
 def _subject_check_char(body: str) -> str:
@@ -388,9 +397,15 @@ def _subject_check_char(body: str) -> str:
     The check value c makes sum(v_i * x^(15-i)) for i = 1..15 equal 0 in GF(32), where v_15 = c.
     Each position has a distinct non-zero weight x^(15-i), so any single substitution
     (w * (a - b) != 0) and any transposition of two positions (w_i - w_j)(a - b) != 0 changes
-    the sum: all are detected. `_gf32_horner(body) * x` is that c (minus equals plus).
+    the sum: all are detected. c = sum(v_i * x^(15-i)) for i = 1..14 (minus equals plus).
     """
-    return SUBJECT_ID_ALPHABET[_gf32_times_x(_gf32_horner(_SUBJECT_ID_VALUES[ch] for ch in body))]
+    check = 0
+    for terms, ch in zip(_CHECK_TERMS, body, strict=True):
+        check ^= terms[_SUBJECT_ID_VALUES[ch]]
+    return SUBJECT_ID_ALPHABET[check]
+
+
+_RANDOM_SHIFTS = tuple(range(_SUBJECT_ID_RANDOM_BITS - 5, -1, -5))
 
 
 class BufferedRandomBits:
@@ -433,10 +448,8 @@ def new_subject_id(
     number = random_bits(_SUBJECT_ID_RANDOM_BITS)
     if not 0 <= number < 1 << _SUBJECT_ID_RANDOM_BITS:
         raise ValueError(f"random_bits({_SUBJECT_ID_RANDOM_BITS}) returned a value out of range")
-    random_part = "".join(
-        SUBJECT_ID_ALPHABET[(number >> shift) & 0b11111]
-        for shift in range(_SUBJECT_ID_RANDOM_BITS - 5, -1, -5)
-    )
+    random_part = "".join([SUBJECT_ID_ALPHABET[(number >> shift) & 0b11111]
+                           for shift in _RANDOM_SHIFTS])
     body = province + random_part
     return _SUBJECT_ID_PREFIX + body + _subject_check_char(body)
 

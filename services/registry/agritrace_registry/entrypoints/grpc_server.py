@@ -19,7 +19,7 @@ def registration(app: RegistryApp) -> ServiceRegistration:
     servicer = RegistryServicer(app.service, app.importer)
     return ServiceRegistration(
         name=SERVICE_NAME,
-        add_to_server=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
+        add_to_server=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server
         ),
         readiness=app.readiness_checks(),

@@ -3,7 +3,9 @@ rules here; domain errors are mapped to statuses by the kernel's interceptor."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
@@ -25,7 +27,7 @@ from agritrace_registry.service_layer.importer import (
     RecordResult,
     SubjectImporter,
 )
-from agritrace_registry.service_layer.ports import SubjectQuery
+from agritrace_registry.service_layer.ports import ImportRun, SubjectQuery
 from agritrace_registry.service_layer.services import RegistryService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
@@ -34,25 +36,34 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 E = TypeVar("E", SubjectKind, SubjectStatus, ReviewDecision)
 
 
-def _enum_to_domain(
-    enum_type: type[E], prefix: str, value: int, descriptor_name: str
-) -> E | None:
-    name = pb.DESCRIPTOR.enum_types_by_name[descriptor_name].values_by_number.get(value)
-    if name is None or name.name.endswith("_UNSPECIFIED"):
-        return None
-    return enum_type(name.name.removeprefix(prefix))
+def _by_number(enum_type: type[E], descriptor_name: str, prefix: str) -> dict[int, E]:
+    """Proto enum number -> domain enum (UNSPECIFIED maps to nothing), built once: imports
+    convert hundreds of thousands of records."""
+    descriptor = pb.DESCRIPTOR.enum_types_by_name[descriptor_name]
+    return {
+        value.number: enum_type(value.name.removeprefix(prefix))
+        for value in descriptor.values
+        if not value.name.endswith("_UNSPECIFIED")
+    }
+
+
+_KINDS = _by_number(SubjectKind, "SubjectKind", "SUBJECT_KIND_")
+_STATUSES = _by_number(SubjectStatus, "SubjectStatus", "SUBJECT_STATUS_")
+_DECISIONS = _by_number(ReviewDecision, "ReviewDecision", "REVIEW_DECISION_")
+_KIND_NUMBERS = {kind: number for number, kind in _KINDS.items()}
+_STATUS_NUMBERS = {status: number for number, status in _STATUSES.items()}
 
 
 def kind_from_proto(value: int) -> SubjectKind | None:
-    return _enum_to_domain(SubjectKind, "SUBJECT_KIND_", value, "SubjectKind")
+    return _KINDS.get(value)
 
 
 def status_from_proto(value: int) -> SubjectStatus | None:
-    return _enum_to_domain(SubjectStatus, "SUBJECT_STATUS_", value, "SubjectStatus")
+    return _STATUSES.get(value)
 
 
 def decision_from_proto(value: int) -> ReviewDecision | None:
-    return _enum_to_domain(ReviewDecision, "REVIEW_DECISION_", value, "ReviewDecision")
+    return _DECISIONS.get(value)
 
 
 def registration_from_proto(message: pb.SubjectRegistration) -> RegistrationInput:
@@ -77,7 +88,7 @@ def _timestamp(value: object) -> Timestamp:
 def subject_to_proto(subject: Subject) -> pb.Subject:
     return pb.Subject(
         subject_id=subject.subject_id,
-        kind=pb.SubjectKind.Value(f"SUBJECT_KIND_{subject.kind.value}"),
+        kind=_KIND_NUMBERS[subject.kind],  # type: ignore[arg-type]
         name=subject.name,
         credit_code=subject.credit_code or "",
         resident_id_masked=subject.resident_id_masked,
@@ -85,7 +96,7 @@ def subject_to_proto(subject: Subject) -> pb.Subject:
         address=subject.address,
         legal_representative=subject.legal_representative,
         contact_phone_masked=subject.contact_phone_masked,
-        status=pb.SubjectStatus.Value(f"SUBJECT_STATUS_{subject.status.value}"),
+        status=_STATUS_NUMBERS[subject.status],  # type: ignore[arg-type]
         status_reason=subject.status_reason,
         review_flags=subject.review_flags,
         provenance=[
@@ -103,10 +114,14 @@ def subject_to_proto(subject: Subject) -> pb.Subject:
     )
 
 
+_OUTCOMES = {name.removeprefix("IMPORT_OUTCOME_"): number
+             for name, number in pb.ImportOutcome.items()}
+
+
 def _result_to_proto(result: RecordResult) -> pb.ImportRecordResult:
     return pb.ImportRecordResult(
         source_record_id=result.source_record_id,
-        outcome=pb.ImportOutcome.Value(f"IMPORT_OUTCOME_{result.outcome}"),
+        outcome=_OUTCOMES[result.outcome],  # type: ignore[arg-type]
         subject_id=result.subject_id,
         field=result.field,
         reason=result.reason,
@@ -192,30 +207,55 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def ImportSubjects(
         self, request_iterator: Iterator[pb.ImportSubjectsRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ImportSubjectsResponse]:
-        run = None
+        # A two-stage pipeline: while batch N is applied (classified and written to the
+        # database) on a helper thread, this thread reads and validates batch N+1, so database
+        # time overlaps with Python time. Batches are still applied one at a time, in order.
+        run: ImportRun | None = None
         summary = ImportSummary()
-        try:
-            for batch_index, message in enumerate(request_iterator):
+        applying: Future[list[RecordResult]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-apply") as executor:
+            try:
+                for batch_index, message in enumerate(request_iterator):
+                    if run is None:
+                        run = self._importer.begin(message.import_id, message.source_province)
+                    prepared = self._importer.prepare([
+                        ImportRecordInput(r.source_record_id,
+                                          registration_from_proto(r.registration))
+                        for r in message.records
+                    ])
+                    if applying is not None:
+                        yield self._batch_response(run, batch_index - 1, applying, summary)
+                    applying = executor.submit(
+                        contextvars.copy_context().run,
+                        self._importer.apply, run, prepared, summary,
+                    )
+                if applying is not None and run is not None:
+                    yield self._batch_response(run, batch_index, applying, summary)
+                    applying = None
                 if run is None:
-                    run = self._importer.begin(message.import_id, message.source_province)
-                records = [
-                    ImportRecordInput(r.source_record_id, registration_from_proto(r.registration))
-                    for r in message.records
-                ]
-                results = self._importer.import_batch(run, records, summary)
-                yield pb.ImportSubjectsResponse(
-                    import_id=run.import_id,
-                    batch_index=batch_index,
-                    results=[_result_to_proto(r) for r in results],
-                    summary=_summary_to_proto(summary),
-                )
-            if run is None:
-                raise InvalidArgument.of("import_id", "the stream carried no message")
-        finally:
-            # Announce what was done even if the client went away mid-stream: the batches
-            # committed so far are real.
-            if run is not None:
-                self._importer.finish(run, summary)
+                    raise InvalidArgument.of("import_id", "the stream carried no message")
+            finally:
+                if applying is not None:
+                    applying.exception()  # let a batch in flight finish before closing the run
+                # Announce what was done even if the client went away mid-stream: the batches
+                # committed so far are real.
+                if run is not None:
+                    self._importer.finish(run, summary)
         yield pb.ImportSubjectsResponse(
             import_id=run.import_id, summary=_summary_to_proto(summary), done=True
+        )
+
+    @staticmethod
+    def _batch_response(
+        run: ImportRun,
+        batch_index: int,
+        applying: Future[list[RecordResult]],
+        summary: ImportSummary,
+    ) -> pb.ImportSubjectsResponse:
+        results = applying.result()
+        return pb.ImportSubjectsResponse(
+            import_id=run.import_id,
+            batch_index=batch_index,
+            results=[_result_to_proto(r) for r in results],
+            summary=_summary_to_proto(summary),
         )

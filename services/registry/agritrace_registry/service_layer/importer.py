@@ -75,6 +75,15 @@ class ImportSummary:
             self.new_effects += 1
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A validated batch: each record's registration (or its rejection), and the identity keys
+    of the valid ones."""
+
+    validated: list[tuple[str, ValidRegistration | RecordResult]]
+    keys: dict[str, IdentityKey]
+
+
 @dataclass
 class _Batch:
     """Working state of one batch: what it creates and records, and keys seen so far."""
@@ -149,20 +158,14 @@ class SubjectImporter:
         self, run: ImportRun, records: Sequence[ImportRecordInput], summary: ImportSummary
     ) -> list[RecordResult]:
         """Imports one batch in one transaction and returns each record's outcome, in order."""
+        return self.apply(run, self.prepare(records), summary)
+
+    def prepare(self, records: Sequence[ImportRecordInput]) -> PreparedBatch:
+        """Validates a batch and computes its identity keys: pure work, no I/O, so a caller may
+        prepare the next batch while the previous one is being applied."""
         if len(records) > MAX_BATCH:
             raise InvalidArgument.of("records", f"at most {MAX_BATCH} records per message")
-        lease = self._held.get(run.import_id)
-        if lease is not None and not lease.renew():
-            raise ConcurrencyConflict(
-                f"import {run.import_id} lost its lease (stalled too long); resend the rest",
-                reason="IMPORT_LEASE_LOST",
-            )
         service = self._service
-        source = province_source(run.source_province)
-        batch = _Batch(source, run.import_id)
-        now = service.clock()
-
-        # 1. Validate every record (pure, no I/O).
         validated: list[tuple[str, ValidRegistration | RecordResult]] = []
         for record in records:
             record_id = record.source_record_id.strip()
@@ -175,12 +178,29 @@ class SubjectImporter:
                 validated.append((record_id, validate_registration(record.data, service.catalog)))
             except InvalidArgument as error:
                 validated.append((record_id, _rejection(record_id, error)))
-
         keys = {
             record_id: item.identity_key(service.protector)
             for record_id, item in validated
             if isinstance(item, ValidRegistration)
         }
+        return PreparedBatch(validated, keys)
+
+    def apply(
+        self, run: ImportRun, prepared: PreparedBatch, summary: ImportSummary
+    ) -> list[RecordResult]:
+        """Classifies and writes a prepared batch in one transaction, in order after the
+        batches applied before it (their subjects are visible to it)."""
+        lease = self._held.get(run.import_id)
+        if lease is not None and not lease.renew():
+            raise ConcurrencyConflict(
+                f"import {run.import_id} lost its lease (stalled too long); resend the rest",
+                reason="IMPORT_LEASE_LOST",
+            )
+        service = self._service
+        batch = _Batch(province_source(run.source_province), run.import_id)
+        now = service.clock()
+        validated, keys = prepared.validated, prepared.keys
+        source = batch.source
         results: list[RecordResult] = []
         with service.uow_factory() as uow:
             # 2. Load what the batch may touch, in three queries.

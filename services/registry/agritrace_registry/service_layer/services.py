@@ -276,7 +276,7 @@ class RegistryService:
             query.division_prefix, query.kind, query.status, after_subject_id=after, limit=size + 1
         )
         with self.uow_factory() as uow:
-            found = uow.subjects.list(bounded)
+            found = uow.subjects.find(bounded)
         page, more = found[:size], len(found) > size
         next_token = PageToken(page[-1].subject_id, filter_fingerprint).encode() if more else ""
         return page, next_token

@@ -216,7 +216,7 @@ class FakeSubjectRepository:
         for subject, expected_version in changes:
             self.save(subject, expected_version)
 
-    def list(self, query: SubjectQuery) -> list[Subject]:
+    def find(self, query: SubjectQuery) -> list[Subject]:
         rows = [
             row
             for subject_id, row in sorted(self._tables.subjects.items())
