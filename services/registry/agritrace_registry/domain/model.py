@@ -214,6 +214,46 @@ def validate_registration(
     )
 
 
+def _protect_phone(phone: str | None, protector: PersonalDataProtector) -> tuple[str | None, str]:
+    if not phone:
+        return None, ""
+    return protector.seal(phone), identifiers.mask_phone(phone)
+
+
+@dataclass(frozen=True)
+class ProtectedPersonalData:
+    """A registration's personal data as it is kept: digest and sealed value of the ID
+    number, sealed phone, and their masked forms. Never the clear values."""
+
+    resident_id_digest: str | None = None
+    resident_id_sealed: str | None = None
+    resident_id_masked: str = ""
+    contact_phone_sealed: str | None = None
+    contact_phone_masked: str = ""
+
+    @classmethod
+    def of(
+        cls, registration: ValidRegistration, protector: PersonalDataProtector
+    ) -> ProtectedPersonalData:
+        phone_sealed, phone_masked = _protect_phone(registration.contact_phone, protector)
+        resident_id = registration.resident_id
+        if resident_id is None:
+            return cls(contact_phone_sealed=phone_sealed, contact_phone_masked=phone_masked)
+        return cls(
+            resident_id_digest=protector.digest(resident_id),
+            resident_id_sealed=protector.seal(resident_id),
+            resident_id_masked=identifiers.mask_resident_id(resident_id),
+            contact_phone_sealed=phone_sealed,
+            contact_phone_masked=phone_masked,
+        )
+
+    def identity_key(self, registration: ValidRegistration) -> IdentityKey:
+        if registration.credit_code is not None:
+            return IdentityKey("credit_code", registration.credit_code)
+        assert self.resident_id_digest is not None
+        return IdentityKey("resident_id", self.resident_id_digest)
+
+
 @dataclass(frozen=True)
 class Provenance:
     source: str  # "national" or "province:NN"
@@ -261,8 +301,13 @@ class Subject:
         registration: ValidRegistration,
         protector: PersonalDataProtector,
         now: datetime,
+        personal: ProtectedPersonalData | None = None,
     ) -> Subject:
-        subject = cls(
+        """A new subject in PENDING_REVIEW. `personal` may carry the registration's personal
+        data already protected (bulk imports do that ahead of time)."""
+        if personal is None:
+            personal = ProtectedPersonalData.of(registration, protector)
+        return cls(
             subject_id=subject_id,
             kind=registration.kind,
             name=registration.name,
@@ -273,13 +318,12 @@ class Subject:
             address=registration.address,
             legal_representative=registration.legal_representative,
             review_flags=list(registration.review_flags),
+            resident_id_digest=personal.resident_id_digest,
+            resident_id_sealed=personal.resident_id_sealed,
+            resident_id_masked=personal.resident_id_masked,
+            contact_phone_sealed=personal.contact_phone_sealed,
+            contact_phone_masked=personal.contact_phone_masked,
         )
-        if registration.resident_id is not None:
-            subject.resident_id_digest = protector.digest(registration.resident_id)
-            subject.resident_id_sealed = protector.seal(registration.resident_id)
-            subject.resident_id_masked = identifiers.mask_resident_id(registration.resident_id)
-        subject._set_phone(registration.contact_phone, protector)
-        return subject
 
     @property
     def identity_key(self) -> IdentityKey:
@@ -293,12 +337,7 @@ class Subject:
         return self.division_code[:2]
 
     def _set_phone(self, phone: str | None, protector: PersonalDataProtector) -> None:
-        if phone:
-            self.contact_phone_sealed = protector.seal(phone)
-            self.contact_phone_masked = identifiers.mask_phone(phone)
-        else:
-            self.contact_phone_sealed = None
-            self.contact_phone_masked = ""
+        self.contact_phone_sealed, self.contact_phone_masked = _protect_phone(phone, protector)
 
     def review(self, decision: ReviewDecision, reason: str, now: datetime) -> SubjectStatus:
         """Moves through the state machine; refuses illegal moves. Returns the old status."""

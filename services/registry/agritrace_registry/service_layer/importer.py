@@ -20,6 +20,7 @@ from agritrace_kernel.locks import Lease, LeaseManager, LocalLeases
 from agritrace_registry.domain.model import (
     FLAG_IMPORT_CONFLICT,
     IdentityKey,
+    ProtectedPersonalData,
     RegistrationInput,
     Subject,
     ValidRegistration,
@@ -76,12 +77,20 @@ class ImportSummary:
 
 
 @dataclass(frozen=True)
-class PreparedBatch:
-    """A validated batch: each record's registration (or its rejection), and the identity keys
-    of the valid ones."""
+class PreparedRecord:
+    """One record after validation: its registration with identity key, protected personal
+    data and the id it gets if it is new - or its rejection."""
 
-    validated: list[tuple[str, ValidRegistration | RecordResult]]
-    keys: dict[str, IdentityKey]
+    record_id: str
+    outcome: ValidRegistration | RecordResult
+    key: IdentityKey | None = None
+    personal: ProtectedPersonalData | None = None
+    candidate_subject_id: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    items: list[PreparedRecord]
 
 
 @dataclass
@@ -166,24 +175,27 @@ class SubjectImporter:
         if len(records) > MAX_BATCH:
             raise InvalidArgument.of("records", f"at most {MAX_BATCH} records per message")
         service = self._service
-        validated: list[tuple[str, ValidRegistration | RecordResult]] = []
+        items: list[PreparedRecord] = []
         for record in records:
             record_id = record.source_record_id.strip()
             if not record_id or len(record_id) > MAX_SOURCE_RECORD_ID:
-                validated.append((record_id, RecordResult(
+                items.append(PreparedRecord(record_id, RecordResult(
                     record_id, REJECTED, field="source_record_id",
                     reason=f"is required, at most {MAX_SOURCE_RECORD_ID} characters")))
                 continue
             try:
-                validated.append((record_id, validate_registration(record.data, service.catalog)))
+                registration = validate_registration(record.data, service.catalog)
             except InvalidArgument as error:
-                validated.append((record_id, _rejection(record_id, error)))
-        keys = {
-            record_id: item.identity_key(service.protector)
-            for record_id, item in validated
-            if isinstance(item, ValidRegistration)
-        }
-        return PreparedBatch(validated, keys)
+                items.append(PreparedRecord(record_id, _rejection(record_id, error)))
+                continue
+            # Protecting personal data and drawing an id cost CPU; done here, they overlap
+            # with the previous batch's database work (wasted only for the few duplicates).
+            personal = ProtectedPersonalData.of(registration, service.protector)
+            items.append(PreparedRecord(
+                record_id, registration, personal.identity_key(registration), personal,
+                service.new_subject_id(registration.division_code[:2]),
+            ))
+        return PreparedBatch(items)
 
     def apply(
         self, run: ImportRun, prepared: PreparedBatch, summary: ImportSummary
@@ -199,26 +211,28 @@ class SubjectImporter:
         service = self._service
         batch = _Batch(province_source(run.source_province), run.import_id)
         now = service.clock()
-        validated, keys = prepared.validated, prepared.keys
         source = batch.source
         results: list[RecordResult] = []
         with service.uow_factory() as uow:
-            # 2. Load what the batch may touch, in three queries.
-            known = uow.subjects.find_by_keys(set(keys.values()))
-            replays = uow.subjects.recorded_outcomes(source, [rid for rid, _ in validated if rid])
+            # Load what the batch may touch, in three queries.
+            known = uow.subjects.find_by_keys(
+                {item.key for item in prepared.items if item.key is not None})
+            replays = uow.subjects.recorded_outcomes(
+                source, [item.record_id for item in prepared.items if item.record_id])
 
             # 3. Classify in order; a key first seen earlier in this batch counts as known.
             handled: dict[str, RecordResult] = {}
             replays_flags: list[bool] = []
-            for record_id, item in validated:
-                if isinstance(item, RecordResult):
-                    result, replay = item, False
+            for item in prepared.items:
+                record_id = item.record_id
+                if isinstance(item.outcome, RecordResult):
+                    result, replay = item.outcome, False
                 elif record_id in handled:
                     result, replay = handled[record_id], True
                 elif record_id in replays:
                     result, replay = self._replayed(record_id, replays[record_id]), True
                 else:
-                    result = self._classify(batch, record_id, item, keys[record_id], known, now)
+                    result = self._classify(batch, item, known, now)
                     replay = False
                 handled.setdefault(record_id, result)
                 results.append(result)
@@ -279,18 +293,17 @@ class SubjectImporter:
     def _classify(
         self,
         batch: _Batch,
-        record_id: str,
-        registration: ValidRegistration,
-        key: IdentityKey,
+        item: PreparedRecord,
         known: dict[IdentityKey, Subject],
         now: datetime,
     ) -> RecordResult:
-        service = self._service
+        record_id, registration, key = item.record_id, item.outcome, item.key
+        assert isinstance(registration, ValidRegistration) and key is not None
         existing = known.get(key)
         if existing is None:
             subject = Subject.register(
-                service.new_subject_id(registration.division_code[:2]),
-                registration, service.protector, now,
+                item.candidate_subject_id, registration, self._service.protector, now,
+                personal=item.personal,
             )
             known[key] = subject
             batch.subjects.append(subject)

@@ -1,0 +1,1 @@
+"""Benchmarks of the AgriTrace registry: `make bench` (python -m benchmarks.run)."""

@@ -1,0 +1,55 @@
+"""CPU time of processes from /proc (Linux), to tell where the wall time of a phase went:
+the registry server's Python, PostgreSQL's backends, or the benchmark client."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads); 0 if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every process named postgres (server and backends) on this machine."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+        except OSError:
+            continue
+        total += process_cpu_seconds(int(entry.name))
+    return total
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    server: float
+    postgres: float
+    client: float
+
+    @classmethod
+    def take(cls, server_pid: int | None) -> CpuSample:
+        times = os.times()
+        return cls(
+            server=process_cpu_seconds(server_pid) if server_pid else 0.0,
+            postgres=postgres_cpu_seconds(),
+            client=times.user + times.system,
+        )
+
+    def __sub__(self, other: CpuSample) -> CpuSample:
+        return CpuSample(self.server - other.server, self.postgres - other.postgres,
+                         self.client - other.client)

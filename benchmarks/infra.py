@@ -1,0 +1,157 @@
+"""What the benchmark runs against: a throwaway PostgreSQL database and a real registry
+server process (`python -m agritrace_registry migrate`, then `serve`). Both are removed on
+every way out: `close()` is called from try/finally and from atexit, and is idempotent."""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
+
+ADMIN_CONNINFO = os.environ.get(
+    "BENCH_ADMIN_CONNINFO", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ThrowawayDatabase:
+    """`CREATE DATABASE agritrace_bench_<pid>` now, `DROP DATABASE ... WITH (FORCE)` at the
+    end (the registry's schema is always "registry", so a database of its own isolates it)."""
+
+    def __init__(self, admin_conninfo: str = ADMIN_CONNINFO, suffix: str = "") -> None:
+        self.admin = admin_conninfo
+        self.name = f"agritrace_bench_{os.getpid()}{suffix}"
+        info = psycopg.conninfo.conninfo_to_dict(admin_conninfo)
+        info["dbname"] = self.name
+        self.conninfo = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
+        user = info.get("user", "postgres")
+        self.sqlalchemy_url = f"postgresql+psycopg://{user}@{host}:{port}/{self.name}"
+        self._created = False
+
+    def create(self) -> None:
+        atexit.register(self.drop)
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(self.name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self._created = True
+
+    def drop(self) -> None:
+        if not self._created:
+            return
+        self._created = False
+        try:
+            with psycopg.connect(self.admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.name)))
+        except psycopg.Error as error:
+            log(f"warning: could not drop database {self.name}: {error}")
+
+    def scalar(self, query: str) -> int:
+        with psycopg.connect(self.conninfo) as conn:
+            row = conn.execute(query).fetchone()
+            return int(row[0]) if row else 0
+
+
+class RegistryServer:
+    """A `python -m agritrace_registry serve` process on a free port, event bus in-process
+    (no relay in a standalone server: events stay in the outbox)."""
+
+    def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.pii_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "AGRITRACE_DATABASE_URL": database_url,
+            "AGRITRACE_PII_KEY": self.pii_key,
+            "AGRITRACE_GRPC_ADDRESS": self.address,
+            "AGRITRACE_METRICS_PORT": "0",
+            "AGRITRACE_EVENT_BUS": "inprocess",
+            "AGRITRACE_GRPC_MAX_WORKERS": str(max_workers),
+            "AGRITRACE_SHUTDOWN_GRACE_SECONDS": "2",
+            "AGRITRACE_LOG_FORMAT": "text",
+            "AGRITRACE_LOG_LEVEL": "INFO",
+        }
+        self.env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def migrate(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "agritrace_registry", "migrate"],
+            env=self.env, capture_output=True, timeout=120, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"migrate failed:\n{result.stderr.decode(errors='replace')}")
+
+    def start(self) -> None:
+        atexit.register(self.stop)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agritrace_registry", "serve"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_serving(self, timeout: float = 60.0) -> float:
+        """Polls grpc.health.v1 until the overall status is SERVING; returns seconds waited."""
+        started = time.perf_counter()
+        deadline = started + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.perf_counter() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"registry server exited early:\n{self.log_tail()}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return time.perf_counter() - started
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"registry not SERVING after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,107 @@
+"""Per-call cost of the kernel's gRPC server chain: N sequential unary echo calls (bytes,
+no protobuf) against each server mode of benchmarks.echo_server, each in its own process."""
+
+from __future__ import annotations
+
+import atexit
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from benchmarks.echo_server import METHOD
+from benchmarks.import_bench import LatencyResult, summarise
+
+LABELS = {
+    "bare": "bare grpcio echo (no interceptors)",
+    "no-tracing": "kernel chain without tracing (metrics+logging+errors)",
+    "noop-tracing": "create_server chain, tracing not configured (no-op)",
+    "tracing": "create_server chain, tracing configured (no exporter)",
+}
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    mode: str
+    latency: LatencyResult
+    round_p50_us: list[float]  # the median of each round, for paired differences
+
+
+def paired_cost_us(slower: EchoResult, faster: EchoResult) -> tuple[float, float, float]:
+    """Per-call cost of `slower` over `faster`: the median over rounds of the difference of
+    their round medians (rounds ran back to back, so both saw the same machine), with the
+    interquartile range of those differences as a measure of the noise."""
+    differences = sorted(a - b for a, b in zip(slower.round_p50_us, faster.round_p50_us,
+                                                strict=True))
+    quartile = len(differences) // 4
+    return (statistics.median(differences), differences[quartile],
+            differences[-1 - quartile])
+
+
+class EchoServerProcess:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.echo_server", mode],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        atexit.register(self.stop)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode().strip()
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"echo server ({mode}) did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def run_echo_modes(calls: int, modes: tuple[str, ...] = tuple(LABELS), *,
+                   payload_bytes: int = 64, warmup: int = 500, rounds: int = 20
+                   ) -> dict[str, EchoResult]:
+    """`calls` sequential calls per mode. All servers run at once and the modes take turns in
+    `rounds` slices, so drift of the machine (other processes, CPU frequency) spreads evenly
+    over the modes instead of favouring whichever ran first."""
+    payload = (bytes(range(256)) * (payload_bytes // 256 + 1))[:payload_bytes]
+    servers = {mode: EchoServerProcess(mode) for mode in modes}
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    round_p50s: dict[str, list[float]] = {mode: [] for mode in modes}
+    channels = {mode: grpc.insecure_channel(f"127.0.0.1:{servers[mode].port}") for mode in modes}
+    try:
+        stubs: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = {
+            mode: channels[mode].unary_unary(METHOD) for mode in modes  # bytes in, bytes out
+        }
+        for mode in modes:
+            for _ in range(warmup):
+                stubs[mode](payload, timeout=10)
+        per_round = [calls // rounds + (1 if r < calls % rounds else 0) for r in range(rounds)]
+        for number, round_calls in enumerate(per_round):
+            # Each round starts with another mode, so no mode always follows the same one.
+            for mode in modes[number % len(modes):] + modes[:number % len(modes)]:
+                echo, bucket = stubs[mode], []
+                for _ in range(round_calls):
+                    started = time.perf_counter()
+                    reply = echo(payload, timeout=10)
+                    bucket.append(time.perf_counter() - started)
+                    if reply != payload:
+                        raise RuntimeError(f"echo ({mode}) returned something else")
+                samples[mode].extend(bucket)
+                round_p50s[mode].append(statistics.median(bucket) * 1e6)
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for server in servers.values():
+            server.stop()
+    return {mode: EchoResult(mode, summarise(LABELS[mode], samples[mode]), round_p50s[mode])
+            for mode in modes}

@@ -1,0 +1,547 @@
+"""`make bench`: the registry's import throughput and gRPC per-call costs, each figure next to
+a baseline measured in the same run. Prints progress on stderr, the figures and a summary
+table on stdout, and writes the summary to bench-results/latest.json.
+
+    python -m benchmarks.run [--subjects N] [--only import|rpc] [--batch-size B]
+
+1. Import: N generated subjects (default 607,100, the national registry's size; ~5% duplicate
+   keys, ~0.4% invalid rows), one ImportSubjects stream per province, to a real registry server
+   process on a throwaway PostgreSQL database. Baseline: COPY of the same subject rows.
+2. Re-import of the same data (idempotency): nothing new may be written.
+3. gRPC: echo calls through a bare grpcio server vs the kernel's interceptor chain, with and
+   without tracing; GetSubject latency against the registry after the import.
+
+Nothing here asserts on timing; mismatching counts are printed as MISMATCH lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import data
+from benchmarks.copy_baseline import CopyResult, subject_rows, timed_copy
+from benchmarks.cpu import CpuSample
+from benchmarks.import_bench import (
+    ImportRunResult,
+    LatencyResult,
+    get_subject_latency,
+    raw_select_latency,
+    stream_import,
+)
+from benchmarks.infra import RegistryServer, ThrowawayDatabase, log
+from benchmarks.rpc_bench import EchoResult, paired_cost_us, run_echo_modes
+
+NATIONAL_REGISTRY_SIZE = 607_100
+GOAL_SECONDS = 60.0
+GOAL_RATE = NATIONAL_REGISTRY_SIZE / GOAL_SECONDS
+DEFAULT_BATCH = 5000  # the most records a message may carry: fewest transactions per import
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench-results"
+
+console = Console(highlight=False, soft_wrap=True, width=150)
+
+
+@dataclass
+class Report:
+    """Everything measured, for the table and the JSON file."""
+
+    started_at: str
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    figures: dict[str, Any] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def mismatch(self, text: str) -> None:
+        self.mismatches.append(text)
+        console.print(f"[bold red]MISMATCH[/]: {text}")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=None,
+                        help=f"records to import (default {NATIONAL_REGISTRY_SIZE:,}; with "
+                        "--only rpc 20,000, just to have subjects for GetSubject)")
+    parser.add_argument("--only", choices=("import", "rpc"), default=None,
+                        help="import: items 1-2 (COPY baseline, import, re-import); "
+                        "rpc: echo chain costs and GetSubject latency")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
+    parser.add_argument("--streams", type=int, default=1,
+                        help="provinces imported concurrently (default 1: one after the other; "
+                        "above 1, duplicates stay within their province, see the docs)")
+    parser.add_argument("--rpc-calls", type=int, default=5000,
+                        help="sequential echo calls per server mode (default 5,000)")
+    parser.add_argument("--get-calls", type=int, default=2000,
+                        help="sequential GetSubject calls (default 2,000)")
+    parser.add_argument("--seed", type=int, default=20261129, help="data generator seed")
+    parser.add_argument("--no-reimport", action="store_true", help="skip the re-import")
+    parser.add_argument("--profile-server", metavar="PY_SPY",
+                        help="attach `PY_SPY record` (path of a py-spy binary) to the registry "
+                        "server during the import and the re-import; raw collapsed stacks go "
+                        "to bench-results/registry-{import,reimport}.collapsed")
+    args = parser.parse_args(argv)
+    if args.subjects is None:
+        args.subjects = 20_000 if args.only == "rpc" else NATIONAL_REGISTRY_SIZE
+    if not 1 <= args.batch_size <= 5000:
+        parser.error("--batch-size must be 1-5000")
+    if not 1 <= args.streams <= 31:
+        parser.error("--streams must be 1-31")
+    if args.subjects < 1:
+        parser.error("--subjects must be positive")
+    return args
+
+
+def _code_state() -> dict[str, Any]:
+    """Which registry code was measured: the commit, and production files changed in the
+    work tree (read-only git commands; others may be editing while the benchmark runs)."""
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=False).stdout.rstrip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "libs/agritrace_kernel",
+                                        "services").splitlines()
+               if line[3:].endswith(".py") and "/tests/" not in line]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_production_files": changed}
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally: server and database go
+
+
+def _rate(count: float, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
+
+
+def _latency(result: LatencyResult) -> str:
+    return f"p50 {result.p50_us:,.0f} µs, mean {result.mean_us:,.0f} µs"
+
+
+def _import_dict(result: ImportRunResult, cpu: CpuSample) -> dict[str, Any]:
+    times = sorted(seconds for _, _, seconds in result.batch_seconds)
+    slowest = sorted(result.batch_seconds, key=lambda item: -item[2])[:5]
+    return {
+        "seconds": round(result.seconds, 3),
+        "records": result.records,
+        "records_per_second": round(result.records_per_second, 1),
+        "batches": result.batches,
+        "counts": result.counts,
+        "summary_counts": result.summary_counts,
+        "unexpected_outcomes": {f"{e}->{g}": n for (e, g), n in result.unexpected.items()},
+        "batch_seconds_p50": round(times[len(times) // 2], 4) if times else None,
+        "batch_seconds_max": round(times[-1], 4) if times else None,
+        "slowest_answers": [{"province": p, "answer": n, "seconds": round(t, 3)}
+                            for p, n, t in slowest],
+        "cpu_seconds": {k: round(v, 2) for k, v in asdict(cpu).items()},
+    }
+
+
+def _print_import(result: ImportRunResult, cpu: CpuSample) -> None:
+    c = result.counts
+    console.print(
+        f"  {result.label}: {result.records:,} records in {result.seconds:.1f} s = "
+        f"[bold]{result.records_per_second:,.0f} records/s[/] ({result.batches} batches)\n"
+        f"    outcomes: created {c['CREATED']:,}, merged {c['MERGED']:,}, "
+        f"conflict {c['CONFLICT']:,}, rejected {c['REJECTED']:,}\n"
+        f"    CPU during the phase: registry server {cpu.server:.1f} s, PostgreSQL "
+        f"{cpu.postgres:.1f} s, benchmark client {cpu.client:.1f} s "
+        f"(wall {result.seconds:.1f} s, 2 cores = {2 * result.seconds:.0f} CPU-s)"
+    )
+
+
+def _check_import(report: Report, result: ImportRunResult, dataset: data.Dataset,
+                  distinct_keys: int, *, replay: bool) -> None:
+    c = result.counts
+    total = sum(c.values())
+    if total != dataset.total:
+        report.mismatch(f"{result.label}: created+merged+conflict+rejected = {total:,}, "
+                        f"expected {dataset.total:,}")
+    if c != result.summary_counts:
+        report.mismatch(f"{result.label}: per-record outcomes {c} != final summaries "
+                        f"{result.summary_counts}")
+    if c["CREATED"] != distinct_keys:
+        what = "replayed CREATED" if replay else "created"
+        report.mismatch(f"{result.label}: {what} {c['CREATED']:,} != distinct valid keys "
+                        f"{distinct_keys:,}")
+    if result.unexpected:
+        detail = ", ".join(f"{e}->{g}: {n:,}" for (e, g), n in result.unexpected.most_common())
+        report.mismatch(f"{result.label}: records with another outcome than expected: {detail}")
+    for example in result.examples:
+        console.print(f"    e.g. {example}")
+
+
+def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayDatabase,
+                     server: RegistryServer, dataset: data.Dataset, distinct_keys: int,
+                     *, full: bool) -> list[str]:
+    """COPY baseline (full only), import, re-import (full only). Returns created subject ids."""
+    expected = dataset.expected_counts()
+    copies: list[CopyResult] = []
+    if full:
+        log("[copy] building the subject rows of the baseline (untimed)")
+        started = time.perf_counter()
+        rows = subject_rows(dataset.originals, server.pii_key)
+        log(f"[copy] {len(rows):,} rows built in {time.perf_counter() - started:.1f} s")
+        for with_indexes in (False, True):
+            copies.append(timed_copy(db.conninfo, rows, with_indexes=with_indexes))
+            result = copies[-1]
+            console.print(f"  {result.label}: {result.rows:,} rows in {result.seconds:.2f} s = "
+                          f"[bold]{result.rows_per_second:,.0f} rows/s[/]")
+        del rows
+        report.figures["copy_baseline"] = [
+            {"label": c.label, "rows": c.rows, "seconds": round(c.seconds, 3),
+             "rows_per_second": round(c.rows_per_second, 1)} for c in copies]
+
+    server.start()
+    waited = server.wait_serving()
+    log(f"[server] registry SERVING on {server.address} after {waited:.1f} s "
+        f"(log: {server.log_path.relative_to(ROOT)})")
+    pid = server.process.pid if server.process else None
+
+    label = "import" if full else "populate"
+    log(f"[{label}] {dataset.total:,} records, {len(dataset.imports)} provinces "
+        f"({args.streams} at a time), batches of {args.batch_size}")
+    profiler = _Profiler(args.profile_server, label)
+    profiler.start(pid)
+    before = CpuSample.take(pid)
+    first = stream_import(server.address, dataset, label, streams=args.streams)
+    cpu = CpuSample.take(pid) - before
+    profiler.stop()
+    _print_import(first, cpu)
+    _check_import(report, first, dataset, distinct_keys, replay=False)
+    stored = db.scalar("SELECT count(*) FROM registry.subjects")
+    if stored != distinct_keys:
+        report.mismatch(f"{label}: {stored:,} rows in registry.subjects, expected "
+                        f"{distinct_keys:,} (distinct valid keys)")
+    console.print(f"    expected outcomes: created {expected['CREATED']:,}, merged "
+                  f"{expected['MERGED']:,}, conflict {expected['CONFLICT']:,}, rejected "
+                  f"{expected['REJECTED']:,}; subjects stored: {stored:,}")
+    if not full:
+        report.figures["populate"] = _import_dict(first, cpu)
+        return first.created_ids
+
+    goal_met = first.records_per_second >= GOAL_RATE
+    scaled = "" if dataset.total == NATIONAL_REGISTRY_SIZE else \
+        f" (scaled to {dataset.total:,} records: ≤ {dataset.total / GOAL_RATE:.1f} s)"
+    verdict = "[bold green]MET[/]" if goal_met else "[bold red]NOT MET[/]"
+    at_full = NATIONAL_REGISTRY_SIZE / first.records_per_second if first.records_per_second else 0
+    console.print(f"  goal: {NATIONAL_REGISTRY_SIZE:,} records ≤ {GOAL_SECONDS:.0f} s, i.e. ≥ "
+                  f"{GOAL_RATE:,.0f} records/s{scaled}: {verdict} "
+                  f"({first.records_per_second:,.0f} records/s, {at_full:.0f} s at full size)")
+    report.figures["import"] = _import_dict(first, cpu) | {
+        "expected_counts": expected, "distinct_valid_keys": distinct_keys,
+        "subjects_stored": stored, "goal_seconds": GOAL_SECONDS, "goal_met": goal_met,
+    }
+    plain = copies[0]
+    ratio = first.seconds / plain.seconds if plain.seconds else 0.0
+    report.rows.append((
+        f"1. Import {dataset.total:,} subjects (gRPC stream, {len(dataset.imports)} provinces)",
+        f"{first.seconds:.1f} s, {first.records_per_second:,.0f} rec/s",
+        f"COPY {plain.rows:,} rows: {plain.seconds:.2f} s, {plain.rows_per_second:,.0f} rows/s",
+        f"import {ratio:.1f}× slower",
+    ))
+    indexed = copies[1]
+    report.rows.append((
+        "   COPY with the subjects table's indexes",
+        f"{indexed.seconds:.2f} s, {indexed.rows_per_second:,.0f} rows/s",
+        f"plain COPY {plain.seconds:.2f} s",
+        f"{indexed.seconds / plain.seconds:.1f}×" if plain.seconds else "-",
+    ))
+    report.rows.append((
+        f"   Goal ≤ {GOAL_SECONDS:.0f} s for {NATIONAL_REGISTRY_SIZE:,}",
+        "MET" if goal_met else "NOT MET",
+        f"needs ≥ {GOAL_RATE:,.0f} rec/s",
+        f"{first.records_per_second / GOAL_RATE:.2f}× of goal rate",
+    ))
+    c = first.counts
+    report.rows.append((
+        "   outcomes (created/merged/conflict/rejected)",
+        f"{c['CREATED']:,} / {c['MERGED']:,} / {c['CONFLICT']:,} / {c['REJECTED']:,}",
+        f"distinct valid keys {distinct_keys:,}",
+        "OK" if not report.mismatches else "MISMATCH",
+    ))
+
+    if not args.no_reimport:
+        provenance = db.scalar("SELECT count(*) FROM registry.subject_provenance")
+        conflicts = db.scalar("SELECT count(*) FROM registry.import_conflicts")
+        log("[re-import] the same records again, same import ids")
+        profiler = _Profiler(args.profile_server, "reimport")
+        profiler.start(pid)
+        before = CpuSample.take(pid)
+        again = stream_import(server.address, dataset, "re-import", streams=args.streams)
+        cpu = CpuSample.take(pid) - before
+        profiler.stop()
+        _print_import(again, cpu)
+        _check_import(report, again, dataset, distinct_keys, replay=True)
+        new_subjects = db.scalar("SELECT count(*) FROM registry.subjects") - stored
+        new_provenance = db.scalar("SELECT count(*) FROM registry.subject_provenance") \
+            - provenance
+        new_conflicts = db.scalar("SELECT count(*) FROM registry.import_conflicts") - conflicts
+        console.print(f"    newly written: {new_subjects:,} subjects, {new_provenance:,} "
+                      f"provenance rows, {new_conflicts:,} conflict rows (all must be 0); "
+                      "CREATED/MERGED/CONFLICT above are the first run's outcomes, replayed")
+        if new_subjects or new_provenance or new_conflicts:
+            report.mismatch(f"re-import wrote {new_subjects} subjects, {new_provenance} "
+                            f"provenance rows, {new_conflicts} conflict rows; expected none")
+        report.figures["reimport"] = _import_dict(again, cpu) | {
+            "new_subjects": new_subjects, "new_provenance_rows": new_provenance,
+            "new_conflict_rows": new_conflicts,
+        }
+        report.rows.append((
+            f"2. Re-import (idempotent) {dataset.total:,}",
+            f"{again.seconds:.1f} s, {again.records_per_second:,.0f} rec/s",
+            f"first import {first.seconds:.1f} s",
+            f"new subjects {new_subjects}; {again.seconds / first.seconds:.2f}× first",
+        ))
+    return first.created_ids
+
+
+class _Profiler:
+    """py-spy attached to the registry server during an import (--profile-server): raw
+    collapsed stacks of every thread go to bench-results/registry-<phase>.collapsed
+    (summarise them with `python -m benchmarks.stacks FILE`)."""
+
+    def __init__(self, py_spy: str | None, phase: str) -> None:
+        self.py_spy = py_spy
+        self.process: subprocess.Popen[bytes] | None = None
+        self.output = RESULTS_DIR / f"registry-{phase}.collapsed"
+
+    def start(self, pid: int | None) -> None:
+        if not self.py_spy or pid is None:
+            return
+        RESULTS_DIR.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.py_spy, "record", "--pid", str(pid), "--threads", "--rate", "100",
+             "--format", "raw", "--output", str(self.output)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        atexit.register(self.stop)
+        time.sleep(1.0)  # let it attach before the measured phase
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log(f"[profile] py-spy stacks of the import: {self.output.relative_to(ROOT)}")
+
+
+def run_rpc_phase(args: argparse.Namespace, report: Report) -> None:
+    log(f"[rpc] echo servers, {args.rpc_calls:,} sequential unary calls per mode")
+    echo: dict[str, EchoResult] = run_echo_modes(args.rpc_calls)
+    for result in echo.values():
+        latency = result.latency
+        console.print(f"  {latency.label}: p50 {latency.p50_us:,.1f} µs, mean "
+                      f"{latency.mean_us:,.1f} µs, p99 {latency.p99_us:,.1f} µs")
+    bare, plain, noop, traced = (echo[m] for m in ("bare", "no-tracing", "noop-tracing",
+                                                   "tracing"))
+    chain = paired_cost_us(traced, bare)
+    untraced_chain = paired_cost_us(plain, bare)
+    noop_chain = paired_cost_us(noop, bare)
+    tracing = paired_cost_us(traced, plain)
+    span = paired_cost_us(traced, noop)
+    console.print(
+        "  per-RPC cost (median of per-round differences of medians; interquartile range in "
+        "brackets):\n"
+        f"    whole chain with tracing vs bare grpcio: {chain[0]:+,.1f} µs "
+        f"[{chain[1]:+,.0f}, {chain[2]:+,.0f}]\n"
+        f"    chain without tracing vs bare grpcio:    {untraced_chain[0]:+,.1f} µs "
+        f"[{untraced_chain[1]:+,.0f}, {untraced_chain[2]:+,.0f}]\n"
+        f"    tracing (traced chain vs chain without): {tracing[0]:+,.1f} µs "
+        f"[{tracing[1]:+,.0f}, {tracing[2]:+,.0f}]\n"
+        f"    of which recording spans (configured vs no-op provider): {span[0]:+,.1f} µs "
+        f"[{span[1]:+,.0f}, {span[2]:+,.0f}]")
+
+    def cost(values: tuple[float, float, float]) -> dict[str, float]:
+        return {"median": round(values[0], 1), "q1": round(values[1], 1),
+                "q3": round(values[2], 1)}
+
+    report.figures["echo"] = {
+        mode: asdict(result.latency) for mode, result in echo.items()
+    } | {"calls_per_mode": args.rpc_calls,
+         "chain_overhead_us": cost(chain), "chain_without_tracing_overhead_us":
+         cost(untraced_chain), "noop_tracing_chain_overhead_us": cost(noop_chain),
+         "tracing_cost_us": cost(tracing), "span_recording_cost_us": cost(span)}
+    b = bare.latency
+    report.rows.append((
+        "3. Echo via create_server chain, tracing on",
+        _latency(traced.latency), f"bare grpcio: {_latency(b)}",
+        f"{chain[0]:+,.0f} µs per RPC [IQR {chain[1]:+,.0f}, {chain[2]:+,.0f}]",
+    ))
+    report.rows.append((
+        "   Echo via chain without tracing",
+        _latency(plain.latency), f"bare grpcio: {_latency(b)}",
+        f"{untraced_chain[0]:+,.0f} µs per RPC [IQR {untraced_chain[1]:+,.0f}, "
+        f"{untraced_chain[2]:+,.0f}]",
+    ))
+    report.rows.append((
+        "   Echo via full chain, tracer not configured",
+        _latency(noop.latency), f"bare grpcio: {_latency(b)}",
+        f"{noop_chain[0]:+,.0f} µs per RPC [IQR {noop_chain[1]:+,.0f}, {noop_chain[2]:+,.0f}]",
+    ))
+    report.rows.append((
+        "   Tracing cost per RPC",
+        f"{tracing[0]:+,.1f} µs [IQR {tracing[1]:+,.0f}, {tracing[2]:+,.0f}]",
+        "traced chain − chain without tracing",
+        f"{tracing[0] / traced.latency.p50_us:.0%} of a traced echo (p50)"
+        if traced.latency.p50_us else "-",
+    ))
+
+
+def run_get_subject(args: argparse.Namespace, report: Report, server: RegistryServer,
+                    db: ThrowawayDatabase, subject_ids: list[str], stored: int
+                    ) -> LatencyResult | None:
+    if not subject_ids:
+        report.mismatch("no subject was created, GetSubject cannot be measured")
+        return None
+    log(f"[rpc] {args.get_calls:,} sequential GetSubject calls against the registry")
+    result = get_subject_latency(server.address, subject_ids, args.get_calls)
+    raw = raw_select_latency(db.conninfo, subject_ids, args.get_calls)
+    for measured in (result, raw):
+        console.print(f"  {measured.label}: p50 {measured.p50_us:,.0f} µs, p99 "
+                      f"{measured.p99_us:,.0f} µs, mean {measured.mean_us:,.0f} µs "
+                      f"({stored:,} subjects stored)")
+    report.figures["get_subject"] = asdict(result) | {"subjects_stored": stored}
+    report.figures["raw_select_by_pk"] = asdict(raw)
+    return result
+
+
+def add_get_subject_row(args: argparse.Namespace, report: Report, result: LatencyResult,
+                        stored: int) -> None:
+    echo = report.figures.get("echo", {}).get("tracing")
+    raw = report.figures.get("raw_select_by_pk")
+    report.rows.append((
+        f"4. GetSubject latency ({args.get_calls:,} calls, {stored:,} subjects)",
+        f"p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs",
+        f"traced echo: p50 {echo['p50_us']:,.0f} µs, p99 {echo['p99_us']:,.0f} µs"
+        if echo else "-",
+        f"{result.p50_us / echo['p50_us']:.1f}× echo p50" if echo else "-",
+    ))
+    if raw:
+        report.rows.append((
+            "   same subjects, psycopg SELECT by PK",
+            f"p50 {raw['p50_us']:,.0f} µs, p99 {raw['p99_us']:,.0f} µs",
+            f"GetSubject p50 {result.p50_us:,.0f} µs",
+            f"GetSubject {result.p50_us / raw['p50_us']:.0f}× one round trip",
+        ))
+
+
+def print_summary(report: Report) -> None:
+    table = Table(title="AgriTrace benchmark summary", show_lines=False)
+    for column in ("measure", "result", "baseline (same run)", "ratio / cost"):
+        table.add_column(column, overflow="fold")
+    for row in report.rows:
+        table.add_row(*row)
+    console.print()
+    console.print(table)
+    if report.mismatches:
+        for text in report.mismatches:
+            console.print(f"[bold red]MISMATCH[/]: {text}")
+    else:
+        console.print("all outcome checks passed (no MISMATCH)")
+
+
+def write_json(report: Report) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / "latest.json"
+    payload = {
+        "started_at": report.started_at,
+        "settings": report.settings,
+        "machine": report.machine,
+        "summary": [dict(zip(("measure", "result", "baseline", "ratio"), row, strict=True))
+                    for row in report.rows],
+        "figures": report.figures,
+        "mismatches": report.mismatches,
+    }
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    phases = {args.only} if args.only else {"import", "rpc"}
+    report = Report(
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        settings={"subjects": args.subjects, "phases": sorted(phases),
+                  "batch_size": args.batch_size, "streams": args.streams,
+                  "rpc_calls": args.rpc_calls, "get_calls": args.get_calls, "seed": args.seed},
+        machine={"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
+    )
+    report.settings["code"] = code = _code_state()
+    log(f"[bench] registry code: commit {code['commit']}"
+        + (f" + uncommitted changes in {', '.join(code['uncommitted_production_files'])}"
+           if code["uncommitted_production_files"] else ""))
+    log(f"[bench] load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+        "(other processes on this machine skew every figure)")
+    started = time.perf_counter()
+    db = ThrowawayDatabase()
+    server: RegistryServer | None = None
+    try:
+        log(f"[data] generating {args.subjects:,} subjects (seed {args.seed})")
+        t0 = time.perf_counter()
+        dataset = data.generate(args.subjects, args.seed, f"{os.getpid()}",
+                                cross_province=args.streams == 1)
+        distinct_keys = data.distinct_valid_keys(dataset)
+        dataset.build_messages(args.batch_size)
+        expected = dataset.expected_counts()
+        log(f"[data] {dataset.total:,} records in {time.perf_counter() - t0:.1f} s: "
+            f"{len(dataset.imports)} provinces (largest {dataset.imports[0].province_name} "
+            f"{len(dataset.imports[0].records):,}), expected created {expected['CREATED']:,}, "
+            f"merged {expected['MERGED']:,}, conflict {expected['CONFLICT']:,}, rejected "
+            f"{expected['REJECTED']:,}; {dataset.message_bytes() / 1e6:.0f} MB of messages")
+        if distinct_keys != len(dataset.originals):
+            report.mismatch(f"generator: {distinct_keys} distinct keys but "
+                            f"{len(dataset.originals)} originals")
+        db.create()
+        server = RegistryServer(db.sqlalchemy_url, RESULTS_DIR / "registry-server.log")
+        log(f"[db] throwaway database {db.name}; migrating")
+        server.migrate()
+        created_ids = run_import_phase(args, report, db, server, dataset, distinct_keys,
+                                       full="import" in phases)
+        del dataset
+        if "rpc" in phases:
+            stored = db.scalar("SELECT count(*) FROM registry.subjects")
+            get_subject = run_get_subject(args, report, server, db, created_ids, stored)
+            server.stop()  # the echo servers get the machine to themselves
+            run_rpc_phase(args, report)
+            if get_subject is not None:
+                add_get_subject_row(args, report, get_subject, stored)
+    finally:
+        if server is not None:
+            server.stop()
+        db.drop()
+    report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
+    report.machine["loadavg_at_end"] = os.getloadavg()
+    print_summary(report)
+    path = write_json(report)
+    console.print(f"total {time.perf_counter() - started:.0f} s; summary written to "
+                  f"{path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
