@@ -4,6 +4,7 @@ the registry server's Python, PostgreSQL's backends, or the benchmark client."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,11 @@ class CpuSample:
     client: float
 
     @classmethod
-    def take(cls, server_pid: int | None) -> CpuSample:
+    def take(cls, server_pids: Sequence[int]) -> CpuSample:
+        """`server_pids`: every registry server process (replicas are summed)."""
         times = os.times()
         return cls(
-            server=process_cpu_seconds(server_pid) if server_pid else 0.0,
+            server=sum(process_cpu_seconds(pid) for pid in server_pids),
             postgres=postgres_cpu_seconds(),
             client=times.user + times.system,
         )

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -76,27 +76,32 @@ class _Progress:
             self.next_mark += self.every
 
 
-def stream_import(address: str, dataset: Dataset, label: str, *, streams: int = 1,
+def stream_import(addresses: Sequence[str], dataset: Dataset, label: str, *, streams: int = 1,
                   progress_every: int = 50_000, timeout: float = 1800.0) -> ImportRunResult:
     """Imports every province, `streams` provinces at a time (each its own ImportSubjects
-    call on one channel); times the whole thing, then checks the answers."""
+    call), spreading provinces over the registry replicas at `addresses` round-robin; times
+    the whole thing, then checks the answers."""
     answers: list[list[pb.ImportSubjectsResponse]] = [[] for _ in dataset.imports]
     batch_times: list[tuple[str, int, float]] = []
     progress = _Progress(label, dataset.total, progress_every)
     lock = threading.Lock()
     done = [0]
-    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        call: grpc.StreamStreamMultiCallable[bytes, pb.ImportSubjectsResponse]
-        call = channel.stream_stream(
+    channels = [grpc.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addresses]
+    calls: list[grpc.StreamStreamMultiCallable[bytes, pb.ImportSubjectsResponse]] = [
+        channel.stream_stream(
             IMPORT_METHOD,
             request_serializer=None,  # the messages are bytes already
             response_deserializer=pb.ImportSubjectsResponse.FromString,
         )
+        for channel in channels
+    ]
+    try:
 
         def one_province(index: int) -> None:
             province = dataset.imports[index]
             responses = answers[index]
             last, received = time.perf_counter(), 0
+            call = calls[index % len(calls)]
             stream: Iterator[pb.ImportSubjectsResponse] = call(
                 iter(province.messages), timeout=timeout, wait_for_ready=True
             )
@@ -118,6 +123,9 @@ def stream_import(address: str, dataset: Dataset, label: str, *, streams: int = 
                 for future in [pool.submit(one_province, i) for i in range(len(dataset.imports))]:
                     future.result()
         seconds = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            channel.close()
     return _analyse(label, dataset, answers, seconds, batch_times)
 
 

@@ -80,10 +80,12 @@ class RegistryServer:
     """A `python -m agritrace_registry serve` process on a free port, event bus in-process
     (no relay in a standalone server: events stay in the outbox)."""
 
-    def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16) -> None:
+    def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16,
+                 pii_key: str | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.pii_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        # Replicas of one registry must share the key that protects personal data.
+        self.pii_key = pii_key or base64.b64encode(secrets.token_bytes(32)).decode()
         self.log_path = log_path
         self.env = {
             **os.environ,

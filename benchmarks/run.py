@@ -84,8 +84,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "rpc: echo chain costs and GetSubject latency")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
-    parser.add_argument("--streams", type=int, default=1,
-                        help="provinces imported concurrently (default 1: one after the other; "
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="registry server processes on the same database, as replicas of "
+                        "a Deployment (default 2, as the Helm chart deploys the server); "
+                        "provinces are spread over them round-robin")
+    parser.add_argument("--streams", type=int, default=None,
+                        help="provinces imported concurrently (default: one per replica; "
                         "above 1, duplicates stay within their province, see the docs)")
     parser.add_argument("--rpc-calls", type=int, default=5000,
                         help="sequential echo calls per server mode (default 5,000)")
@@ -102,6 +106,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.subjects = 20_000 if args.only == "rpc" else NATIONAL_REGISTRY_SIZE
     if not 1 <= args.batch_size <= 5000:
         parser.error("--batch-size must be 1-5000")
+    if not 1 <= args.replicas <= 4:
+        parser.error("--replicas must be 1-4")
+    if args.streams is None:
+        args.streams = args.replicas
     if not 1 <= args.streams <= 31:
         parser.error("--streams must be 1-31")
     if args.subjects < 1:
@@ -191,10 +199,11 @@ def _check_import(report: Report, result: ImportRunResult, dataset: data.Dataset
 
 
 def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayDatabase,
-                     server: RegistryServer, dataset: data.Dataset, distinct_keys: int,
+                     servers: list[RegistryServer], dataset: data.Dataset, distinct_keys: int,
                      *, full: bool) -> list[str]:
     """COPY baseline (full only), import, re-import (full only). Returns created subject ids."""
     expected = dataset.expected_counts()
+    server = servers[0]
     copies: list[CopyResult] = []
     if full:
         log("[copy] building the subject rows of the baseline (untimed)")
@@ -211,20 +220,25 @@ def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayData
             {"label": c.label, "rows": c.rows, "seconds": round(c.seconds, 3),
              "rows_per_second": round(c.rows_per_second, 1)} for c in copies]
 
-    server.start()
-    waited = server.wait_serving()
-    log(f"[server] registry SERVING on {server.address} after {waited:.1f} s "
-        f"(log: {server.log_path.relative_to(ROOT)})")
+    for replica in servers:
+        replica.start()
+    for replica in servers:
+        waited = replica.wait_serving()
+        log(f"[server] registry SERVING on {replica.address} after {waited:.1f} s "
+            f"(log: {replica.log_path.relative_to(ROOT)})")
     pid = server.process.pid if server.process else None
+    pids = [r.process.pid for r in servers if r.process is not None]
+    addresses = [r.address for r in servers]
 
     label = "import" if full else "populate"
     log(f"[{label}] {dataset.total:,} records, {len(dataset.imports)} provinces "
-        f"({args.streams} at a time), batches of {args.batch_size}")
+        f"({args.streams} at a time, {len(servers)} registry replica(s)), "
+        f"batches of {args.batch_size}")
     profiler = _Profiler(args.profile_server, label)
     profiler.start(pid)
-    before = CpuSample.take(pid)
-    first = stream_import(server.address, dataset, label, streams=args.streams)
-    cpu = CpuSample.take(pid) - before
+    before = CpuSample.take(pids)
+    first = stream_import(addresses, dataset, label, streams=args.streams)
+    cpu = CpuSample.take(pids) - before
     profiler.stop()
     _print_import(first, cpu)
     _check_import(report, first, dataset, distinct_keys, replay=False)
@@ -254,7 +268,8 @@ def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayData
     plain = copies[0]
     ratio = first.seconds / plain.seconds if plain.seconds else 0.0
     report.rows.append((
-        f"1. Import {dataset.total:,} subjects (gRPC stream, {len(dataset.imports)} provinces)",
+        f"1. Import {dataset.total:,} subjects ({len(dataset.imports)} provinces, "
+        f"{len(servers)} replica(s), {args.streams} stream(s))",
         f"{first.seconds:.1f} s, {first.records_per_second:,.0f} rec/s",
         f"COPY {plain.rows:,} rows: {plain.seconds:.2f} s, {plain.rows_per_second:,.0f} rows/s",
         f"import {ratio:.1f}× slower",
@@ -286,9 +301,9 @@ def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayData
         log("[re-import] the same records again, same import ids")
         profiler = _Profiler(args.profile_server, "reimport")
         profiler.start(pid)
-        before = CpuSample.take(pid)
-        again = stream_import(server.address, dataset, "re-import", streams=args.streams)
-        cpu = CpuSample.take(pid) - before
+        before = CpuSample.take(pids)
+        again = stream_import(addresses, dataset, "re-import", streams=args.streams)
+        cpu = CpuSample.take(pids) - before
         profiler.stop()
         _print_import(again, cpu)
         _check_import(report, again, dataset, distinct_keys, replay=True)
@@ -487,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings={"subjects": args.subjects, "phases": sorted(phases),
                   "batch_size": args.batch_size, "streams": args.streams,
+                  "replicas": args.replicas,
                   "rpc_calls": args.rpc_calls, "get_calls": args.get_calls, "seed": args.seed},
         machine={"cpus": os.cpu_count(), "python": platform.python_version(),
                  "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
@@ -500,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     db = ThrowawayDatabase()
     server: RegistryServer | None = None
+    replicas: list[RegistryServer] = []
     try:
         log(f"[data] generating {args.subjects:,} subjects (seed {args.seed})")
         t0 = time.perf_counter()
@@ -518,10 +535,17 @@ def main(argv: list[str] | None = None) -> int:
                             f"{len(dataset.originals)} originals")
         db.create()
         server = RegistryServer(db.sqlalchemy_url, RESULTS_DIR / "registry-server.log")
+        replicas = [server] + [
+            RegistryServer(db.sqlalchemy_url, RESULTS_DIR / f"registry-server-{n}.log",
+                           pii_key=server.pii_key)
+            for n in range(2, args.replicas + 1)
+        ]
         log(f"[db] throwaway database {db.name}; migrating")
         server.migrate()
-        created_ids = run_import_phase(args, report, db, server, dataset, distinct_keys,
+        created_ids = run_import_phase(args, report, db, replicas, dataset, distinct_keys,
                                        full="import" in phases)
+        for replica in replicas[1:]:
+            replica.stop()
         del dataset
         if "rpc" in phases:
             stored = db.scalar("SELECT count(*) FROM registry.subjects")
@@ -531,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             if get_subject is not None:
                 add_get_subject_row(args, report, get_subject, stored)
     finally:
-        if server is not None:
-            server.stop()
+        for replica in replicas:
+            replica.stop()
         db.drop()
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from agritrace_kernel.errors import ConcurrencyConflict, InvalidArgument
+from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict, InvalidArgument
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.locks import Lease, LeaseManager, LocalLeases
 from agritrace_registry.domain.model import (
@@ -119,6 +119,7 @@ def _rejection(record_id: str, error: InvalidArgument) -> RecordResult:
 
 
 IMPORT_LEASE_SECONDS = 120.0
+CONCURRENT_DUPLICATE_ATTEMPTS = 3
 
 
 class SubjectImporter:
@@ -201,7 +202,23 @@ class SubjectImporter:
         self, run: ImportRun, prepared: PreparedBatch, summary: ImportSummary
     ) -> list[RecordResult]:
         """Classifies and writes a prepared batch in one transaction, in order after the
-        batches applied before it (their subjects are visible to it)."""
+        batches applied before it (their subjects are visible to it).
+
+        Another import (another province, another replica) may create a subject with one of
+        the batch's keys between its look-ups and its commit; the database refuses the second
+        key, and the batch is applied again, now finding that subject (merged, not created)."""
+        for attempt in range(1, CONCURRENT_DUPLICATE_ATTEMPTS + 1):
+            try:
+                return self._apply_once(run, prepared, summary)
+            except AlreadyExists as error:
+                if error.reason != "CONCURRENT_DUPLICATE" or \
+                        attempt == CONCURRENT_DUPLICATE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_once(
+        self, run: ImportRun, prepared: PreparedBatch, summary: ImportSummary
+    ) -> list[RecordResult]:
         lease = self._held.get(run.import_id)
         if lease is not None and not lease.renew():
             raise ConcurrencyConflict(

@@ -558,3 +558,34 @@ def test_the_duplicate_check_after_an_import_covers_the_created_subjects(
     assert service.get_subject(first).suspected_duplicate_ids == [second]
     assert service.get_subject(second).suspected_duplicate_ids == [first]
     assert service.get_subject(unrelated).suspected_duplicate_ids == []
+
+
+def test_a_batch_that_races_another_import_for_a_key_is_applied_again_and_merges(
+    fake: Any, database: Any, catalog: Any, protector: Any, clock: Any, subject_ids: Any,
+    leases: Any,
+) -> None:
+    """Between this batch's look-ups and its commit, another replica registers CODE_A; the
+    database refuses the second CODE_A, and the batch is applied again: merged, not created,
+    nothing duplicated and nothing counted twice."""
+    other = RegistryService(lambda: fake.FakeUnitOfWork(database), catalog, protector,
+                            clock=clock, new_subject_id=subject_ids)
+    raced: list[str] = []
+
+    class RacingUnitOfWork(fake.FakeUnitOfWork):  # type: ignore[misc,name-defined]
+        def commit(self) -> None:
+            if self.subjects._tables.subjects and not raced:
+                raced.append(other.register_subject("req-other", company(CODE_A)).subject_id)
+                raise fake._duplicate("credit_code")
+            super().commit()
+
+    racing = RegistryService(lambda: RacingUnitOfWork(database), catalog, protector,
+                             clock=clock, new_subject_id=subject_ids)
+    records = [ImportRecordInput("r-a", company(CODE_A)), ImportRecordInput("r-b",
+                                                                            company(CODE_B))]
+    results, summary = run_batch(SubjectImporter(racing, leases), records)
+
+    assert [r.outcome for r in results] == ["MERGED", "CREATED"]
+    assert results[0].subject_id == raced[0]
+    assert (summary.created, summary.merged, summary.received) == (1, 1, 2)
+    holders = [s for s in database.committed.subjects.values() if s.credit_code == CODE_A]
+    assert [s.subject_id for s in holders] == raced
