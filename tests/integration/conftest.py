@@ -24,8 +24,9 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from agritrace.registry.v1 import registry_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agritrace.registry.v1 import registry_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from agritrace.registry.v1 import registry_pb2 as pb
-from agritrace_registry.domain import identifiers
-from agritrace_registry.domain.divisions import DivisionCatalog
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from agritrace.registry.v1 import registry_pb2 as pb
+from agritrace_registry.domain import identifiers
+from agritrace_registry.domain.divisions import DivisionCatalog
 
 pytestmark = pytest.mark.integration
 
