@@ -173,6 +173,15 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def reader_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read-only use cases. On PostgreSQL they run in autocommit: each query is
+    its own snapshot, and no BEGIN/ROLLBACK round trips wrap a look-up. SQLite keeps the
+    normal transactions (its write lock makes them cheap and consistent)."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return session_factory(engine)
+
+
 @contextmanager
 def transaction(factory: Callable[[], Session]) -> Iterator[Session]:
     session = factory()

@@ -71,8 +71,12 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> Registr
     def uow_factory() -> RegistryUnitOfWork:
         return RegistryUnitOfWork(sessions, after_commit=wake)
 
+    readers = db.reader_session_factory(engine)
     service = RegistryService(
-        uow_factory, DivisionCatalog.bundled(), AesGcmProtector(settings.pii_key_bytes())
+        uow_factory,
+        DivisionCatalog.bundled(),
+        AesGcmProtector(settings.pii_key_bytes()),
+        reader_factory=lambda: RegistryUnitOfWork(readers),
     )
     handler = IdempotentHandler(DUPLICATE_CHECK, service.flag_suspected_duplicates, uow_factory)
     subscriptions = [
