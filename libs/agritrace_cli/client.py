@@ -43,19 +43,27 @@ class ClientSettings:
 
     @classmethod
     def from_options(cls, address: str | None, timeout_seconds: float) -> ClientSettings:
-        token = os.environ.get(TOKEN_ENV_VAR, "").strip() or None
-        return cls(
-            address=address or os.environ.get(ADDRESS_ENV_VAR) or DEFAULT_ADDRESS,
-            timeout_seconds=timeout_seconds,
-            bearer_token=token,
+        address = address or os.environ.get(ADDRESS_ENV_VAR) or DEFAULT_ADDRESS
+        return cls(address=address, timeout_seconds=timeout_seconds)
+
+    @property
+    def token(self) -> str | None:
+        """AGRITRACE_TOKEN, else the session `agritrace login` stored for this address."""
+        from agritrace_cli.session import stored_access_token
+
+        if self.bearer_token is not None:
+            return self.bearer_token
+        return os.environ.get(TOKEN_ENV_VAR, "").strip() or stored_access_token(
+            self.address, self.timeout_seconds
         )
 
     @property
     def call_metadata(self) -> Metadata:
         """Metadata for every call: the bearer token when one is configured."""
-        if self.bearer_token is None:
+        token = self.token
+        if token is None:
             return ()
-        return (("authorization", f"Bearer {self.bearer_token}"),)
+        return (("authorization", f"Bearer {token}"),)
 
 
 def settings_from_context(ctx: typer.Context) -> ClientSettings:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from agritrace_cli import session
 from agritrace_cli.client import (
     ADDRESS_ENV_VAR,
     DEFAULT_ADDRESS,
@@ -25,6 +26,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold personal data from import files
 )
 app.add_typer(subjects_app, name="subjects")
+app.command("login")(session.login)
+app.command("logout")(session.logout)
 
 
 @app.callback()

@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(
         False, description="Apply migrations when a server starts (all-in-one always does)."
     )
+    sso_address: str | None = Field(
+        None,
+        description="HOST:PORT of the sso service, whose keys verify every caller's token. "
+        "Unset in the all-in-one mode (sso runs in the same process).",
+    )
+    service_username: str = Field(
+        "", description="The service account this process signs in to sso with."
+    )
+    service_password: SecretStr | None = None
+    admin_password: SecretStr | None = Field(
+        None,
+        description="Password of the first administrator, `admin`, created when missing "
+        "(all-in-one start, `python -m agritrace_sso bootstrap-admin`).",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 
 from agritrace_kernel.config import ConfigError, Settings, load_settings
 from agritrace_kernel.events.bus import InProcessBus
@@ -17,28 +18,47 @@ from agritrace_kernel.telemetry import configure_tracing
 log = logging.getLogger("agritrace.platform")
 
 
-def build_platform(settings: Settings) -> GrpcServer:
-    """Migrates and wires every service onto one server and one in-process bus."""
+@dataclass
+class Platform:
+    server: GrpcServer
+    # The first administrator's password when it had to be generated (shown once).
+    generated_admin_password: str | None
+
+
+def build_platform(settings: Settings) -> Platform:
+    """Migrates and wires every service onto one server, one in-process bus and one
+    authentication (sso's own keys and revocations, every service's policy table)."""
     from agritrace_registry import bootstrap as registry_bootstrap
-    from agritrace_registry.entrypoints.grpc_server import registration as registry_registration
+    from agritrace_registry.entrypoints import grpc_server as registry_server
+    from agritrace_registry.entrypoints.policy import POLICIES as REGISTRY_POLICIES
+    from agritrace_sso import bootstrap as sso_bootstrap
+    from agritrace_sso.entrypoints import grpc_server as sso_server
+    from agritrace_sso.entrypoints.policy import POLICIES as SSO_POLICIES
 
     bus = InProcessBus()
+    sso_bootstrap.migrate(settings)
     registry_bootstrap.migrate(settings)
+    sso = sso_bootstrap.bootstrap(settings, publisher=bus)
     registry = registry_bootstrap.bootstrap(settings, publisher=bus)
-    apps = [registry]
+    generated = sso_bootstrap.ensure_admin(sso, settings)
+    apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp] = [sso, registry]
     for app in apps:
         for subscription in app.subscriptions:
             bus.subscribe(subscription)
+    auth = sso_server.authentication(sso, SSO_POLICIES.merged(REGISTRY_POLICIES))
     server = create_server(
         settings.grpc_address,
-        [registry_registration(registry)],
+        [sso_server.registration(sso), registry_server.registration(registry)],
         max_workers=settings.grpc_max_workers,
+        extra_interceptors=[auth.interceptor],
     )
+    auth.start()
+    server.on_stop.append(auth.stop)
     for app in apps:
         if app.relay is not None:
             app.relay.start()
         server.on_stop.append(app.close)
-    return server
+    return Platform(server, generated)
 
 
 def main() -> int:
@@ -53,7 +73,8 @@ def main() -> int:
         return 2
     configure_logging(settings.effective_log_format, settings.log_level)
     configure_tracing("platform")
-    server = build_platform(settings)
+    platform = build_platform(settings)
+    server = platform.server
     serve_metrics(settings.metrics_port)
     host = settings.grpc_address.rpartition(":")[0]
 
@@ -62,12 +83,15 @@ def main() -> int:
                    if settings.metrics_port else "disabled")
         print(
             "AgriTrace all-in-one is running\n"
-            f"  gRPC      {host}:{server.port}  (agritrace.registry.v1.RegistryService, "
-            "grpc.health.v1.Health, server reflection)\n"
+            f"  gRPC      {host}:{server.port}  (agritrace.sso.v1.SsoService, "
+            "agritrace.registry.v1.RegistryService, grpc.health.v1.Health, reflection)\n"
             f"  metrics   {metrics}\n"
             f"  data      {settings.data_dir.resolve()}\n"
-            "  try       .venv/bin/agritrace subjects list\n"
-            "Press Ctrl+C to stop.",
+            "  try       .venv/bin/agritrace login && .venv/bin/agritrace subjects list\n"
+            + (f"  admin     user admin, password {platform.generated_admin_password} "
+               "(generated now, shown once; set AGRITRACE_ADMIN_PASSWORD to choose it)\n"
+               if platform.generated_admin_password else "")
+            + "Press Ctrl+C to stop.",
             flush=True,
         )
 

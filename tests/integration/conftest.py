@@ -27,6 +27,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
+from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +36,16 @@ POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "integration-admin-password"
+SERVICE_PASSWORD = "integration-service-password"
+
+
+@dataclass(frozen=True)
+class StaticToken:
+    value: str
+
+    def token(self) -> str:
+        return self.value
 
 
 def free_port() -> int:
@@ -66,20 +78,39 @@ class Platform:
     mode: str
     address: str
     metrics_port: int
+    sso_address: str = ""
+    admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
-    channel: grpc.Channel | None = None
+    channel: grpc.Channel | None = None  # no credentials
+    sso_channel: grpc.Channel | None = None
+    admin_channel: grpc.Channel | None = None  # every call as the administrator
 
     @property
     def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
-        assert self.channel is not None
-        return registry_pb2_grpc.RegistryServiceStub(self.channel)
+        """The registry, called as the first administrator."""
+        assert self.admin_channel is not None
+        return registry_pb2_grpc.RegistryServiceStub(self.admin_channel)
+
+    def login(self, username: str, password: str) -> str:
+        assert self.sso_channel is not None
+        answer = sso_pb2_grpc.SsoServiceStub(self.sso_channel).Login(
+            sso_pb2.LoginRequest(username=username, password=password))
+        return str(answer.tokens.access_token)
+
+    def connect(self) -> None:
+        self.channel = grpc.insecure_channel(self.address)
+        self.sso_channel = grpc.insecure_channel(self.sso_address or self.address)
+        token = self.login("admin", self.admin_password)
+        self.admin_channel = grpc.intercept_channel(
+            self.channel, BearerTokenClientInterceptor(StaticToken(token)))
 
     def stop(self) -> dict[str, int]:
         """SIGTERM every process and return their exit codes (graceful stop gives 0)."""
-        if self.channel is not None:
-            self.channel.close()
+        for channel in (self.channel, self.sso_channel):
+            if channel is not None:
+                channel.close()
         codes: dict[str, int] = {}
         for process in self.processes.values():
             if process.poll() is None:
@@ -119,21 +150,43 @@ def postgres_database() -> Iterator[str]:
 
 
 def _microservices(tmp: Path, database_url: str) -> Platform:
-    port, metrics_port, worker_metrics = free_port(), free_port(), free_port()
-    env = {
+    """sso first (migrate, first administrator, server), a service account for the registry,
+    then the registry (migrate, server, worker) authenticating callers against sso."""
+    sso_port, port = free_port(), free_port()
+    common = {
         **os.environ,
         "AGRITRACE_DATABASE_URL": database_url,
         "AGRITRACE_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "AGRITRACE_EVENT_BUS": "rabbitmq",
         "AGRITRACE_AMQP_URI": AMQP_URI,
         "AGRITRACE_REDIS_URL": REDIS_URL,
-        "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "AGRITRACE_LOG_FORMAT": "json",
         "AGRITRACE_OUTBOX_POLL_SECONDS": "0.1",
+        "AGRITRACE_SSO_ADDRESS": f"127.0.0.1:{sso_port}",
     }
-    platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env)
-    subprocess.run([sys.executable, "-m", "agritrace_registry", "migrate"], env=env, cwd=ROOT,
-                   check=True, capture_output=True)
+    sso_env = {**common, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{sso_port}",
+               "AGRITRACE_METRICS_PORT": str(free_port()),
+               "AGRITRACE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {**common, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
+           "AGRITRACE_SERVICE_USERNAME": "svc-registry",
+           "AGRITRACE_SERVICE_PASSWORD": SERVICE_PASSWORD}
+    metrics_port, worker_metrics = free_port(), free_port()
+    platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
+                        sso_address=f"127.0.0.1:{sso_port}")
+    for command in (["agritrace_sso", "migrate"], ["agritrace_sso", "bootstrap-admin"],
+                    ["agritrace_registry", "migrate"]):
+        subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,
+                       capture_output=True)
+    sso = start("sso-server", ["-m", "agritrace_sso", "serve"], sso_env, tmp, platform)
+    wait_serving(platform.sso_address, sso)
+    with grpc.insecure_channel(platform.sso_address) as channel:
+        stub = sso_pb2_grpc.SsoServiceStub(channel)
+        admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=ADMIN_PASSWORD))
+        stub.CreateAccount(sso_pb2.CreateAccountRequest(
+            request_id="svc-registry", password=SERVICE_PASSWORD,
+            account=sso_pb2.Account(username="svc-registry", display_name="registry service",
+                                    kind=sso_pb2.ACCOUNT_KIND_SERVICE)),
+            metadata=(("authorization", f"Bearer {admin.tokens.access_token}"),))
     start("registry-server", ["-m", "agritrace_registry", "serve"],
           {**env, "AGRITRACE_METRICS_PORT": str(metrics_port)}, tmp, platform)
     start("registry-worker", ["-m", "agritrace_registry", "worker"],
@@ -148,6 +201,7 @@ def _all_in_one(tmp: Path) -> Platform:
         "AGRITRACE_DATA_DIR": str(tmp / "var"),
         "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "AGRITRACE_METRICS_PORT": str(metrics_port),
+        "AGRITRACE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
     platform = Platform("all_in_one", f"127.0.0.1:{port}", metrics_port, env=env)
     start("platform", ["-m", "agritrace_platform"], env, tmp, platform)
@@ -164,9 +218,9 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     else:
         running = _all_in_one(tmp)
     try:
-        first = next(iter(running.processes.values()))
-        wait_serving(running.address, first)
-        running.channel = grpc.insecure_channel(running.address)
+        server = running.processes.get("registry-server") or running.processes["platform"]
+        wait_serving(running.address, server)
+        running.connect()
         yield running
     except BaseException:
         running.stop()

@@ -365,12 +365,22 @@ def test_operator_cli_imports_a_file_and_reads_back(  # type: ignore[no-untyped-
     with example.open(encoding="utf-8") as handle:
         personal = {value for row in csv.DictReader(handle)
                     for value in (row["resident_id"], row["contact_phone"]) if value}
-    env = {**os.environ, "AGRITRACE_ADDRESS": platform.address}
+    env = {**os.environ, "AGRITRACE_ADDRESS": platform.address,
+           "AGRITRACE_SSO_ADDRESS": platform.sso_address or platform.address,
+           "AGRITRACE_CONFIG_DIR": str(tmp_path / "config"),
+           "AGRITRACE_PASSWORD": platform.admin_password}
+    env.pop("AGRITRACE_TOKEN", None)
     report = tmp_path / "report.csv"
 
     def agritrace(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agritrace_cli", *args], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    anonymous = agritrace("subjects", "list")
+    assert anonymous.returncode == 1 and "UNAUTHENTICATED" in anonymous.stdout + anonymous.stderr
+    signed_in = agritrace("login", "--username", "admin")
+    assert signed_in.returncode == 0, signed_in.stdout + signed_in.stderr
+    assert platform.admin_password not in signed_in.stdout + signed_in.stderr
 
     done = agritrace("subjects", "import", str(example), "--province", "33",
                      "--report", str(report))

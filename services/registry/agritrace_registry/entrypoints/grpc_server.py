@@ -1,16 +1,19 @@
-"""Registry server process (microservices mode)."""
+"""Registry server process (microservices mode): callers are authenticated against the sso
+service's keys and revocations."""
 
 from __future__ import annotations
 
 import logging
 
 from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace_kernel.auth.wiring import remote_authentication
 from agritrace_kernel.config import Settings
-from agritrace_kernel.events.bus import NamekoPublisher, Publisher
-from agritrace_kernel.grpc_kit.server import GrpcServer, ServiceRegistration, create_server, serve
+from agritrace_kernel.events.bus import NamekoPublisher
+from agritrace_kernel.grpc_kit.server import ServiceRegistration, create_server, serve
 from agritrace_kernel.metrics import serve_metrics
 from agritrace_registry.bootstrap import RegistryApp, bootstrap, migrate
 from agritrace_registry.entrypoints.grpc_servicer import SERVICE_NAME, RegistryServicer
+from agritrace_registry.entrypoints.policy import POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +29,21 @@ def registration(app: RegistryApp) -> ServiceRegistration:
     )
 
 
-def build(settings: Settings, publisher: Publisher | None) -> tuple[GrpcServer, RegistryApp]:
-    app = bootstrap(settings, publisher)
-    server = create_server(
-        settings.grpc_address, [registration(app)], max_workers=settings.grpc_max_workers
-    )
-    if app.relay is not None:
-        server.on_stop.append(app.close)
-    return server, app
-
-
 def main(settings: Settings) -> None:
     if settings.migrate_on_start:
         migrate(settings)
     publisher = NamekoPublisher(settings.amqp_uri) if settings.event_bus == "rabbitmq" else None
-    server, app = build(settings, publisher)
+    app = bootstrap(settings, publisher)
+    auth = remote_authentication(settings, POLICIES)
+    server = create_server(
+        settings.grpc_address,
+        [registration(app)],
+        max_workers=settings.grpc_max_workers,
+        extra_interceptors=[auth.interceptor],
+    )
+    server.on_stop.extend([auth.stop, app.close])
     serve_metrics(settings.metrics_port)
+    auth.start()
     if app.relay is not None:
         app.relay.start()
     serve(

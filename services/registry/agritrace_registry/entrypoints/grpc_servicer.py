@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.errors import InvalidArgument
 from agritrace_registry.domain.model import (
     RegistrationInput,
@@ -148,7 +149,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: pb.RegisterSubjectRequest, context: grpc.ServicerContext
     ) -> pb.RegisterSubjectResponse:
         subject = self._service.register_subject(
-            request.request_id, registration_from_proto(request.registration)
+            request.request_id,
+            registration_from_proto(request.registration),
+            actor=current_principal(),
         )
         return pb.RegisterSubjectResponse(subject=subject_to_proto(subject))
 
@@ -156,14 +159,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: pb.GetSubjectRequest, context: grpc.ServicerContext
     ) -> pb.GetSubjectResponse:
         return pb.GetSubjectResponse(
-            subject=subject_to_proto(self._service.get_subject(request.subject_id))
+            subject=subject_to_proto(
+                self._service.get_subject(request.subject_id, actor=current_principal())
+            )
         )
 
     def LookupSubject(
         self, request: pb.LookupSubjectRequest, context: grpc.ServicerContext
     ) -> pb.LookupSubjectResponse:
         subject = self._service.lookup_subject(
-            credit_code=request.credit_code, resident_id=request.resident_id
+            credit_code=request.credit_code,
+            resident_id=request.resident_id,
+            actor=current_principal(),
         )
         return pb.LookupSubjectResponse(subject=subject_to_proto(subject))
 
@@ -176,7 +183,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             status=status_from_proto(request.status),
         )
         subjects, next_token = self._service.list_subjects(
-            query, request.page_size, request.page_token
+            query, request.page_size, request.page_token, actor=current_principal()
         )
         return pb.ListSubjectsResponse(
             subjects=[subject_to_proto(s) for s in subjects], next_page_token=next_token
@@ -190,6 +197,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             registration_from_proto(request.registration),
             list(request.update_mask.paths),
             request.version,
+            actor=current_principal(),
         )
         return pb.UpdateSubjectResponse(subject=subject_to_proto(subject))
 
@@ -201,6 +209,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             decision_from_proto(request.decision),
             request.reason,
             request.version,
+            actor=current_principal(),
         )
         return pb.ReviewSubjectResponse(subject=subject_to_proto(subject))
 
@@ -217,7 +226,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             try:
                 for batch_index, message in enumerate(request_iterator):
                     if run is None:
-                        run = self._importer.begin(message.import_id, message.source_province)
+                        run = self._importer.begin(
+                            message.import_id, message.source_province, actor=current_principal()
+                        )
                     prepared = self._importer.prepare([
                         ImportRecordInput(r.source_record_id,
                                           registration_from_proto(r.registration))

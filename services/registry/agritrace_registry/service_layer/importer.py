@@ -28,6 +28,8 @@ from agritrace_registry.domain.model import (
     province_source,
     validate_registration,
 )
+from agritrace_registry.service_layer import access
+from agritrace_registry.service_layer.access import Actor
 from agritrace_registry.service_layer.ports import (
     ConflictRecord,
     ImportRun,
@@ -131,7 +133,7 @@ class SubjectImporter:
         self._leases = leases if leases is not None else LocalLeases()
         self._held: dict[str, Lease] = {}
 
-    def begin(self, import_id: str, source_province: str) -> ImportRun:
+    def begin(self, import_id: str, source_province: str, *, actor: Actor = None) -> ImportRun:
         """Opens (or resumes) an import run."""
         import_id = check_request_id(import_id.strip()) if import_id.strip() else ""
         if not import_id:
@@ -140,6 +142,7 @@ class SubjectImporter:
         if len(province) != 2 or not province.isdigit() or \
                 not self._service.catalog.is_valid_prefix(province):
             raise InvalidArgument.of("source_province", "must be a two-digit province code")
+        access.check_import(actor, province)
         lease = self._leases.try_acquire(f"import:{import_id}", IMPORT_LEASE_SECONDS)
         if lease is None:
             raise ConcurrencyConflict(

@@ -31,6 +31,8 @@ from agritrace_registry.domain.model import (
     Subject,
     validate_registration,
 )
+from agritrace_registry.service_layer import access
+from agritrace_registry.service_layer.access import Actor
 from agritrace_registry.service_layer.ports import (
     ProvenanceRecord,
     RequestRecord,
@@ -119,9 +121,12 @@ class RegistryService:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def register_subject(self, request_id: str, data: RegistrationInput) -> Subject:
+    def register_subject(
+        self, request_id: str, data: RegistrationInput, *, actor: Actor = None
+    ) -> Subject:
         request_id = check_request_id(request_id)
         registration = validate_registration(data, self.catalog)
+        access.check_register(actor, registration.division_code)
         # Keyed: the registration holds a clear ID number, which a plain hash would expose to
         # guessing (ID numbers carry little randomness).
         request_fingerprint = self.protector.digest(fingerprint("register", asdict(registration)))
@@ -161,6 +166,8 @@ class RegistryService:
         data: RegistrationInput,
         fields: Sequence[str],
         expected_version: int,
+        *,
+        actor: Actor = None,
     ) -> Subject:
         subject_id = self._parse_id(subject_id)
         unknown = sorted(set(fields) - UPDATABLE_FIELDS)
@@ -176,6 +183,9 @@ class RegistryService:
             raise InvalidArgument.of("version", "is required: pass the version you read")
         with self.uow_factory() as uow:
             subject = self._require(uow, subject_id)
+            access.check_update(actor, subject.subject_id, subject.division_code)
+            if "division_code" in fields:
+                access.check_update(actor, subject.subject_id, data.division_code.strip())
             # Validate the merged view so partial updates obey every rule of a registration.
             merged = RegistrationInput(
                 kind=subject.kind,
@@ -205,13 +215,20 @@ class RegistryService:
         return self.get_subject(subject_id)
 
     def review_subject(
-        self, subject_id: str, decision: ReviewDecision | None, reason: str, expected_version: int
+        self,
+        subject_id: str,
+        decision: ReviewDecision | None,
+        reason: str,
+        expected_version: int,
+        *,
+        actor: Actor = None,
     ) -> Subject:
         subject_id = self._parse_id(subject_id)
         if decision is None:
             raise InvalidArgument.of("decision", "is required")
         with self.uow_factory() as uow:
             subject = self._require(uow, subject_id)
+            access.check_review(actor, subject.division_code)
             if expected_version and subject.version != expected_version:
                 raise ConcurrencyConflict(
                     f"version {expected_version} is stale; the subject is at {subject.version}",
@@ -231,12 +248,16 @@ class RegistryService:
 
     # -- queries ----------------------------------------------------------------------------
 
-    def get_subject(self, subject_id: str) -> Subject:
+    def get_subject(self, subject_id: str, *, actor: Actor = None) -> Subject:
         subject_id = self._parse_id(subject_id)
         with self.reader_factory() as uow:
-            return self._require(uow, subject_id)
+            subject = self._require(uow, subject_id)
+        access.check_read(actor, subject.subject_id, subject.division_code)
+        return subject
 
-    def lookup_subject(self, *, credit_code: str = "", resident_id: str = "") -> Subject:
+    def lookup_subject(
+        self, *, credit_code: str = "", resident_id: str = "", actor: Actor = None
+    ) -> Subject:
         if bool(credit_code) == bool(resident_id):
             raise InvalidArgument.of("key", "give exactly one of credit_code or resident_id")
         if credit_code:
@@ -254,11 +275,13 @@ class RegistryService:
             found = uow.subjects.find_by_keys([key]).get(key)
         if found is None:
             raise NotFound(f"no subject holds this {key.kind}", reason="SUBJECT_NOT_FOUND")
+        access.check_read(actor, found.subject_id, found.division_code)
         return found
 
     def list_subjects(
-        self, query: SubjectQuery, page_size: int, page_token: str
+        self, query: SubjectQuery, page_size: int, page_token: str, *, actor: Actor = None
     ) -> tuple[list[Subject], str]:
+        """A page of the subjects matching the filters that the actor may see."""
         if page_size < 0:
             raise InvalidArgument.of("page_size", "must not be negative")
         if query.division_prefix and not self.catalog.is_valid_prefix(query.division_prefix):
@@ -276,7 +299,11 @@ class RegistryService:
                 )
             after = token.after_subject_id
         bounded = SubjectQuery(
-            query.division_prefix, query.kind, query.status, after_subject_id=after, limit=size + 1
+            access.list_prefix(actor, query.division_prefix),
+            query.kind,
+            query.status,
+            after_subject_id=after,
+            limit=size + 1,
         )
         with self.reader_factory() as uow:
             found = uow.subjects.find(bounded)

@@ -1,0 +1,38 @@
+"""`python -m agritrace_<service> COMMAND`: one command per process kind (serve, worker,
+migrate, ...). Each command names the function that runs it as "module:function"; only that
+module is imported, and a worker's after eventlet has patched the process - eventlet and
+grpcio must never share a process."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping, Sequence
+
+
+def service_main(service: str, argv: Sequence[str], commands: Mapping[str, str]) -> int:
+    if len(argv) != 1 or argv[0] not in commands:
+        print(f"usage: python -m agritrace_{service.replace('-', '_')} "
+              f"{{{'|'.join(commands)}}}", file=sys.stderr)
+        return 2
+    command = argv[0]
+    worker = command == "worker"
+    if worker:
+        import eventlet
+
+        eventlet.monkey_patch()
+    from agritrace_kernel.config import ConfigError, load_settings
+    from agritrace_kernel.logs import configure_logging
+    from agritrace_kernel.telemetry import configure_tracing
+
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure_logging(settings.effective_log_format, settings.log_level)
+    configure_tracing(service, grpc_free=worker)
+    module_name, _, function_name = commands[command].partition(":")
+    run = getattr(importlib.import_module(module_name), function_name)
+    result = run(settings)
+    return int(result) if isinstance(result, int) else 0

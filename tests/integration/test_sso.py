@@ -1,0 +1,139 @@
+"""Single sign-on end to end, in both run modes: sign in nationally, exchange the token for a
+provincial platform, and let a simulated provincial platform verify it against the published
+key set - the way a provincial UI accepts a user without a second sign-in."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from agritrace.sso.v1 import sso_pb2 as pb
+from agritrace.sso.v1 import sso_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class SimulatedProvincialPlatform:
+    """What a provincial platform does with a token the national side exchanged for it:
+    verify the signature against the national key set, the issuer and its own audience."""
+
+    def __init__(self, platform_id: str, sso: sso_pb2_grpc.SsoServiceStub) -> None:
+        self.audience = f"platform:{platform_id}"
+        self._sso = sso
+
+    def accept(self, token: str) -> dict[str, object]:
+        keys = KeySet.import_key_set(json.loads(self._sso.GetJwks(pb.GetJwksRequest()).jwks_json))
+        decoded = jwt.decode(token, keys, algorithms=["EdDSA"])
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": "agritrace-sso"},
+            aud={"essential": True, "value": self.audience},
+            exp={"essential": True},
+        ).validate(decoded.claims)
+        return dict(decoded.claims)
+
+
+@pytest.fixture(scope="module")
+def sso(platform) -> sso_pb2_grpc.SsoServiceStub:  # type: ignore[no-untyped-def]
+    return sso_pb2_grpc.SsoServiceStub(platform.sso_channel)
+
+
+@pytest.fixture(scope="module")
+def admin_token(platform, sso) -> str:  # type: ignore[no-untyped-def]
+    answer = sso.Login(pb.LoginRequest(username="admin", password=platform.admin_password))
+    assert answer.account.kind == pb.ACCOUNT_KIND_OPS_ADMIN
+    return str(answer.tokens.access_token)
+
+
+def test_wrong_password_and_unknown_user_look_the_same(sso) -> None:  # type: ignore[no-untyped-def]
+    codes = []
+    for username in ("admin", f"nobody-{uuid.uuid4().hex[:6]}"):
+        with pytest.raises(grpc.RpcError) as refused:
+            sso.Login(pb.LoginRequest(username=username, password="not the password at all"))
+        codes.append((refused.value.code(), refused.value.details()))
+    assert codes[0] == codes[1]
+    assert codes[0][0] is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_exchanged_token_is_accepted_by_the_provincial_platform(  # type: ignore[no-untyped-def]
+    sso, admin_token
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    platform_id = f"zj-{suffix}"
+    sso.RegisterPlatform(pb.RegisterPlatformRequest(platform=pb.Platform(
+        platform_id=platform_id, province="33", name="浙江省农产品质量安全追溯平台",
+        url="https://zj.example.gov.cn")), metadata=bearer(admin_token))
+    for stage in (pb.ONBOARDING_STAGE_TESTING, pb.ONBOARDING_STAGE_CONNECTED):
+        sso.UpdatePlatform(pb.UpdatePlatformRequest(
+            platform=pb.Platform(platform_id=platform_id, stage=stage),
+            update_mask=FieldMask(paths=["stage"])), metadata=bearer(admin_token))
+    listed = sso.ListPlatforms(pb.ListPlatformsRequest())  # public: no token
+    assert platform_id in {p.platform_id for p in listed.platforms}
+
+    username = f"reg33-{suffix}"
+    sso.CreateAccount(pb.CreateAccountRequest(
+        request_id=f"create-{suffix}", password="a long enough password",
+        account=pb.Account(username=username, display_name="浙江省监管员",
+                           kind=pb.ACCOUNT_KIND_REGULATOR, jurisdiction="33",
+                           roles=[pb.REGULATOR_ROLE_REVIEWER])), metadata=bearer(admin_token))
+    regulator = sso.Login(pb.LoginRequest(username=username, password="a long enough password"))
+
+    exchanged = sso.ExchangeToken(pb.ExchangeTokenRequest(platform_id=platform_id),
+                                  metadata=bearer(regulator.tokens.access_token))
+    claims = SimulatedProvincialPlatform(platform_id, sso).accept(exchanged.tokens.access_token)
+    assert claims["sub"] == regulator.account.account_id
+    assert claims["jurisdiction"] == "33"
+
+    # Another province's platform must not accept it.
+    with pytest.raises(Exception):  # noqa: B017 - joserfc's claim error
+        SimulatedProvincialPlatform("js-other", sso).accept(exchanged.tokens.access_token)
+
+    # A platform that is not connected refuses the exchange.
+    sso.UpdatePlatform(pb.UpdatePlatformRequest(
+        platform=pb.Platform(platform_id=platform_id, stage=pb.ONBOARDING_STAGE_SUSPENDED),
+        update_mask=FieldMask(paths=["stage"])), metadata=bearer(admin_token))
+    with pytest.raises(grpc.RpcError) as refused:
+        sso.ExchangeToken(pb.ExchangeTokenRequest(platform_id=platform_id),
+                          metadata=bearer(regulator.tokens.access_token))
+    assert refused.value.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                                    grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_refresh_rotates_and_reuse_revokes_the_session(sso, platform) -> None:  # type: ignore[no-untyped-def]
+    first = sso.Login(pb.LoginRequest(username="admin", password=platform.admin_password))
+    second = sso.Refresh(pb.RefreshRequest(refresh_token=first.tokens.refresh_token))
+    assert second.tokens.refresh_token != first.tokens.refresh_token
+    assert sso.Introspect(pb.IntrospectRequest(token=second.tokens.access_token),
+                          metadata=bearer(second.tokens.access_token)).active
+
+    with pytest.raises(grpc.RpcError) as reused:
+        sso.Refresh(pb.RefreshRequest(refresh_token=first.tokens.refresh_token))
+    assert reused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # The whole family is gone: the newest refresh token fails too.
+    with pytest.raises(grpc.RpcError):
+        sso.Refresh(pb.RefreshRequest(refresh_token=second.tokens.refresh_token))
+    other = sso.Login(pb.LoginRequest(username="admin", password=platform.admin_password))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = sso.Introspect(pb.IntrospectRequest(token=second.tokens.access_token),
+                                metadata=bearer(other.tokens.access_token))
+        if not answer.active:
+            break
+        time.sleep(0.2)
+    assert not answer.active
+
+
+def test_jwks_publishes_public_keys_only(sso) -> None:  # type: ignore[no-untyped-def]
+    keys = json.loads(sso.GetJwks(pb.GetJwksRequest()).jwks_json)["keys"]
+    assert keys and all(key["kty"] == "OKP" and "d" not in key and key.get("kid")
+                        for key in keys)
