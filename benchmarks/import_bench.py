@@ -76,8 +76,12 @@ class _Progress:
             self.next_mark += self.every
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
 def stream_import(addresses: Sequence[str], dataset: Dataset, label: str, *, streams: int = 1,
-                  progress_every: int = 50_000, timeout: float = 1800.0) -> ImportRunResult:
+                  progress_every: int = 50_000, timeout: float = 1800.0,
+                  metadata: Metadata = ()) -> ImportRunResult:
     """Imports every province, `streams` provinces at a time (each its own ImportSubjects
     call), spreading provinces over the registry replicas at `addresses` round-robin; times
     the whole thing, then checks the answers."""
@@ -103,7 +107,8 @@ def stream_import(addresses: Sequence[str], dataset: Dataset, label: str, *, str
             last, received = time.perf_counter(), 0
             call = calls[index % len(calls)]
             stream: Iterator[pb.ImportSubjectsResponse] = call(
-                iter(province.messages), timeout=timeout, wait_for_ready=True
+                iter(province.messages), timeout=timeout, wait_for_ready=True,
+                metadata=metadata,
             )
             for response in stream:
                 responses.append(response)
@@ -193,7 +198,8 @@ def summarise(label: str, samples_s: list[float]) -> LatencyResult:
 
 
 def get_subject_latency(address: str, subject_ids: list[str], calls: int,
-                        seed: int = 7, warmup: int = 100) -> LatencyResult:
+                        seed: int = 7, warmup: int = 100, metadata: Metadata = ()
+                        ) -> LatencyResult:
     """`calls` sequential GetSubject calls for random subjects the import created."""
     rng = random.Random(seed)
     chosen = [rng.choice(subject_ids) for _ in range(calls + warmup)]
@@ -203,7 +209,7 @@ def get_subject_latency(address: str, subject_ids: list[str], calls: int,
         for index, subject_id in enumerate(chosen):
             request = pb.GetSubjectRequest(subject_id=subject_id)
             started = time.perf_counter()
-            reply = stub.GetSubject(request, timeout=10)
+            reply = stub.GetSubject(request, timeout=10, metadata=metadata)
             elapsed = time.perf_counter() - started
             if reply.subject.subject_id != subject_id:
                 raise RuntimeError(f"GetSubject({subject_id}) returned {reply.subject.subject_id}")

@@ -81,7 +81,9 @@ class RegistryServer:
     (no relay in a standalone server: events stay in the outbox)."""
 
     def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16,
-                 pii_key: str | None = None) -> None:
+                 pii_key: str | None = None, module: str = "agritrace_registry",
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.module = module
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Replicas of one registry must share the key that protects personal data.
@@ -98,15 +100,25 @@ class RegistryServer:
             "AGRITRACE_SHUTDOWN_GRACE_SECONDS": "2",
             "AGRITRACE_LOG_FORMAT": "text",
             "AGRITRACE_LOG_LEVEL": "INFO",
+            **(extra_env or {}),
         }
         self.env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    def run(self, command: str) -> None:
+        """A one-off command of the service (migrate, bootstrap-admin, ...)."""
+        result = subprocess.run(
+            [sys.executable, "-m", self.module, command],
+            env=self.env, capture_output=True, timeout=120, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{command} failed:\n{result.stderr.decode(errors='replace')}")
+
     def migrate(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
-            [sys.executable, "-m", "agritrace_registry", "migrate"],
+            [sys.executable, "-m", self.module, "migrate"],
             env=self.env, capture_output=True, timeout=120, check=False,
         )
         if result.returncode != 0:
@@ -117,7 +129,7 @@ class RegistryServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agritrace_registry", "serve"],
+            [sys.executable, "-m", self.module, "serve"],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

@@ -20,6 +20,7 @@ LABELS = {
     "no-tracing": "kernel chain without tracing (metrics+logging+errors)",
     "noop-tracing": "create_server chain, tracing not configured (no-op)",
     "tracing": "create_server chain, tracing configured (no exporter)",
+    "auth": "create_server chain with tracing and authentication (EdDSA JWT)",
 }
 
 
@@ -55,6 +56,10 @@ class EchoServerProcess:
             self.stop()
             raise RuntimeError(f"echo server ({mode}) did not start: {line!r}")
         self.port = int(line.split()[1])
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        if mode == "auth":
+            token_line = self.process.stdout.readline().decode().strip()
+            self.metadata = (("authorization", f"Bearer {token_line.split()[1]}"),)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -67,7 +72,7 @@ class EchoServerProcess:
                 self.process.wait(timeout=5)
 
 
-def run_echo_modes(calls: int, modes: tuple[str, ...] = tuple(LABELS), *,
+def run_echo_modes(calls: int, modes: tuple[str, ...] = tuple(m for m in LABELS if m != "auth"), *,
                    payload_bytes: int = 64, warmup: int = 500, rounds: int = 20
                    ) -> dict[str, EchoResult]:
     """`calls` sequential calls per mode. All servers run at once and the modes take turns in
@@ -105,3 +110,55 @@ def run_echo_modes(calls: int, modes: tuple[str, ...] = tuple(LABELS), *,
             server.stop()
     return {mode: EchoResult(mode, summarise(LABELS[mode], samples[mode]), round_p50s[mode])
             for mode in modes}
+
+
+@dataclass(frozen=True)
+class ConcurrentResult:
+    mode: str
+    calls: int
+    seconds: float
+    latency: LatencyResult
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.seconds
+
+
+def run_concurrent(calls: int, modes: tuple[str, ...] = ("tracing", "auth"), *,
+                   concurrency: int = 16, payload_bytes: int = 64, rounds: int = 10
+                   ) -> dict[str, ConcurrentResult]:
+    """`calls` unary calls per mode from `concurrency` client threads at once; the same
+    token is sent to every mode (a server without authentication ignores it), so only the
+    interceptor differs. Modes alternate in rounds, as in run_echo_modes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    payload = (bytes(range(256)) * (payload_bytes // 256 + 1))[:payload_bytes]
+    servers = {mode: EchoServerProcess(mode) for mode in modes}
+    metadata = next((s.metadata for s in servers.values() if s.metadata), ())
+    channels = {mode: grpc.insecure_channel(f"127.0.0.1:{servers[mode].port}") for mode in modes}
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    seconds = dict.fromkeys(modes, 0.0)
+    try:
+        stubs = {mode: channels[mode].unary_unary(METHOD) for mode in modes}
+
+        def one(mode: str) -> float:
+            started = time.perf_counter()
+            if stubs[mode](payload, timeout=10, metadata=metadata) != payload:
+                raise RuntimeError(f"echo ({mode}) returned something else")
+            return time.perf_counter() - started
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            for mode in modes:  # warm-up
+                list(pool.map(one, [mode] * 500))
+            for number in range(rounds):
+                for mode in modes[number % len(modes):] + modes[:number % len(modes)]:
+                    started = time.perf_counter()
+                    samples[mode].extend(pool.map(one, [mode] * (calls // rounds)))
+                    seconds[mode] += time.perf_counter() - started
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for server in servers.values():
+            server.stop()
+    return {mode: ConcurrentResult(mode, len(samples[mode]), seconds[mode],
+                                   summarise(LABELS[mode], samples[mode])) for mode in modes}

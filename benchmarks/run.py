@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,21 +32,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import grpc
 from rich.console import Console
 from rich.table import Table
 
+from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from benchmarks import data
 from benchmarks.copy_baseline import CopyResult, subject_rows, timed_copy
 from benchmarks.cpu import CpuSample
 from benchmarks.import_bench import (
     ImportRunResult,
     LatencyResult,
+    Metadata,
     get_subject_latency,
     raw_select_latency,
     stream_import,
 )
 from benchmarks.infra import RegistryServer, ThrowawayDatabase, log
-from benchmarks.rpc_bench import EchoResult, paired_cost_us, run_echo_modes
+from benchmarks.rpc_bench import EchoResult, paired_cost_us, run_concurrent, run_echo_modes
 
 NATIONAL_REGISTRY_SIZE = 607_100
 GOAL_SECONDS = 60.0
@@ -237,7 +241,8 @@ def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayData
     profiler = _Profiler(args.profile_server, label)
     profiler.start(pid)
     before = CpuSample.take(pids)
-    first = stream_import(addresses, dataset, label, streams=args.streams)
+    first = stream_import(addresses, dataset, label, streams=args.streams,
+                          metadata=args.credentials)
     cpu = CpuSample.take(pids) - before
     profiler.stop()
     _print_import(first, cpu)
@@ -302,7 +307,8 @@ def run_import_phase(args: argparse.Namespace, report: Report, db: ThrowawayData
         profiler = _Profiler(args.profile_server, "reimport")
         profiler.start(pid)
         before = CpuSample.take(pids)
-        again = stream_import(addresses, dataset, "re-import", streams=args.streams)
+        again = stream_import(addresses, dataset, "re-import", streams=args.streams,
+                              metadata=args.credentials)
         cpu = CpuSample.take(pids) - before
         profiler.stop()
         _print_import(again, cpu)
@@ -424,6 +430,29 @@ def run_rpc_phase(args: argparse.Namespace, report: Report) -> None:
         if traced.latency.p50_us else "-",
     ))
 
+    log(f"[rpc] authentication at concurrency 16: {args.rpc_calls:,} calls per mode")
+    concurrent = run_concurrent(args.rpc_calls)
+    plain_16, auth_16 = concurrent["tracing"], concurrent["auth"]
+    for result in (plain_16, auth_16):
+        console.print(f"  {result.latency.label}, 16 at once: p50 {result.latency.p50_us:,.0f} "
+                      f"µs, mean {result.latency.mean_us:,.0f} µs, "
+                      f"{result.calls_per_second:,.0f} calls/s")
+    added = auth_16.latency.mean_us / plain_16.latency.mean_us - 1 \
+        if plain_16.latency.mean_us else 0.0
+    verdict = "MET" if added < 0.10 else "NOT MET"
+    console.print(f"  authentication adds {added:+.1%} mean latency at concurrency 16 "
+                  f"(goal < 10%: {verdict})")
+    report.figures["auth_concurrency_16"] = {
+        mode: asdict(r.latency) | {"calls_per_second": round(r.calls_per_second, 1)}
+        for mode, r in concurrent.items()
+    } | {"added_mean_latency": round(added, 4), "goal_met": added < 0.10}
+    report.rows.append((
+        "5. Authenticated echo, concurrency 16",
+        f"mean {auth_16.latency.mean_us:,.0f} µs, {auth_16.calls_per_second:,.0f} calls/s",
+        f"same chain without auth: mean {plain_16.latency.mean_us:,.0f} µs",
+        f"{added:+.1%} latency (goal < 10%: {verdict})",
+    ))
+
 
 def run_get_subject(args: argparse.Namespace, report: Report, server: RegistryServer,
                     db: ThrowawayDatabase, subject_ids: list[str], stored: int
@@ -432,7 +461,8 @@ def run_get_subject(args: argparse.Namespace, report: Report, server: RegistrySe
         report.mismatch("no subject was created, GetSubject cannot be measured")
         return None
     log(f"[rpc] {args.get_calls:,} sequential GetSubject calls against the registry")
-    result = get_subject_latency(server.address, subject_ids, args.get_calls)
+    result = get_subject_latency(server.address, subject_ids, args.get_calls,
+                                 metadata=args.credentials)
     raw = raw_select_latency(db.conninfo, subject_ids, args.get_calls)
     for measured in (result, raw):
         console.print(f"  {measured.label}: p50 {measured.p50_us:,.0f} µs, p99 "
@@ -494,6 +524,33 @@ def write_json(report: Report) -> Path:
     return path
 
 
+def start_sso(db: ThrowawayDatabase) -> tuple[RegistryServer, dict[str, str], Metadata]:
+    """The sso service the registry authenticates callers against: migrated, with its first
+    administrator, and a service account for the registry. Returns the server, the registry's
+    extra environment, and the administrator's credentials the benchmark calls with (an
+    administrator may import every province)."""
+    admin_password, service_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    sso = RegistryServer(db.sqlalchemy_url, RESULTS_DIR / "sso-server.log",
+                         module="agritrace_sso",
+                         extra_env={"AGRITRACE_ADMIN_PASSWORD": admin_password})
+    sso.migrate()
+    sso.run("bootstrap-admin")
+    sso.start()
+    sso.wait_serving()
+    with grpc.insecure_channel(sso.address) as channel:
+        stub = sso_pb2_grpc.SsoServiceStub(channel)  # type: ignore[no-untyped-call]
+        admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=admin_password))
+        credentials = (("authorization", f"Bearer {admin.tokens.access_token}"),)
+        stub.CreateAccount(sso_pb2.CreateAccountRequest(
+            request_id="svc-registry", password=service_password,
+            account=sso_pb2.Account(username="svc-registry", display_name="registry",
+                                    kind=sso_pb2.ACCOUNT_KIND_SERVICE)), metadata=credentials)
+    registry_env = {"AGRITRACE_SSO_ADDRESS": sso.address,
+                    "AGRITRACE_SERVICE_USERNAME": "svc-registry",
+                    "AGRITRACE_SERVICE_PASSWORD": service_password}
+    return sso, registry_env, credentials
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -517,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     db = ThrowawayDatabase()
     server: RegistryServer | None = None
     replicas: list[RegistryServer] = []
+    sso: RegistryServer | None = None
     try:
         log(f"[data] generating {args.subjects:,} subjects (seed {args.seed})")
         t0 = time.perf_counter()
@@ -534,13 +592,15 @@ def main(argv: list[str] | None = None) -> int:
             report.mismatch(f"generator: {distinct_keys} distinct keys but "
                             f"{len(dataset.originals)} originals")
         db.create()
-        server = RegistryServer(db.sqlalchemy_url, RESULTS_DIR / "registry-server.log")
-        replicas = [server] + [
-            RegistryServer(db.sqlalchemy_url, RESULTS_DIR / f"registry-server-{n}.log",
-                           pii_key=server.pii_key)
-            for n in range(2, args.replicas + 1)
+        log(f"[db] throwaway database {db.name}; migrating; starting sso")
+        sso, registry_env, args.credentials = start_sso(db)
+        replicas = [
+            RegistryServer(db.sqlalchemy_url, RESULTS_DIR / (
+                "registry-server.log" if n == 1 else f"registry-server-{n}.log"),
+                pii_key=sso.pii_key, extra_env=registry_env)
+            for n in range(1, args.replicas + 1)
         ]
-        log(f"[db] throwaway database {db.name}; migrating")
+        server = replicas[0]
         server.migrate()
         created_ids = run_import_phase(args, report, db, replicas, dataset, distinct_keys,
                                        full="import" in phases)
@@ -557,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for replica in replicas:
             replica.stop()
+        if sso is not None:
+            sso.stop()
         db.drop()
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()

@@ -246,7 +246,14 @@ _REGISTRY = _EdDSAOnly(algorithms=[ALGORITHM])
 class TokenVerifier:
     """Verifies an access token and returns its principal, or raises Unauthenticated with
     reason TOKEN_EXPIRED, TOKEN_INVALID or TOKEN_WRONG_AUDIENCE. Revocation is checked
-    separately (`check_not_revoked`, or the interceptor)."""
+    separately (`check_not_revoked`, or the interceptor).
+
+    A client sends the same token with every call for its whole lifetime, and verifying it
+    (decoding, an Ed25519 signature, the claims) costs far more than the call it guards; so a
+    verified token's principal is remembered until the token expires (`cache_size` tokens at
+    most). A key removed from the key set stops new tokens at once; tokens it already
+    verified keep being accepted only while their key is in the set (checked on every call,
+    a dictionary look-up), until they expire, unless their session is revoked."""
 
     def __init__(
         self,
@@ -256,15 +263,38 @@ class TokenVerifier:
         issuer: str = ISSUER,
         leeway_seconds: int = LEEWAY_SECONDS,
         now: Callable[[], float] = time.time,
+        cache_size: int = 10_000,
     ) -> None:
         self._keys = keys
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway_seconds
         self._now = now
+        self._cache_size = cache_size
+        # (token, audience) -> (principal, expiry, kid); insertion order ages entries out.
+        self._verified: dict[tuple[str, str], tuple[Principal, float, str]] = {}
+        self._lock = threading.Lock()
 
     def verify(self, token: str, *, audience: str | None = None) -> Principal:
         expected_audience = self._audience if audience is None else audience
+        key = (token, expected_audience)
+        remembered = self._verified.get(key)
+        if remembered is not None:
+            principal, expires, kid = remembered
+            if self._now() < expires + self._leeway and self._keys.key_for(kid) is not None:
+                return principal
+            with self._lock:
+                self._verified.pop(key, None)
+        entry = self._verify_now(token, expected_audience)
+        with self._lock:
+            if len(self._verified) >= self._cache_size:
+                self._verified.pop(next(iter(self._verified)), None)
+            self._verified[key] = entry
+        return entry[0]
+
+    def _verify_now(
+        self, token: str, expected_audience: str
+    ) -> tuple[Principal, float, str]:
         try:
             decoded = jwt.decode(token, self._resolve_key, algorithms=[ALGORITHM],
                                  registry=_REGISTRY)
@@ -286,7 +316,8 @@ class TokenVerifier:
                 reason=TOKEN_WRONG_AUDIENCE,
                 metadata={"expected_audience": expected_audience},
             )
-        return _principal(claims, expected_audience)
+        return (_principal(claims, expected_audience), float(claims["exp"]),
+                str(decoded.header.get("kid", "")))
 
     def _resolve_key(self, obj: GuestProtocol) -> Key:
         kid = obj.headers().get("kid")

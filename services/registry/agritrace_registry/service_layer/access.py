@@ -38,6 +38,13 @@ def visible_prefix(actor: Actor) -> str | None:
     return None
 
 
+def may_read(actor: Actor, subject_id: str, division_code: str) -> bool:
+    prefix = visible_prefix(actor)
+    if prefix is None:
+        return actor is not None and actor.subject_id == subject_id
+    return division_code.startswith(prefix)
+
+
 def check_read(actor: Actor, subject_id: str, division_code: str) -> None:
     prefix = visible_prefix(actor)
     if prefix is None:
@@ -85,6 +92,16 @@ def check_update(actor: Actor, subject_id: str, division_code: str) -> None:
     if actor.kind is PrincipalKind.REGULATOR and division_code.startswith(actor.jurisdiction):
         return
     raise _deny(actor, f"update subject {subject_id}")
+
+
+def check_move(actor: Actor, new_division_code: str) -> None:
+    """Moving a subject to another division: regulators (into their jurisdiction) and
+    administrators; an operator cannot move its own subject out of its registration county."""
+    if actor is None or actor.kind is PrincipalKind.OPS_ADMIN:
+        return
+    if actor.kind is PrincipalKind.REGULATOR and new_division_code.startswith(actor.jurisdiction):
+        return
+    raise _deny(actor, f"move a subject to division {new_division_code}", "MOVE_NOT_PERMITTED")
 
 
 def check_review(actor: Actor, division_code: str) -> None:

@@ -185,7 +185,7 @@ class RegistryService:
             subject = self._require(uow, subject_id)
             access.check_update(actor, subject.subject_id, subject.division_code)
             if "division_code" in fields:
-                access.check_update(actor, subject.subject_id, data.division_code.strip())
+                access.check_move(actor, data.division_code.strip())
             # Validate the merged view so partial updates obey every rule of a registration.
             merged = RegistrationInput(
                 kind=subject.kind,
@@ -273,9 +273,10 @@ class RegistryService:
             key = IdentityKey("resident_id", self.protector.digest(normalized))
         with self.reader_factory() as uow:
             found = uow.subjects.find_by_keys([key]).get(key)
-        if found is None:
+        if found is None or not access.may_read(actor, found.subject_id, found.division_code):
+            # The same answer either way: whether an ID number is registered outside the
+            # caller's scope is itself personal data.
             raise NotFound(f"no subject holds this {key.kind}", reason="SUBJECT_NOT_FOUND")
-        access.check_read(actor, found.subject_id, found.division_code)
         return found
 
     def list_subjects(
