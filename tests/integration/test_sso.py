@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet
 
 from agritrace.sso.v1 import sso_pb2 as pb
 from agritrace.sso.v1 import sso_pb2_grpc
+from agritrace_registry.domain import identifiers
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,76 @@ def test_jwks_publishes_public_keys_only(sso) -> None:  # type: ignore[no-untype
     keys = json.loads(sso.GetJwks(pb.GetJwksRequest()).jwks_json)["keys"]
     assert keys and all(key["kty"] == "OKP" and "d" not in key and key.get("kid")
                         for key in keys)
+
+
+def _status_reason(error: grpc.RpcError) -> str:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def test_the_registry_enforces_tokens_jurisdiction_and_revocation(  # type: ignore[no-untyped-def]
+    platform, sso, admin_token
+) -> None:
+    """Through the real servers: no token, a platform-audience token, a county regulator
+    outside its county, and a revoked session are all refused by the registry."""
+    from agritrace.registry.v1 import registry_pb2 as rpb
+    from agritrace.registry.v1 import registry_pb2_grpc
+
+    registry = registry_pb2_grpc.RegistryServiceStub(platform.channel)
+    suffix = uuid.uuid4().hex[:6]
+    with pytest.raises(grpc.RpcError) as anonymous:
+        registry.ListSubjects(rpb.ListSubjectsRequest())
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert _status_reason(anonymous.value) == "TOKEN_MISSING"
+
+    username = f"county-{suffix}"
+    sso.CreateAccount(pb.CreateAccountRequest(
+        request_id=f"county-{suffix}", password="a long enough password",
+        account=pb.Account(username=username, display_name="县监管员",
+                           kind=pb.ACCOUNT_KIND_REGULATOR, jurisdiction="330106",
+                           roles=[pb.REGULATOR_ROLE_REVIEWER])), metadata=bearer(admin_token))
+    county = sso.Login(pb.LoginRequest(username=username, password="a long enough password"))
+    token = county.tokens.access_token
+
+    # A subject of another county, registered by the administrator.
+    body = "93330102" + suffix.upper().replace("O", "0").replace("I", "1")[:6].ljust(9, "0")
+    body = "".join(c if c in identifiers.CREDIT_CODE_ALPHABET else "0" for c in body)
+    other = registry.RegisterSubject(rpb.RegisterSubjectRequest(
+        request_id=f"other-county-{suffix}",
+        registration=rpb.SubjectRegistration(
+            kind=rpb.SUBJECT_KIND_COOPERATIVE, name=f"邻县合作社{suffix}",
+            credit_code=body + identifiers.credit_code_check_char(body),
+            division_code="330102")),
+        metadata=bearer(admin_token)).subject
+    with pytest.raises(grpc.RpcError) as outside:
+        registry.ReviewSubject(rpb.ReviewSubjectRequest(
+            subject_id=other.subject_id, decision=rpb.REVIEW_DECISION_APPROVE),
+            metadata=bearer(token))
+    assert outside.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert _status_reason(outside.value) == "OUTSIDE_JURISDICTION"
+    listed = registry.ListSubjects(rpb.ListSubjectsRequest(page_size=1000),
+                                   metadata=bearer(token))
+    assert all(s.division_code == "330106" for s in listed.subjects)
+
+    sso.RevokeSessions(pb.RevokeSessionsRequest(account_id=county.account.account_id),
+                       metadata=bearer(admin_token))
+    deadline = time.monotonic() + 10  # services poll revocations every 2 s
+    refused = None
+    while time.monotonic() < deadline:
+        try:
+            registry.ListSubjects(rpb.ListSubjectsRequest(), metadata=bearer(token))
+        except grpc.RpcError as error:
+            refused = error
+            break
+        time.sleep(0.2)
+    assert refused is not None, "a revoked session was still accepted after 10 s"
+    assert refused.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert _status_reason(refused) == "TOKEN_REVOKED"
