@@ -11,8 +11,9 @@
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
 #     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
 #     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
-#   * bad values (typos, wrong types, bad enums, missing secrets, Kubernetes < 1.27, ...) must
-#     make rendering fail: values.schema.json and the templates' own checks are enforced;
+#   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso,
+#     Kubernetes < 1.27, ...) must make rendering fail: values.schema.json and the templates'
+#     own checks are enforced;
 #   * `helm package` builds the chart without its ci/ files.
 #
 # Tools are installed once into deploy/helm/.tools (gitignored); later runs reuse them.
@@ -118,9 +119,9 @@ EOF
 
 # Scenarios: value file, the Secrets that exist outside the release, expected object counts.
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 PodDisruptionBudget=2 Pod=1 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
-  "worker-disabled||Deployment=1 Service=1 ConfigMap=1 ServiceAccount=2 Job=1 PodDisruptionBudget=1 Pod=1 Secret=2 HorizontalPodAutoscaler=0"
-  "full|agritrace-secrets|Deployment=2 Service=2 Job=1 PodDisruptionBudget=2 HorizontalPodAutoscaler=2 ServiceMonitor=1 NetworkPolicy=1 Secret=0"
+  "default|agritrace-secrets|Deployment=4 Service=4 ConfigMap=2 ServiceAccount=4 Job=3 PodDisruptionBudget=4 Pod=2 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
+  "worker-disabled||Deployment=3 Service=3 ConfigMap=2 ServiceAccount=4 Job=3 PodDisruptionBudget=3 Pod=2 Secret=2 HorizontalPodAutoscaler=0"
+  "full|agritrace-secrets|Deployment=4 Service=4 Job=3 PodDisruptionBudget=4 HorizontalPodAutoscaler=4 ServiceMonitor=2 NetworkPolicy=2 Secret=0"
   "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=10 Service=10 ConfigMap=6 ServiceAccount=11 Job=5 PodDisruptionBudget=9 Pod=6 Secret=0"
 )
 
@@ -242,6 +243,12 @@ helm_checks() {
   expect_failure "$helm" "PII key not 32 bytes of base64" "pii" -f "$CHART/ci/worker-disabled-values.yaml" --set pii.key=c2hvcnQ=
   expect_failure "$helm" "database URL not PostgreSQL" "database" -f "$CHART/ci/worker-disabled-values.yaml" --set database.url=mysql://x
   expect_failure "$helm" "no secret and no values to create one" "no Secret to read"
+  expect_failure "$helm" "chart-created Secret without the admin password" "sso.adminPassword" \
+    -f "$CHART/ci/worker-disabled-values.yaml" --set sso.adminPassword=
+  expect_failure "$helm" "chart-created Secret without a service's sso password" \
+    "sso.servicePasswords.coding" -f "$CHART/ci/worker-disabled-values.yaml" --set services.coding.enabled=true
+  expect_failure "$helm" "sso disabled and no sso.address" "sso.address" "${ok[@]}" --set services.sso.enabled=false
+  expect_failure "$helm" "sso.address not HOST:PORT" "address" "${ok[@]}" --set sso.address=http://sso
   expect_failure "$helm" "Kubernetes older than 1.27" "kubeVersion" "${ok[@]}" --kube-version 1.26.9
   expect_failure "$helm" "grace period shorter than the drain" "must exceed" "${ok[@]}" --set serviceDefaults.server.terminationGracePeriodSeconds=20
   expect_failure "$helm" "HPA minReplicas above maxReplicas" "minReplicas" "${ok[@]}" \

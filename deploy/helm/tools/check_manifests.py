@@ -6,7 +6,9 @@
    validated against deploy/helm/schemas/servicemonitor-monitoring.coreos.com-v1.json.
 2. The chart's own rules: recommended labels, restrictive security contexts, native gRPC
    probes, Services, PDBs and HPAs that point at something, Secret and ConfigMap references
-   that resolve, hook annotations of the migration Jobs.
+   that resolve, hook annotations of the migration and bootstrap-admin Jobs, and services
+   that authenticate against sso: an AGRITRACE_SSO_ADDRESS that reaches a rendered sso
+   Service's gRPC port (or an external host), a service account and its password.
 3. --expect KIND=N: how many objects of a kind the scenario must produce.
 
 Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
@@ -41,6 +43,11 @@ RECOMMENDED_LABELS = (
     "app.kubernetes.io/managed-by",
 )
 HOOK_PHASES = {"pre-install", "pre-upgrade"}
+# Jobs by app.kubernetes.io/component: expected hook phases and args.
+JOBS = {
+    "migrate": (HOOK_PHASES, ["migrate"]),
+    "bootstrap-admin": ({"post-install", "post-upgrade"}, ["bootstrap-admin"]),
+}
 
 
 def ident(obj: dict[str, Any]) -> str:
@@ -190,16 +197,31 @@ class Checker:
                 )
         for job in self.by_kind.get("Job", {}).values():
             annotations = job["metadata"].get("annotations", {})
+            component = job["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+            if component not in JOBS:
+                self.error(job, f"unexpected Job component {component!r}")
+                continue
+            expected_phases, expected_args = JOBS[component]
             phases = set(annotations.get("helm.sh/hook", "").split(","))
-            if phases != HOOK_PHASES:
-                self.error(job, f"helm.sh/hook is {sorted(phases)}, expected {sorted(HOOK_PHASES)}")
+            if phases != expected_phases:
+                self.error(
+                    job, f"helm.sh/hook is {sorted(phases)}, expected {sorted(expected_phases)}"
+                )
             container = job["spec"]["template"]["spec"]["containers"][0]
-            if container.get("args") != ["migrate"]:
-                self.error(job, "migration args are not [migrate]")
+            if container.get("args") != expected_args:
+                self.error(job, f"args are not {expected_args}")
             if job["spec"]["template"]["spec"].get("restartPolicy") not in ("Never", "OnFailure"):
                 self.error(job, "restartPolicy must be Never or OnFailure")
-            # Hooks run before the release's ordinary objects exist: a hook may only use
-            # hook objects or objects that exist outside the release.
+            if component == "bootstrap-admin":
+                env = {e["name"]: e for e in container.get("env", [])}
+                if "secretKeyRef" not in env.get("AGRITRACE_ADMIN_PASSWORD", {}).get(
+                    "valueFrom", {}
+                ):
+                    self.error(job, "AGRITRACE_ADMIN_PASSWORD does not come from a Secret")
+            if not phases & HOOK_PHASES:
+                continue
+            # pre-* hooks run before the release's ordinary objects exist: such a hook may only
+            # use hook objects or objects that exist outside the release.
             for ref_kind, name in self.references(job):
                 target = self.by_kind.get(ref_kind, {}).get(name)
                 if target is not None and "helm.sh/hook" not in target["metadata"].get(
@@ -208,6 +230,48 @@ class Checker:
                     self.error(
                         job, f"uses {ref_kind}/{name}, which does not exist yet when the hook runs"
                     )
+
+    def sso(self) -> None:
+        """Servers and workers given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC port
+        and sign in with a service account whose password comes from a Secret; sso itself
+        verifies with its own keys and gets neither."""
+        for deployment in self.by_kind.get("Deployment", {}).values():
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            config: dict[str, str] = {}
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    found = self.by_kind.get("ConfigMap", {}).get(source["configMapRef"]["name"])
+                    config.update((found or {}).get("data", {}))
+            env = {e["name"]: e for e in container.get("env", [])}
+            name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
+            address = config.get("AGRITRACE_SSO_ADDRESS")
+            if name.endswith("-sso"):
+                if address or "AGRITRACE_SERVICE_PASSWORD" in env:
+                    self.error(deployment, "sso is given an sso address or a service account")
+                continue
+            if not address:
+                self.error(deployment, "no AGRITRACE_SSO_ADDRESS: callers cannot be authenticated")
+                continue
+            if not config.get("AGRITRACE_SERVICE_USERNAME"):
+                self.error(deployment, "no AGRITRACE_SERVICE_USERNAME")
+            if "secretKeyRef" not in env.get("AGRITRACE_SERVICE_PASSWORD", {}).get(
+                "valueFrom", {}
+            ):
+                self.error(deployment, "AGRITRACE_SERVICE_PASSWORD does not come from a Secret")
+            host, _, port = address.rpartition(":")
+            if "." in host:
+                continue  # an sso outside the release
+            service = self.by_kind.get("Service", {}).get(host)
+            if service is None or not service["metadata"]["labels"].get(
+                "app.kubernetes.io/name", ""
+            ).endswith("-sso"):
+                self.error(deployment, f"AGRITRACE_SSO_ADDRESS {address}: no rendered sso Service")
+                continue
+            grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+            if not port.isdigit() or int(port) not in grpc_ports:
+                self.error(
+                    deployment, f"AGRITRACE_SSO_ADDRESS {address}: not the gRPC port {grpc_ports}"
+                )
 
     def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
         spec = pod_spec(obj) or {}
@@ -319,6 +383,7 @@ def run_checks(
     checker.workloads()
     checker.resolvable()
     checker.services()
+    checker.sso()
     return checker, validated
 
 
@@ -369,6 +434,16 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         ref = next(e for e in env if "secretKeyRef" in e.get("valueFrom", {}))
         ref["valueFrom"]["secretKeyRef"]["name"] = "no-such-secret"
 
+    def sso_address_port(o: list[dict[str, Any]]) -> None:
+        for config in o:
+            if config["kind"] == "ConfigMap" and "AGRITRACE_SSO_ADDRESS" in config["data"]:
+                host = config["data"]["AGRITRACE_SSO_ADDRESS"].rpartition(":")[0]
+                config["data"]["AGRITRACE_SSO_ADDRESS"] = f"{host}:9464"
+
+    def bootstrap_phase(o: list[dict[str, Any]]) -> None:
+        job = first(o, "Job", "bootstrap-admin")
+        job["metadata"]["annotations"]["helm.sh/hook"] = "pre-install,pre-upgrade"
+
     mutations = [
         typo_field,
         wrong_type,
@@ -380,6 +455,14 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
     ]
     if any(o["kind"] == "ServiceMonitor" for o in objects):
         mutations.append(servicemonitor_typo)
+    if any(o["kind"] == "ConfigMap" and "AGRITRACE_SSO_ADDRESS" in o["data"] for o in objects):
+        mutations.append(sso_address_port)
+    if any(
+        o["kind"] == "Job"
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "bootstrap-admin"
+        for o in objects
+    ):
+        mutations.append(bootstrap_phase)
     failed = 0
     for mutate in mutations:
         broken = copy.deepcopy(objects)

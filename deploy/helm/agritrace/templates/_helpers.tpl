@@ -186,18 +186,96 @@ default
 {{- end -}}
 
 {{/*
-Data of the Secret the chart creates, as YAML (base64-encoded values). Fails with the list of
-what is missing. Context: root.
+Whether a service authenticates its callers against sso: "true" or empty. Every service but the
+sso entry itself does, unless ssoClient.enabled is false. Context: root, svc.
+*/}}
+{{- define "agritrace.ssoClient" -}}
+{{- if and (ne .svc.name "sso") .svc.ssoClient.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+host:port of sso for the other services (AGRITRACE_SSO_ADDRESS): sso.address, else the sso
+Service of this release, <fullname>-sso:<port>. Fails when neither exists. Context: root.
+*/}}
+{{- define "agritrace.ssoAddress" -}}
+{{- if .Values.sso.address -}}
+{{- .Values.sso.address -}}
+{{- else -}}
+{{- $sso := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" . "name" "sso" "out" $sso) -}}
+{{- if not (and (hasKey .Values.services "sso") $sso.enabled) -}}
+{{- fail "\n\nagritrace: services.sso is disabled and sso.address is empty: the other services need an sso to authenticate their callers. Enable services.sso or set sso.address to HOST:PORT of an sso running elsewhere.\n" -}}
+{{- end -}}
+{{- printf "%s:%d" (include "agritrace.componentName" (dict "root" . "svc" $sso "component" "server")) (int $sso.server.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* sso service account of a service (AGRITRACE_SERVICE_USERNAME). Context: root, svc. */}}
+{{- define "agritrace.ssoUsername" -}}
+{{- .svc.ssoClient.username | default (printf "svc-%s" .svc.name) -}}
+{{- end -}}
+
+{{/*
+Secret key of a service's sso account password, e.g. AGRITRACE_SERVICE_PASSWORD_REGISTRY.
+Context: root, svc.
+*/}}
+{{- define "agritrace.ssoPasswordKey" -}}
+{{- .svc.ssoClient.passwordKey | default (printf "%s%s" .root.Values.secrets.keys.servicePasswordPrefix (.svc.name | replace "-" "_" | upper)) -}}
+{{- end -}}
+
+{{/* Whether the bootstrap-admin hook Job is rendered: "true" or empty. Context: root. */}}
+{{- define "agritrace.bootstrapAdmin" -}}
+{{- if and .Values.sso.bootstrapAdmin.enabled (hasKey .Values.services "sso") -}}
+{{- $sso := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" . "name" "sso" "out" $sso) -}}
+{{- if $sso.enabled -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Data of the Secret the chart creates, as YAML (base64-encoded values): the shared settings,
+the admin password when the bootstrap-admin Job reads this Secret, and the sso account password
+of every enabled service that authenticates against sso and reads this Secret. Fails with the
+list of what is missing. Context: root.
 */}}
 {{- define "agritrace.secretData" -}}
+{{- $root := . -}}
 {{- $v := .Values -}}
 {{- $missing := list -}}
+{{- $keys := list $v.secrets.keys.databaseUrl $v.secrets.keys.amqpUri -}}
+{{- if $v.redis.enabled }}{{ $keys = append $keys $v.secrets.keys.redisUrl }}{{ end -}}
+{{- $keys = append $keys $v.secrets.keys.piiKey -}}
 {{- if not $v.database.url }}{{ $missing = append $missing "database.url" }}{{ end -}}
 {{- if not $v.eventBus.amqpUri }}{{ $missing = append $missing "eventBus.amqpUri" }}{{ end -}}
 {{- if and $v.redis.enabled (not $v.redis.url) }}{{ $missing = append $missing "redis.url" }}{{ end -}}
 {{- if not $v.pii.key }}{{ $missing = append $missing "pii.key" }}{{ end -}}
+{{- $extra := dict -}}
+{{- range $name, $_ := $v.services -}}
+{{- $svc := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" $root "name" $name "out" $svc) -}}
+{{- $ctx := dict "root" $root "svc" $svc -}}
+{{- if and $svc.enabled (not $svc.existingSecret) -}}
+{{- if include "agritrace.ssoClient" $ctx -}}
+{{- $key := include "agritrace.ssoPasswordKey" $ctx -}}
+{{- $keys = append $keys $key -}}
+{{- $password := get ($v.sso.servicePasswords | default dict) $name -}}
+{{- if $password -}}
+{{- $_ := set $extra $key $password -}}
+{{- else -}}
+{{- $missing = append $missing (printf "sso.servicePasswords.%s" $name) -}}
+{{- end -}}
+{{- else if and (eq $name "sso") (include "agritrace.bootstrapAdmin" $root) -}}
+{{- $keys = append $keys $v.secrets.keys.adminPassword -}}
+{{- if $v.sso.adminPassword -}}
+{{- $_ := set $extra $v.secrets.keys.adminPassword $v.sso.adminPassword -}}
+{{- else -}}
+{{- $missing = append $missing "sso.adminPassword" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if $missing -}}
-{{- fail (printf "\n\nagritrace: no Secret to read. Either set secrets.existingSecret to an existing Secret with the keys %s, %s, %s and %s, or set %s so that the chart creates one.\n" $v.secrets.keys.databaseUrl $v.secrets.keys.amqpUri $v.secrets.keys.redisUrl $v.secrets.keys.piiKey (join ", " $missing)) -}}
+{{- fail (printf "\n\nagritrace: no Secret to read. Either set secrets.existingSecret to an existing Secret with the keys %s, or set %s so that the chart creates one.\n" (join ", " $keys) (join ", " $missing)) -}}
 {{- end -}}
 {{ $v.secrets.keys.databaseUrl }}: {{ $v.database.url | b64enc | quote }}
 {{ $v.secrets.keys.amqpUri }}: {{ $v.eventBus.amqpUri | b64enc | quote }}
@@ -205,6 +283,9 @@ what is missing. Context: root.
 {{ $v.secrets.keys.redisUrl }}: {{ $v.redis.url | b64enc | quote }}
 {{- end }}
 {{ $v.secrets.keys.piiKey }}: {{ $v.pii.key | b64enc | quote }}
+{{- range $key, $value := $extra }}
+{{ $key }}: {{ $value | b64enc | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -222,6 +303,10 @@ inlines it). Context: root, svc.
   "AGRITRACE_MIGRATE_ON_START" "false"
   "OTEL_SERVICE_NAME" .svc.otelServiceName
 -}}
+{{- if include "agritrace.ssoClient" . -}}
+{{- $_ := set $data "AGRITRACE_SSO_ADDRESS" (include "agritrace.ssoAddress" .root) -}}
+{{- $_ := set $data "AGRITRACE_SERVICE_USERNAME" (include "agritrace.ssoUsername" .) -}}
+{{- end -}}
 {{- with $v.otel.endpoint -}}
 {{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
 {{- end -}}
@@ -236,7 +321,8 @@ inlines it). Context: root, svc.
 
 {{/*
 Environment of a container besides the ConfigMap: pod identity for OpenTelemetry, then the
-secret references. Context: root, svc, component; secretName overrides the Secret to read.
+secret references; servers and workers of services that authenticate against sso also get
+their account's password. Context: root, svc, component; secretName overrides the Secret.
 */}}
 {{- define "agritrace.env" -}}
 {{- $v := .root.Values -}}
@@ -277,6 +363,13 @@ secret references. Context: root, svc, component; secretName overrides the Secre
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $v.secrets.keys.piiKey }}
+{{- if and (has .component (list "server" "worker")) (include "agritrace.ssoClient" .) }}
+- name: AGRITRACE_SERVICE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ include "agritrace.ssoPasswordKey" . }}
+{{- end }}
 {{- end -}}
 
 {{/* imagePullSecrets of a pod, from global.imagePullSecrets (names or {name: ...}). */}}
