@@ -45,6 +45,7 @@ from agritrace_sso.domain.model import (
     AccountInput,
     AccountKind,
     Caller,
+    OnboardingStage,
     Platform,
     PlatformInput,
     RefreshToken,
@@ -202,6 +203,21 @@ def _require_kind(caller: Caller | None, kinds: Collection[AccountKind], what: s
     return caller
 
 
+# Stages in which a provincial platform (and its bridge) may act.
+OPEN_STAGES = frozenset({OnboardingStage.TESTING, OnboardingStage.CONNECTED})
+
+
+def _open_platform_in(uow: UnitOfWork, province: str) -> bool:
+    after: tuple[str, str] | None = None
+    while True:
+        page = uow.platforms.page(after, 100)
+        if any(p.province == province and p.stage in OPEN_STAGES for p in page):
+            return True
+        if len(page) < 100:
+            return False
+        after = (page[-1].province, page[-1].platform_id)
+
+
 class SsoService:
     """Application service: the use cases, with their collaborators injected."""
 
@@ -255,6 +271,7 @@ class SsoService:
             self.throttle.reset(name)
             if account.disabled:
                 raise Unauthenticated("this account is disabled", reason="ACCOUNT_DISABLED")
+            self._require_open_platform(uow, account)
             if self.hasher.needs_rehash(account.password_hash):
                 account.password_hash = self.hasher.hash(password)
                 uow.accounts.save(account, account.version)
@@ -290,6 +307,7 @@ class SsoService:
             account = uow.accounts.get(session.account_id)
             if account is None or account.disabled:
                 raise Unauthenticated("this account is disabled", reason="ACCOUNT_DISABLED")
+            self._require_open_platform(uow, account)
             tokens = self._tokens(uow, account, session, now)
             uow.commit()
         return tokens
@@ -670,6 +688,9 @@ class SsoService:
             previous, version_read = platform.stage, platform.version
             platform.update(data, changed, now)
             uow.platforms.save(platform, version_read)
+            if previous in OPEN_STAGES and not _open_platform_in(uow, platform.province):
+                # Bridge access ends with the platform's: sign its province's clients out.
+                self._revoke_platform_clients(uow, platform.province, now)
             payload = platform_payload(platform) | {
                 "previous_stage": previous.value,
                 "changed_fields": sorted(changed),
@@ -742,6 +763,31 @@ class SsoService:
                 "account_id": account_id, "session_ids": revoked, "reason": reason,
             }))
         return len(revoked)
+
+    @staticmethod
+    def _require_open_platform(uow: UnitOfWork, account: Account) -> None:
+        """A platform client (a provincial platform or its bridge) signs in only while its
+        province's platform is being tested or is connected."""
+        if account.kind is AccountKind.PLATFORM_CLIENT and \
+                not _open_platform_in(uow, account.jurisdiction):
+            raise FailedPrecondition(
+                f"the platform of province {account.jurisdiction} is not connected",
+                reason="PLATFORM_NOT_CONNECTED",
+            )
+
+    def _revoke_platform_clients(self, uow: UnitOfWork, province: str, now: datetime) -> None:
+        after = ""
+        while True:
+            clients = uow.accounts.find(AccountQuery(
+                kinds=frozenset({AccountKind.PLATFORM_CLIENT}), jurisdiction_prefix=province,
+                after_username=after, limit=500))
+            for client in clients:
+                if client.jurisdiction == province:
+                    sessions = uow.sessions.unrevoked_of(client.account_id, now)
+                    self._revoke(uow, client.account_id, sessions, now, "platform_closed")
+            if len(clients) < 500:
+                return
+            after = clients[-1].username
 
     @staticmethod
     def _require_account(uow: UnitOfWork, account_id: str) -> Account:

@@ -160,6 +160,11 @@ IN_SCOPE = {"admin", "national regulator", "province regulator", "county regulat
 @pytest.mark.parametrize("stage", [A, T, C, S])
 @pytest.mark.parametrize("who", sorted(CALLERS))
 def test_exchange_matrix(service: SsoService, stage: OnboardingStage, who: str) -> None:
+    # Connected bridges in both provinces, so platform clients can sign in whatever stage
+    # "zj" (the platform exchanged for) is in.
+    for platform_id, province in (("zj-bridge", "33"), ("js", "32")):
+        zhejiang(service, platform_id, province)
+        move(service, platform_id, T, C)
     zhejiang(service)
     route = {A: (), T: (T,), C: (T, C), S: (T, C, S)}[stage]
     move(service, "zj", *route)
@@ -207,3 +212,27 @@ def test_exchange_for_an_unknown_platform(service: SsoService) -> None:
     with pytest.raises(Exception) as error:
         service.exchange_token(caller, "nowhere")
     assert error.value.reason == "PLATFORM_NOT_FOUND"  # type: ignore[attr-defined]
+
+
+def test_a_platform_client_signs_in_only_while_its_platform_is_open(
+    service: SsoService,
+) -> None:
+    """Onboarding stages gate bridge access: a platform client of a province whose platform is
+    neither being tested nor connected cannot sign in; suspending the platform signs its
+    clients out (their sessions are revoked, so every service refuses their tokens)."""
+    service.create_account(ADMIN, "req-bridge", AccountInput(
+        username="bridge.33", kind=AccountKind.PLATFORM_CLIENT, jurisdiction="33"), PASSWORD)
+    zhejiang(service)
+    with pytest.raises(FailedPrecondition) as closed:
+        service.login("bridge.33", PASSWORD)
+    assert closed.value.reason == "PLATFORM_NOT_CONNECTED"
+
+    move(service, "zj", T)
+    login = service.login("bridge.33", PASSWORD)
+    move(service, "zj", C, S)
+    revoked, _ = service.list_revocations(ADMIN, "", 100)
+    assert login.tokens.session_id in {r.session_id for r in revoked}
+    with pytest.raises((Unauthenticated, FailedPrecondition)):
+        service.refresh(login.tokens.refresh_token)
+    with pytest.raises(FailedPrecondition):
+        service.login("bridge.33", PASSWORD)
