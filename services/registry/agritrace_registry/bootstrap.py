@@ -7,14 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from agritrace_kernel import db
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.locks import LeaseManager, LocalLeases, RedisLeases, lease_manager
+from agritrace_kernel.store import ServiceStore
 from agritrace_registry.adapters.pii import AesGcmProtector
 from agritrace_registry.adapters.repository import RegistryUnitOfWork
 from agritrace_registry.domain.divisions import DivisionCatalog
@@ -28,16 +26,18 @@ DUPLICATE_CHECK = "registry.duplicate_check"
 @dataclass
 class RegistryApp:
     settings: Settings
-    engine: Engine
-    session_factory: sessionmaker[Session]
+    store: ServiceStore
     service: RegistryService
     importer: SubjectImporter
     leases: LeaseManager = field(default_factory=LocalLeases)
-    relay: OutboxRelay | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
 
+    @property
+    def relay(self) -> OutboxRelay | None:
+        return self.store.relay
+
     def ready(self) -> bool:
-        return db.database_reachable(self.engine)
+        return self.store.ready()
 
     def readiness_checks(self) -> tuple[Callable[[], bool], ...]:
         """The database, and Redis when the leases live there."""
@@ -47,9 +47,7 @@ class RegistryApp:
         return tuple(checks)
 
     def close(self) -> None:
-        if self.relay is not None:
-            self.relay.stop()
-        self.engine.dispose()
+        self.store.close()
 
 
 def migrate(settings: Settings) -> None:
@@ -59,24 +57,16 @@ def migrate(settings: Settings) -> None:
 def bootstrap(settings: Settings, publisher: Publisher | None = None) -> RegistryApp:
     """Builds the registry. With a publisher, an outbox relay publishes through it (the
     caller starts it); without one, events stay in the outbox (e.g. in a worker process)."""
-    engine = db.create_engine(settings.database_for(SERVICE))
-    sessions = db.session_factory(engine)
-    relay = (
-        OutboxRelay(SERVICE, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)
-        if publisher is not None
-        else None
-    )
-    wake = relay.wake if relay is not None else None
+    store = ServiceStore.open(settings, SERVICE, publisher)
 
     def uow_factory() -> RegistryUnitOfWork:
-        return RegistryUnitOfWork(sessions, after_commit=wake)
+        return RegistryUnitOfWork(store.sessions, after_commit=store.after_commit)
 
-    readers = db.reader_session_factory(engine)
     service = RegistryService(
         uow_factory,
         DivisionCatalog.bundled(),
         AesGcmProtector(settings.pii_key_bytes()),
-        reader_factory=lambda: RegistryUnitOfWork(readers),
+        reader_factory=lambda: RegistryUnitOfWork(store.readers),
     )
     handler = IdempotentHandler(DUPLICATE_CHECK, service.flag_suspected_duplicates, uow_factory)
     subscriptions = [
@@ -87,10 +77,8 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> Registr
     return RegistryApp(
         settings=settings,
         leases=leases,
-        engine=engine,
-        session_factory=sessions,
+        store=store,
         service=service,
         importer=SubjectImporter(service, leases),
-        relay=relay,
         subscriptions=subscriptions,
     )

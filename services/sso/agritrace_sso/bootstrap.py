@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from agritrace_kernel import db
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.store import ServiceStore
 from agritrace_sso.adapters.crypto import AesGcmSealer, Argon2Hasher, JoseTokenCodec
 from agritrace_sso.adapters.repository import SsoUnitOfWork
 from agritrace_sso.adapters.throttle import MemoryLoginThrottle, RedisLoginThrottle
@@ -30,16 +28,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 @dataclass
 class SsoApp:
     settings: Settings
-    engine: Engine
-    session_factory: sessionmaker[Session]
+    store: ServiceStore
     service: SsoService
     throttle: LoginThrottle
-    relay: OutboxRelay | None = None
     # sso reacts to no other service's events (yet).
     subscriptions: list[Subscription] = field(default_factory=list)
 
+    @property
+    def relay(self) -> OutboxRelay | None:
+        return self.store.relay
+
     def ready(self) -> bool:
-        return db.database_reachable(self.engine)
+        return self.store.ready()
 
     def readiness_checks(self) -> tuple[Callable[[], bool], ...]:
         """The database, and Redis when the login throttle lives there."""
@@ -49,9 +49,7 @@ class SsoApp:
         return tuple(checks)
 
     def close(self) -> None:
-        if self.relay is not None:
-            self.relay.stop()
-        self.engine.dispose()
+        self.store.close()
 
 
 def migrate(settings: Settings) -> None:
@@ -62,17 +60,10 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> SsoApp:
     """Builds sso. With a publisher, an outbox relay publishes through it (the caller starts
     it); without one, events stay in the outbox. Needs the migrated schema: creates the first
     signing key if there is none."""
-    engine = db.create_engine(settings.database_for(SERVICE))
-    sessions = db.session_factory(engine)
-    relay = (
-        OutboxRelay(SERVICE, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)
-        if publisher is not None
-        else None
-    )
-    wake = relay.wake if relay is not None else None
+    store = ServiceStore.open(settings, SERVICE, publisher)
 
     def uow_factory() -> SsoUnitOfWork:
-        return SsoUnitOfWork(sessions, after_commit=wake)
+        return SsoUnitOfWork(store.sessions, after_commit=store.after_commit)
 
     throttle: LoginThrottle = (
         RedisLoginThrottle(settings.redis_url) if settings.redis_url else MemoryLoginThrottle()
@@ -84,14 +75,7 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> SsoApp:
         throttle,
     )
     service.ensure_signing_key()
-    return SsoApp(
-        settings=settings,
-        engine=engine,
-        session_factory=sessions,
-        service=service,
-        throttle=throttle,
-        relay=relay,
-    )
+    return SsoApp(settings=settings, store=store, service=service, throttle=throttle)
 
 
 class LocalKeySet:

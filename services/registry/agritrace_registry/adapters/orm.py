@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from agritrace_kernel.idempotency import request_log_table
+
 metadata = sa.MetaData()
 TZ = sa.DateTime(timezone=True)
 
@@ -66,15 +68,7 @@ conflicts = sa.Table(
     sa.UniqueConstraint("source", "source_record_id", name="uq_conflicts_source_record"),
 )
 
-request_log = sa.Table(
-    "request_log",
-    metadata,
-    sa.Column("request_id", sa.String(64), primary_key=True),
-    sa.Column("operation", sa.String(40), nullable=False),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("result_id", sa.String(64), nullable=False),
-    sa.Column("created_at", TZ, nullable=False),
-)
+request_log = request_log_table(metadata)
 
 import_runs = sa.Table(
     "import_runs",

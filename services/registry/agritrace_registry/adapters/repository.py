@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_kernel.db import SqlAlchemyUnitOfWork
 from agritrace_kernel.errors import ConcurrencyConflict
+from agritrace_kernel.idempotency import SqlAlchemyRequestLog
 from agritrace_registry.adapters import orm
 from agritrace_registry.domain.model import (
     IdentityKey,
@@ -29,7 +30,6 @@ from agritrace_registry.service_layer.ports import (
     ImportRun,
     ProvenanceRecord,
     RecordedOutcome,
-    RequestRecord,
     SubjectQuery,
 )
 
@@ -318,24 +318,6 @@ class SqlAlchemySubjectRepository:
             self.session.execute(orm.duplicate_suspicions.insert(), rows)
 
 
-class SqlAlchemyRequestLog:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def find(self, request_id: str) -> RequestRecord | None:
-        row = self.session.execute(
-            sa.select(orm.request_log).where(orm.request_log.c.request_id == request_id)
-        ).mappings().first()
-        if row is None:
-            return None
-        return RequestRecord(row["operation"], row["fingerprint"], row["result_id"])
-
-    def record(self, request_id: str, record: RequestRecord) -> None:
-        self.session.execute(orm.request_log.insert().values(
-            request_id=request_id, operation=record.operation, fingerprint=record.fingerprint,
-            result_id=record.result_id, created_at=datetime.now(UTC)))
-
-
 class SqlAlchemyImportRuns:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -379,5 +361,5 @@ class RegistryUnitOfWork(SqlAlchemyUnitOfWork):
 
     def _open(self, session: Session) -> None:
         self.subjects = SqlAlchemySubjectRepository(session)
-        self.requests = SqlAlchemyRequestLog(session)
+        self.requests = SqlAlchemyRequestLog(session, orm.request_log)
         self.imports = SqlAlchemyImportRuns(session)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestLog
 from agritrace_registry.domain.model import IdentityKey, Subject, SubjectKind, SubjectStatus
 
 
@@ -52,13 +53,6 @@ class RecordedOutcome:
     differing_fields: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    operation: str
-    fingerprint: str
-    result_id: str
-
-
 @dataclass
 class ImportRun:
     import_id: str
@@ -87,11 +81,6 @@ class SubjectRepository(Protocol):
     def name_twins(self, subject_ids: Sequence[str]) -> list[tuple[str, str]]: ...
     def subjects_of_import(self, import_id: str) -> list[str]: ...
     def add_duplicate_suspicions(self, pairs: Sequence[tuple[str, str]]) -> None: ...
-
-
-class RequestLog(Protocol):
-    def find(self, request_id: str) -> RequestRecord | None: ...
-    def record(self, request_id: str, record: RequestRecord) -> None: ...
 
 
 class ImportRuns(Protocol):

@@ -19,6 +19,7 @@ from agritrace_kernel.errors import (
     NotFound,
 )
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestRecord
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.domain.model import (
@@ -35,7 +36,6 @@ from agritrace_registry.service_layer import access
 from agritrace_registry.service_layer.access import Actor
 from agritrace_registry.service_layer.ports import (
     ProvenanceRecord,
-    RequestRecord,
     SubjectQuery,
     UnitOfWork,
 )

@@ -27,6 +27,7 @@ from typing import Self
 
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestRecord
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.model import IdentityKey, Provenance, Subject, name_key
 from agritrace_registry.service_layer.ports import (
@@ -34,7 +35,6 @@ from agritrace_registry.service_layer.ports import (
     ImportRun,
     ProvenanceRecord,
     RecordedOutcome,
-    RequestRecord,
     SubjectQuery,
 )
 

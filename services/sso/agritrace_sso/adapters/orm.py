@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from agritrace_kernel.idempotency import request_log_table
+
 metadata = sa.MetaData()
 TZ = sa.DateTime(timezone=True)
 
@@ -83,12 +85,4 @@ platforms = sa.Table(
     sa.Index("ix_platforms_province", "province", "platform_id"),
 )
 
-request_log = sa.Table(
-    "request_log",
-    metadata,
-    sa.Column("request_id", sa.String(64), primary_key=True),
-    sa.Column("operation", sa.String(40), nullable=False),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("result_id", sa.String(64), nullable=False),
-    sa.Column("created_at", TZ, nullable=False),
-)
+request_log = request_log_table(metadata)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 
 from agritrace_kernel.db import SqlAlchemyUnitOfWork
 from agritrace_kernel.errors import ConcurrencyConflict
+from agritrace_kernel.idempotency import SqlAlchemyRequestLog
 from agritrace_sso.adapters import orm
 from agritrace_sso.domain.model import (
     Account,
@@ -23,7 +24,7 @@ from agritrace_sso.domain.model import (
     Revocation,
     Session,
 )
-from agritrace_sso.service_layer.ports import AccountQuery, RequestRecord, SigningKey
+from agritrace_sso.service_layer.ports import AccountQuery, SigningKey
 
 Row = Mapping[str, Any] | sa.RowMapping
 
@@ -293,24 +294,6 @@ class SqlAlchemyPlatformRepository:
         return [_to_platform(row) for row in self.session.execute(statement).mappings()]
 
 
-class SqlAlchemyRequestLog:
-    def __init__(self, session: DbSession) -> None:
-        self.session = session
-
-    def find(self, request_id: str) -> RequestRecord | None:
-        row = self.session.execute(
-            sa.select(orm.request_log).where(orm.request_log.c.request_id == request_id)
-        ).mappings().first()
-        if row is None:
-            return None
-        return RequestRecord(row["operation"], row["fingerprint"], row["result_id"])
-
-    def record(self, request_id: str, record: RequestRecord) -> None:
-        self.session.execute(orm.request_log.insert().values(
-            request_id=request_id, operation=record.operation, fingerprint=record.fingerprint,
-            result_id=record.result_id, created_at=datetime.now(UTC)))
-
-
 class SsoUnitOfWork(SqlAlchemyUnitOfWork):
     accounts: SqlAlchemyAccountRepository
     sessions: SqlAlchemySessionRepository
@@ -329,4 +312,4 @@ class SsoUnitOfWork(SqlAlchemyUnitOfWork):
         self.revocations = SqlAlchemyRevocationLog(session)
         self.keys = SqlAlchemySigningKeys(session)
         self.platforms = SqlAlchemyPlatformRepository(session)
-        self.requests = SqlAlchemyRequestLog(session)
+        self.requests = SqlAlchemyRequestLog(session, orm.request_log)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol, Self
 
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestLog
 from agritrace_sso.domain.model import (
     Account,
     AccountKind,
@@ -29,13 +30,6 @@ class AccountQuery:
     jurisdiction_prefix: str = ""
     after_username: str = ""
     limit: int = 50
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    operation: str
-    fingerprint: str
-    result_id: str
 
 
 @dataclass
@@ -87,11 +81,6 @@ class PlatformRepository(Protocol):
     def get(self, platform_id: str) -> Platform | None: ...
     def save(self, platform: Platform, expected_version: int) -> None: ...
     def page(self, after: tuple[str, str] | None, limit: int) -> list[Platform]: ...
-
-
-class RequestLog(Protocol):
-    def find(self, request_id: str) -> RequestRecord | None: ...
-    def record(self, request_id: str, record: RequestRecord) -> None: ...
 
 
 class UnitOfWork(Protocol):

@@ -27,6 +27,7 @@ from agritrace_kernel.errors import (
     ViolationCollector,
 )
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestRecord
 from agritrace_sso.domain.model import (
     ACCESS_TOKEN_LIFETIME,
     ISSUER,
@@ -64,7 +65,6 @@ from agritrace_sso.service_layer.ports import (
     InvalidToken,
     LoginThrottle,
     PasswordHasher,
-    RequestRecord,
     SigningKey,
     TokenCodec,
     UnitOfWork,

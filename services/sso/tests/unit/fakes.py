@@ -25,9 +25,10 @@ import argon2
 
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import RequestRecord
 from agritrace_sso.adapters.crypto import Argon2Hasher
 from agritrace_sso.domain.model import Account, Platform, RefreshToken, Revocation, Session
-from agritrace_sso.service_layer.ports import AccountQuery, RequestRecord, SigningKey
+from agritrace_sso.service_layer.ports import AccountQuery, SigningKey
 
 # -- collaborators -----------------------------------------------------------------------------
 

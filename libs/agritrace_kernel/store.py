@@ -1,0 +1,51 @@
+"""A service's database as its composition root needs it: the engine on its own schema or
+file, sessions for writers and for readers, and the outbox relay when its events are
+published. Every service's bootstrap opens one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from agritrace_kernel import db
+from agritrace_kernel.config import Settings
+from agritrace_kernel.events.bus import Publisher
+from agritrace_kernel.events.relay import OutboxRelay
+
+
+@dataclass
+class ServiceStore:
+    service: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+    readers: sessionmaker[Session]
+    relay: OutboxRelay | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, service: str, publisher: Publisher | None) -> ServiceStore:
+        """With a publisher, an outbox relay publishes through it (the caller starts it);
+        without one, events stay in the outbox (e.g. in a worker process)."""
+        engine = db.create_engine(settings.database_for(service))
+        sessions = db.session_factory(engine)
+        relay = (
+            OutboxRelay(service, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)
+            if publisher is not None
+            else None
+        )
+        return cls(service, engine, sessions, db.reader_session_factory(engine), relay)
+
+    @property
+    def after_commit(self) -> Callable[[], None] | None:
+        """What a unit of work calls after committing events: wake the relay."""
+        return self.relay.wake if self.relay is not None else None
+
+    def ready(self) -> bool:
+        return db.database_reachable(self.engine)
+
+    def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        self.engine.dispose()
