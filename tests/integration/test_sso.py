@@ -4,6 +4,7 @@ key set - the way a provincial UI accepts a user without a second sign-in."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -211,3 +212,29 @@ def test_the_registry_enforces_tokens_jurisdiction_and_revocation(  # type: igno
     assert refused is not None, "a revoked session was still accepted after 10 s"
     assert refused.code() is grpc.StatusCode.UNAUTHENTICATED
     assert _status_reason(refused) == "TOKEN_REVOKED"
+
+
+def test_key_rotation_keeps_old_and_new_tokens_working_at_the_registry(  # type: ignore[no-untyped-def]
+    platform, sso, admin_token
+) -> None:
+    """RotateSigningKey while the registry is serving: the new key is published at once and
+    signs only after the activation delay; a token signed with the old key still works, and
+    one signed with the new key (an unknown kid to the registry's cache) works at once - the
+    registry fetches the key set again - and the JWKS carries both keys."""
+    from agritrace.registry.v1 import registry_pb2 as rpb
+    from agritrace.registry.v1 import registry_pb2_grpc
+
+    registry = registry_pb2_grpc.RegistryServiceStub(platform.channel)
+    registry.ListSubjects(rpb.ListSubjectsRequest(page_size=1), metadata=bearer(admin_token))
+    before = {k["kid"] for k in json.loads(sso.GetJwks(pb.GetJwksRequest()).jwks_json)["keys"]}
+    kid = sso.RotateSigningKey(pb.RotateSigningKeyRequest(), metadata=bearer(admin_token)).kid
+    after = {k["kid"] for k in json.loads(sso.GetJwks(pb.GetJwksRequest()).jwks_json)["keys"]}
+    assert kid not in before and before <= after and kid in after
+
+    # The new key signs once it has been published for the activation delay (10 s).
+    time.sleep(10.5)
+    fresh = sso.Login(pb.LoginRequest(username="admin", password=platform.admin_password))
+    header = json.loads(base64.urlsafe_b64decode(fresh.tokens.access_token.split(".")[0] + "=="))
+    assert header["kid"] == kid
+    for token in (admin_token, fresh.tokens.access_token):  # old key, new key
+        registry.ListSubjects(rpb.ListSubjectsRequest(page_size=1), metadata=bearer(token))

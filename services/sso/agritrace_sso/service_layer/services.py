@@ -14,7 +14,7 @@ import json
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from agritrace_kernel.errors import (
     AlreadyExists,
@@ -218,6 +218,11 @@ def _open_platform_in(uow: UnitOfWork, province: str) -> bool:
         after = (page[-1].province, page[-1].platform_id)
 
 
+# A rotated key is published this long before it signs: longer than a service waits between
+# two fetches of the key set when it meets an unknown kid (agritrace_kernel.auth.tokens).
+KEY_ACTIVATION_DELAY = timedelta(seconds=10)
+
+
 class SsoService:
     """Application service: the use cases, with their collaborators injected."""
 
@@ -410,9 +415,11 @@ class SsoService:
         _require_kind(caller, {AccountKind.OPS_ADMIN}, "rotating the signing key")
         now = self.clock()
         with self.uow_factory() as uow:
+            # The new key is published now and signs from KEY_ACTIVATION_DELAY on; until
+            # then the old one keeps signing, so no service meets a kid it cannot fetch yet.
             for key in uow.keys.all():
-                if key.retired_at is None:
-                    key.retired_at = now
+                if key.retired_at is None or key.retired_at > now + KEY_ACTIVATION_DELAY:
+                    key.retired_at = now + KEY_ACTIVATION_DELAY
                     uow.keys.save(key)
             key = self.codec.new_key(self._new_kid(now), now)
             uow.keys.add(key)
@@ -730,9 +737,12 @@ class SsoService:
         return self.codec.sign(claims.as_dict(), self._current_key(uow, now))
 
     def _current_key(self, uow: UnitOfWork, now: datetime) -> SigningKey:
-        live = [key for key in uow.keys.all() if key.retired_at is None]
-        if live:
-            return max(live, key=lambda key: (key.created_at, key.kid))
+        """The newest key that is still signing and was published long enough ago for every
+        service to have fetched it; the newest live key when none is that old (start-up)."""
+        live = [key for key in uow.keys.all() if key.retired_at is None or key.retired_at > now]
+        seasoned = [key for key in live if key.created_at <= now - KEY_ACTIVATION_DELAY]
+        if seasoned or live:
+            return max(seasoned or live, key=lambda key: (key.created_at, key.kid))
         key = self.codec.new_key(self._new_kid(now), now)
         uow.keys.add(key)
         return key

@@ -317,6 +317,12 @@ def test_rotation_keeps_old_tokens_verifiable_and_signs_with_the_new_key(
     new_kid = service.rotate_signing_key(ADMIN)
     assert new_kid != old_kid
     assert decode(service, before.access_token).claims["sid"] == before.session_id
+    # Published at once, signing only after the activation delay: services fetch it first.
+    kids = [key["kid"] for key in json.loads(service.jwks())["keys"]]
+    assert kids == [new_kid, old_kid]
+    meanwhile = service.login("reg.zj", PASSWORD).tokens
+    assert decode(service, meanwhile.access_token).header["kid"] == old_kid
+    clock.advance(seconds=10)
     after = service.login("reg.zj", PASSWORD).tokens
     assert decode(service, after.access_token).header["kid"] == new_kid
     kids = [key["kid"] for key in json.loads(service.jwks())["keys"]]
