@@ -178,6 +178,8 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
         subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,
                        capture_output=True)
     sso = start("sso-server", ["-m", "agritrace_sso", "serve"], sso_env, tmp, platform)
+    start("sso-worker", ["-m", "agritrace_sso", "worker"],
+          {**sso_env, "AGRITRACE_METRICS_PORT": str(free_port())}, tmp, platform)
     wait_serving(platform.sso_address, sso)
     with grpc.insecure_channel(platform.sso_address) as channel:
         stub = sso_pb2_grpc.SsoServiceStub(channel)

@@ -238,3 +238,59 @@ def test_key_rotation_keeps_old_and_new_tokens_working_at_the_registry(  # type:
     assert header["kid"] == kid
     for token in (admin_token, fresh.tokens.access_token):  # old key, new key
         registry.ListSubjects(rpb.ListSubjectsRequest(page_size=1), metadata=bearer(token))
+
+
+def test_an_operator_registers_its_subject_and_then_updates_it(  # type: ignore[no-untyped-def]
+    platform, sso, admin_token
+) -> None:
+    """A producer's operator account starts unbound; registering a subject binds it (the
+    registry's subject_registered event reaching sso's consumer), after which the operator
+    may update that subject - and register no other."""
+    from google.protobuf.field_mask_pb2 import FieldMask as Mask
+
+    from agritrace.registry.v1 import registry_pb2 as rpb
+    from agritrace.registry.v1 import registry_pb2_grpc
+
+    registry = registry_pb2_grpc.RegistryServiceStub(platform.channel)
+    suffix = uuid.uuid4().hex[:6]
+    username = f"farmer-{suffix}"
+    account = sso.CreateAccount(pb.CreateAccountRequest(
+        request_id=f"op-{suffix}", password="a long enough password",
+        account=pb.Account(username=username, display_name="茶农",
+                           kind=pb.ACCOUNT_KIND_SUBJECT_OPERATOR, jurisdiction="330106")),
+        metadata=bearer(admin_token)).account
+    operator = sso.Login(pb.LoginRequest(username=username, password="a long enough password"))
+
+    def registration(name: str) -> rpb.SubjectRegistration:
+        body = "92330106" + uuid.uuid4().hex[:9].upper().replace("O", "0").replace("I", "1")
+        body = "".join(c if c in identifiers.CREDIT_CODE_ALPHABET else "1" for c in body)
+        return rpb.SubjectRegistration(
+            kind=rpb.SUBJECT_KIND_FAMILY_FARM, name=name, division_code="330106",
+            credit_code=body + identifiers.credit_code_check_char(body))
+
+    subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
+        request_id=f"own-{suffix}", registration=registration(f"龙井家庭农场{suffix}")),
+        metadata=bearer(operator.tokens.access_token)).subject
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        bound = sso.GetAccount(pb.GetAccountRequest(account_id=account.account_id),
+                               metadata=bearer(admin_token)).account
+        if bound.subject_id:
+            break
+        time.sleep(0.2)
+    assert bound.subject_id == subject.subject_id
+
+    renewed = sso.Refresh(pb.RefreshRequest(refresh_token=operator.tokens.refresh_token))
+    token = renewed.tokens.access_token
+    updated = registry.UpdateSubject(rpb.UpdateSubjectRequest(
+        subject_id=subject.subject_id, version=subject.version,
+        registration=rpb.SubjectRegistration(address="西湖区龙井村"),
+        update_mask=Mask(paths=["address"])), metadata=bearer(token)).subject
+    assert updated.address == "西湖区龙井村"
+    with pytest.raises(grpc.RpcError) as second:
+        registry.RegisterSubject(rpb.RegisterSubjectRequest(
+            request_id=f"second-{suffix}", registration=registration(f"另一农场{suffix}")),
+            metadata=bearer(token))
+    assert second.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert _status_reason(second.value) == "ALREADY_BOUND_TO_SUBJECT"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agritrace_kernel import db
 from agritrace_kernel.config import Settings
-from agritrace_kernel.events.bus import Publisher, Subscription
+from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.store import ServiceStore
 from agritrace_sso.adapters.crypto import AesGcmSealer, Argon2Hasher, JoseTokenCodec
@@ -23,6 +23,7 @@ from agritrace_sso.service_layer.ports import LoginThrottle
 from agritrace_sso.service_layer.services import SERVICE, SsoService
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+OPERATOR_BINDING = "sso.operator_binding"
 
 
 @dataclass
@@ -31,7 +32,6 @@ class SsoApp:
     store: ServiceStore
     service: SsoService
     throttle: LoginThrottle
-    # sso reacts to no other service's events (yet).
     subscriptions: list[Subscription] = field(default_factory=list)
 
     @property
@@ -75,7 +75,14 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> SsoApp:
         throttle,
     )
     service.ensure_signing_key()
-    return SsoApp(settings=settings, store=store, service=service, throttle=throttle)
+    binding = IdempotentHandler(OPERATOR_BINDING, service.bind_registering_operator, uow_factory)
+    return SsoApp(
+        settings=settings,
+        store=store,
+        service=service,
+        throttle=throttle,
+        subscriptions=[Subscription(OPERATOR_BINDING, "registry", "subject_registered", binding)],
+    )
 
 
 class LocalKeySet:

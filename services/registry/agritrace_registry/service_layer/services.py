@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from agritrace_kernel.auth.principal import PrincipalKind
 from agritrace_kernel.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -156,7 +157,11 @@ class RegistryService:
             uow.requests.record(
                 request_id, RequestRecord("register", request_fingerprint, subject.subject_id)
             )
-            uow.publish(Event(SERVICE, "subject_registered", subject_payload(subject)))
+            payload = subject_payload(subject)
+            if actor is not None and actor.kind is PrincipalKind.SUBJECT_OPERATOR:
+                # sso binds the operator's account to the subject it registered.
+                payload["registered_by_operator"] = actor.account_id
+            uow.publish(Event(SERVICE, "subject_registered", payload))
             uow.commit()
         return self.get_subject(subject.subject_id)
 

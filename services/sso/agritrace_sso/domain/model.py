@@ -134,13 +134,14 @@ def _check_binding(
     jurisdiction: str,
     roles: Iterable[RegulatorRole],
 ) -> None:
-    """What each kind is bound to: operators to a subject (and its county), regulators to a
+    """What each kind is bound to: operators to a county and a subject (left empty for a
+    producer who is yet to register: the registration binds it), regulators to a
     jurisdiction with roles, platform clients to a province, the others to nothing."""
     roles = tuple(roles)
     if kind is AccountKind.SUBJECT_OPERATOR:
-        if not SUBJECT_ID.fullmatch(subject_id):
-            collector.add("subject_id", "is required for subject operators: the registry "
-                          "subject id (upper-case letters and digits)")
+        if subject_id and not SUBJECT_ID.fullmatch(subject_id):
+            collector.add("subject_id", "must be a registry subject id (upper-case letters "
+                          "and digits), or empty until the operator registers its subject")
         if not (re.fullmatch(r"\d{6}", jurisdiction) and jurisdiction[:2] in PROVINCES):
             collector.add("jurisdiction", "must be the 6-digit county of the operated subject")
     elif subject_id:

@@ -648,6 +648,26 @@ class SsoService:
             uow.commit()
         return account
 
+    # -- event handlers ---------------------------------------------------------------------
+
+    def bind_registering_operator(self, event: Event, uow: UnitOfWork) -> None:
+        """Worker, on registry.subject_registered: a subject operator whose account was not
+        yet bound to a subject is bound to the subject it just registered (its next token
+        carries the subject id, and with it the right to update that subject)."""
+        account_id = str(event.payload.get("registered_by_operator") or "")
+        subject_id = str(event.payload.get("subject_id") or "")
+        account = uow.accounts.get(account_id) if account_id and subject_id else None
+        if account is None or account.kind is not AccountKind.SUBJECT_OPERATOR \
+                or account.subject_id:
+            return
+        version_read = account.version
+        account.subject_id = subject_id
+        account.version += 1
+        account.updated_at = self.clock()
+        uow.accounts.save(account, version_read)
+        uow.publish(Event(SERVICE, "account_updated",
+                          account_payload(account) | {"changed_fields": ["subject_id"]}))
+
     # -- platforms --------------------------------------------------------------------------
 
     def register_platform(self, caller: Caller | None, data: PlatformInput) -> Platform:

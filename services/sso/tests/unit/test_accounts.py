@@ -3,6 +3,7 @@ their session side effects, password storage, the first administrator, event pay
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -54,8 +55,11 @@ def fields_of(error: pytest.ExceptionInfo[InvalidArgument]) -> list[str]:
         (AccountInput(username="ab", kind=AccountKind.OPS_ADMIN), ["account.username"]),
         (AccountInput(username="Has Space", kind=AccountKind.OPS_ADMIN), ["account.username"]),
         (AccountInput(username="abc"), ["account.kind"]),
+        # An operator needs its county; its subject may come later (registration binds it).
         (AccountInput(username="abc", kind=AccountKind.SUBJECT_OPERATOR),
-         ["account.subject_id", "account.jurisdiction"]),
+         ["account.jurisdiction"]),
+        (AccountInput(username="abc", kind=AccountKind.SUBJECT_OPERATOR, subject_id="s-1!",
+                      jurisdiction="330106"), ["account.subject_id"]),
         (AccountInput(username="abc", kind=AccountKind.SUBJECT_OPERATOR, subject_id="S1",
                       jurisdiction="33"), ["account.jurisdiction"]),
         (AccountInput(username="abc", kind=AccountKind.REGULATOR, jurisdiction="331"),
@@ -330,3 +334,31 @@ def test_no_secret_or_personal_data_in_any_event(service: SsoService, database: 
             assert value not in wire, (event.name, value)
         assert event.name in {"account_created", "account_updated", "sessions_revoked",
                               "platform_registered", "platform_updated"}
+
+
+def test_an_operator_is_bound_to_the_subject_it_registers(
+    service: SsoService, uow_factory: Any
+) -> None:
+    from agritrace_kernel.events.model import Event
+
+    unbound = dataclasses.replace(operator_input(), subject_id="")
+    created = service.create_account(ADMIN, "req-op", unbound, PASSWORD)
+    assert created.subject_id == ""
+
+    def registered(subject_id: str, by: str) -> Event:
+        return Event("registry", "subject_registered",
+                     {"subject_id": subject_id, "registered_by_operator": by})
+
+    with uow_factory() as uow:
+        service.bind_registering_operator(registered("S33AAAAAAAAAAAAA", created.account_id),
+                                          uow)
+        uow.commit()
+    login = service.login("op.one", PASSWORD)
+    assert login.account.subject_id == "S33AAAAAAAAAAAAA"
+    # Bound once: a later registration does not rebind it; other accounts are untouched.
+    with uow_factory() as uow:
+        service.bind_registering_operator(registered("S33BBBBBBBBBBBBB", created.account_id),
+                                          uow)
+        service.bind_registering_operator(registered("S33CCCCCCCCCCCCC", "acct_nobody"), uow)
+        uow.commit()
+    assert service.login("op.one", PASSWORD).account.subject_id == "S33AAAAAAAAAAAAA"
