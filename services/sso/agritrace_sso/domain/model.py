@@ -230,6 +230,19 @@ def require_manage(caller: Caller, kind: AccountKind, jurisdiction: str) -> None
         )
 
 
+def require_grantable(caller: Caller, roles: Iterable[RegulatorRole]) -> None:
+    """A regulator grants only roles it holds itself (an inspector cannot make reviewers);
+    administrators grant any."""
+    if caller.kind is AccountKind.OPS_ADMIN:
+        return
+    missing = sorted(role.value for role in roles if role.value not in caller.roles)
+    if missing:
+        raise PermissionDenied(
+            f"you may not grant roles you do not hold: {', '.join(missing)}",
+            reason="ROLE_NOT_HELD",
+        )
+
+
 # -- sessions --------------------------------------------------------------------------------
 
 

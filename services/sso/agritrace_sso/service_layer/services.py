@@ -55,6 +55,7 @@ from agritrace_sso.domain.model import (
     check_exchange,
     check_password,
     normalize_username,
+    require_grantable,
     require_manage,
     validate_account,
     validate_platform,
@@ -474,6 +475,7 @@ class SsoService:
         check_password(password)
         assert data.kind is not None
         require_manage(caller, data.kind, data.jurisdiction)
+        require_grantable(caller, data.roles)
         # The password is not part of the fingerprint: a retry need not resend it exactly.
         request_fingerprint = fingerprint("create_account", asdict(data))
         password_hash = self.hasher.hash(password)
@@ -625,6 +627,7 @@ class SsoService:
                 )
             was_disabled = account.disabled
             if "roles" in changed:
+                require_grantable(caller, data.roles)
                 account.roles = validate_roles(account.kind, data.roles)
             if "display_name" in changed:
                 account.display_name = display_name

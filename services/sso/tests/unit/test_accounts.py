@@ -22,9 +22,11 @@ from agritrace_sso.service_layer.services import SsoService
 
 PASSWORD = "correct horse battery"
 ADMIN = Caller("acct_admin", AccountKind.OPS_ADMIN)
-NATIONAL = Caller("acct_nat", AccountKind.REGULATOR, "", roles=frozenset({"REVIEWER"}))
-ZHEJIANG = Caller("acct_zj", AccountKind.REGULATOR, "33", roles=frozenset({"REVIEWER"}))
-HANGZHOU = Caller("acct_hz", AccountKind.REGULATOR, "3301", roles=frozenset({"REVIEWER"}))
+# Managing regulators hold the roles the accounts they create get (they grant only those).
+MANAGER_ROLES = frozenset({"REVIEWER", "AUDITOR"})
+NATIONAL = Caller("acct_nat", AccountKind.REGULATOR, "", roles=MANAGER_ROLES)
+ZHEJIANG = Caller("acct_zj", AccountKind.REGULATOR, "33", roles=MANAGER_ROLES)
+HANGZHOU = Caller("acct_hz", AccountKind.REGULATOR, "3301", roles=MANAGER_ROLES)
 OPERATOR = Caller("acct_op", AccountKind.SUBJECT_OPERATOR, "330106", subject_id="S33ABC")
 PLATFORM = Caller("acct_pc", AccountKind.PLATFORM_CLIENT, "33")
 SERVICE_CALLER = Caller("acct_svc", AccountKind.SERVICE)
@@ -362,3 +364,20 @@ def test_an_operator_is_bound_to_the_subject_it_registers(
         service.bind_registering_operator(registered("S33CCCCCCCCCCCCC", "acct_nobody"), uow)
         uow.commit()
     assert service.login("op.one", PASSWORD).account.subject_id == "S33AAAAAAAAAAAAA"
+
+
+def test_a_regulator_grants_only_roles_it_holds(service: SsoService) -> None:
+    inspector = service.create_account(ADMIN, "req-insp", dataclasses.replace(
+        regulator_input("insp.zj", "33"), roles=(RegulatorRole.INSPECTOR,)), PASSWORD)
+    caller = Caller(inspector.account_id, AccountKind.REGULATOR, "33",
+                    roles=frozenset({"INSPECTOR"}))
+    with pytest.raises(PermissionDenied) as denied:
+        service.create_account(caller, "req-rev", dataclasses.replace(
+            regulator_input("rev.hz", "3301"), roles=(RegulatorRole.REVIEWER,)), PASSWORD)
+    assert denied.value.reason == "ROLE_NOT_HELD"
+    colleague = service.create_account(caller, "req-insp2", dataclasses.replace(
+        regulator_input("insp.hz", "3301"), roles=(RegulatorRole.INSPECTOR,)), PASSWORD)
+    with pytest.raises(PermissionDenied) as promoted:
+        service.update_account(caller, colleague.account_id,
+                               AccountInput(roles=(RegulatorRole.AUDITOR,)), ["roles"], "")
+    assert promoted.value.reason == "ROLE_NOT_HELD"
