@@ -4,6 +4,7 @@ service's keys and revocations."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace_kernel.auth.wiring import remote_authentication
@@ -18,14 +19,17 @@ from agritrace_registry.entrypoints.policy import POLICIES
 log = logging.getLogger(__name__)
 
 
-def registration(app: RegistryApp) -> ServiceRegistration:
+def registration(
+    app: RegistryApp, extra_readiness: tuple[Callable[[], bool], ...] = ()
+) -> ServiceRegistration:
+    """`extra_readiness`: checks of the hosting server, e.g. that revocations are known."""
     servicer = RegistryServicer(app.service, app.importer)
     return ServiceRegistration(
         name=SERVICE_NAME,
         add_to_server=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server
         ),
-        readiness=app.readiness_checks(),
+        readiness=app.readiness_checks() + extra_readiness,
     )
 
 
@@ -37,7 +41,9 @@ def main(settings: Settings) -> None:
     auth = remote_authentication(settings, POLICIES)
     server = create_server(
         settings.grpc_address,
-        [registration(app)],
+        # Not ready before the first revocation list arrived from sso: serving then could
+        # accept a session revoked moments ago. Afterwards an sso outage keeps reads going.
+        [registration(app, (auth.recently_synced,))],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
