@@ -23,7 +23,6 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Self
 
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict
 from agritrace_kernel.events.model import Event
@@ -37,6 +36,7 @@ from agritrace_registry.service_layer.ports import (
     RecordedOutcome,
     SubjectQuery,
 )
+from agritrace_testing.fakes import FakeUnitOfWorkBase
 
 # -- collaborators -----------------------------------------------------------------------------
 
@@ -315,41 +315,14 @@ class FakeImportRuns:
         self._tables.imports[run.import_id] = copy.deepcopy(run)
 
 
-class FakeUnitOfWork:
-    """Works on a copy of the committed state; `commit` makes it the committed state and
-    publishes the events queued since the last commit; leaving without commit discards it."""
+class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):
+    """The service's repositories over agritrace_testing's copy-on-begin unit of work."""
 
     subjects: FakeSubjectRepository
     requests: FakeRequestLog
     imports: FakeImportRuns
 
-    def __init__(self, database: FakeDatabase) -> None:
-        self.database = database
-        self._pending: list[Event] = []
-        self._working = Tables()
-
-    def __enter__(self) -> Self:
-        self._begin()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.rollback()
-
-    def publish(self, event: Event) -> None:
-        self._pending.append(event)
-
-    def commit(self) -> None:
-        self.database.committed = copy.deepcopy(self._working)
-        self.database.published.extend(self._pending)
-        self.database.commits += 1
-        self._begin()
-
-    def rollback(self) -> None:
-        self._begin()
-
-    def _begin(self) -> None:
-        self._pending = []
-        self._working = copy.deepcopy(self.database.committed)
-        self.subjects = FakeSubjectRepository(self._working)
-        self.requests = FakeRequestLog(self._working)
-        self.imports = FakeImportRuns(self._working)
+    def _open(self, working: Tables) -> None:
+        self.subjects = FakeSubjectRepository(working)
+        self.requests = FakeRequestLog(working)
+        self.imports = FakeImportRuns(working)

@@ -19,7 +19,6 @@ import copy
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Self
 
 import argon2
 
@@ -29,6 +28,7 @@ from agritrace_kernel.idempotency import RequestRecord
 from agritrace_sso.adapters.crypto import Argon2Hasher
 from agritrace_sso.domain.model import Account, Platform, RefreshToken, Revocation, Session
 from agritrace_sso.service_layer.ports import AccountQuery, SigningKey
+from agritrace_testing.fakes import FakeUnitOfWorkBase
 
 # -- collaborators -----------------------------------------------------------------------------
 
@@ -261,9 +261,8 @@ class FakeRequestLog:
         self._t.requests[request_id] = record
 
 
-class FakeUnitOfWork:
-    """Works on a copy of the committed state; `commit` makes it the committed state and
-    publishes the events queued since the last commit; leaving without commit discards it."""
+class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):
+    """The service's repositories over agritrace_testing's copy-on-begin unit of work."""
 
     accounts: FakeAccountRepository
     sessions: FakeSessionRepository
@@ -272,36 +271,10 @@ class FakeUnitOfWork:
     platforms: FakePlatformRepository
     requests: FakeRequestLog
 
-    def __init__(self, database: FakeDatabase) -> None:
-        self.database = database
-        self._pending: list[Event] = []
-        self._working = Tables()
-
-    def __enter__(self) -> Self:
-        self._begin()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.rollback()
-
-    def publish(self, event: Event) -> None:
-        self._pending.append(event)
-
-    def commit(self) -> None:
-        self.database.committed = copy.deepcopy(self._working)
-        self.database.published.extend(self._pending)
-        self.database.commits += 1
-        self._begin()
-
-    def rollback(self) -> None:
-        self._begin()
-
-    def _begin(self) -> None:
-        self._pending = []
-        self._working = copy.deepcopy(self.database.committed)
-        self.accounts = FakeAccountRepository(self._working)
-        self.sessions = FakeSessionRepository(self._working)
-        self.revocations = FakeRevocationLog(self._working)
-        self.keys = FakeSigningKeys(self._working)
-        self.platforms = FakePlatformRepository(self._working)
-        self.requests = FakeRequestLog(self._working)
+    def _open(self, working: Tables) -> None:
+        self.accounts = FakeAccountRepository(working)
+        self.sessions = FakeSessionRepository(working)
+        self.revocations = FakeRevocationLog(working)
+        self.keys = FakeSigningKeys(working)
+        self.platforms = FakePlatformRepository(working)
+        self.requests = FakeRequestLog(working)

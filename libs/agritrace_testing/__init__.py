@@ -1,0 +1,1 @@
+"""Test support shared by the services' unit tests: small in-memory fakes, no mocks."""

@@ -1,0 +1,56 @@
+"""The in-memory unit of work every service's fakes build on.
+
+A fake database holds committed tables (`committed`), the events published on commit
+(`published`) and a commit counter. A unit of work works on a deep copy of the committed
+tables: `commit` makes the copy the committed state and publishes the events queued since
+the last commit; leaving without commit discards it - so a test can prove a failing use case
+left nothing half-written."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from agritrace_kernel.events.model import Event
+
+TablesT = TypeVar("TablesT")
+
+
+class FakeDatabaseLike(Protocol[TablesT]):
+    committed: TablesT
+    published: list[Event]
+    commits: int
+
+
+class FakeUnitOfWorkBase(Generic[TablesT]):
+    def __init__(self, database: Any) -> None:
+        self.database: FakeDatabaseLike[TablesT] = database
+        self._pending: list[Event] = []
+
+    def _open(self, working: TablesT) -> None:
+        """Hook: build the repositories on the working copy."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._begin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+
+    def publish(self, event: Event) -> None:
+        self._pending.append(event)
+
+    def commit(self) -> None:
+        self.database.committed = copy.deepcopy(self._working)
+        self.database.published.extend(self._pending)
+        self.database.commits += 1
+        self._begin()
+
+    def rollback(self) -> None:
+        self._begin()
+
+    def _begin(self) -> None:
+        self._pending = []
+        self._working: TablesT = copy.deepcopy(self.database.committed)
+        self._open(self._working)
