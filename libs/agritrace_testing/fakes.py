@@ -9,6 +9,11 @@ left nothing half-written."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from agritrace_kernel.events.model import Event
@@ -54,3 +59,30 @@ class FakeUnitOfWorkBase(Generic[TablesT]):
         self._pending = []
         self._working: TablesT = copy.deepcopy(self.database.committed)
         self._open(self._working)
+
+
+class FixedClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, now: datetime = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def load_beside(anchor: str, filename: str, module_name: str) -> ModuleType:
+    """Imports `filename` next to `anchor` (a conftest's __file__) under a unique name: tests
+    run with --import-mode=importlib, so test folders are not packages on sys.path."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, Path(anchor).with_name(filename))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module

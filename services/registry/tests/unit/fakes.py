@@ -22,7 +22,6 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict
 from agritrace_kernel.events.model import Event
@@ -57,20 +56,6 @@ class FakeProtector:
         if not sealed.startswith(self.SEAL_PREFIX):
             raise ValueError("not sealed by FakeProtector")
         return sealed.removeprefix(self.SEAL_PREFIX)[::-1]
-
-
-class FixedClock:
-    """A clock that stands still until a test moves it."""
-
-    def __init__(self, now: datetime = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 class SeededSubjectIds:

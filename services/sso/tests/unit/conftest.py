@@ -4,10 +4,7 @@ loaded here by its path, once, under a name of its own."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,23 +13,12 @@ import pytest
 from agritrace_sso.adapters.crypto import JoseTokenCodec
 from agritrace_sso.adapters.throttle import MemoryLoginThrottle
 from agritrace_sso.service_layer.services import SsoService
+from agritrace_testing.fakes import FixedClock, load_beside
 
 _FAKES_MODULE = "agritrace_sso_unit_fakes"
 
 
-def _load_fakes() -> ModuleType:
-    if _FAKES_MODULE in sys.modules:
-        return sys.modules[_FAKES_MODULE]
-    path = Path(__file__).with_name("fakes.py")
-    spec = importlib.util.spec_from_file_location(_FAKES_MODULE, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_FAKES_MODULE] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-fakes = _load_fakes()
+fakes = load_beside(__file__, "fakes.py", _FAKES_MODULE)
 
 
 
@@ -49,7 +35,7 @@ def fake() -> ModuleType:
 
 @pytest.fixture
 def clock() -> Any:
-    return fakes.FixedClock()
+    return FixedClock()
 
 
 @pytest.fixture

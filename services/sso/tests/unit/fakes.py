@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import argon2
 
@@ -31,20 +31,6 @@ from agritrace_sso.service_layer.ports import AccountQuery, SigningKey
 from agritrace_testing.fakes import FakeUnitOfWorkBase
 
 # -- collaborators -----------------------------------------------------------------------------
-
-
-class FixedClock:
-    """A clock that stands still until a test moves it."""
-
-    def __init__(self, now: datetime = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 class SequentialIds:
