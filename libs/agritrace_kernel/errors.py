@@ -83,6 +83,13 @@ class Unauthenticated(DomainError):
     reason = "UNAUTHENTICATED"
 
 
+class Unavailable(DomainError):
+    """Something the use case depends on (another service) cannot be reached; retry later.
+    Nothing was written."""
+
+    reason = "DEPENDENCY_UNAVAILABLE"
+
+
 @dataclass
 class ViolationCollector:
     """Collects field violations so a request reports all its problems at once."""

@@ -4,12 +4,33 @@ table (defined here once) in its own schema."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+
+from agritrace_kernel.errors import FailedPrecondition, InvalidArgument
+
+MAX_REQUEST_ID = 64
+
+
+def check_request_id(request_id: str, field: str = "request_id") -> str:
+    """A client request id, stripped; required (1-64 characters) so that retries are safe."""
+    request_id = request_id.strip()
+    if not request_id:
+        raise InvalidArgument.of(field, "is required so that retries are safe")
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.of(field, f"is longer than {MAX_REQUEST_ID} characters")
+    return request_id
+
+
+def fingerprint(*parts: object) -> str:
+    """A stable digest of a request's input (JSON of `parts`, keys sorted)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -25,6 +46,21 @@ class RequestRecord:
 class RequestLog(Protocol):
     def find(self, request_id: str) -> RequestRecord | None: ...
     def record(self, request_id: str, record: RequestRecord) -> None: ...
+
+
+def earlier_result(
+    log: RequestLog, request_id: str, operation: str, request_fingerprint: str
+) -> str | None:
+    """The `result_id` of an earlier request with this id, or None when it is new. The same id
+    used for another operation or other input is refused (REQUEST_ID_REUSED)."""
+    record = log.find(request_id)
+    if record is None:
+        return None
+    if record.operation != operation or record.fingerprint != request_fingerprint:
+        raise FailedPrecondition(
+            "request_id was already used for a different request", reason="REQUEST_ID_REUSED"
+        )
+    return record.result_id
 
 
 def request_log_table(metadata: sa.MetaData) -> sa.Table:

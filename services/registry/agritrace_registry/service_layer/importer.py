@@ -16,6 +16,7 @@ from datetime import datetime
 
 from agritrace_kernel.errors import AlreadyExists, ConcurrencyConflict, InvalidArgument
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.idempotency import check_request_id
 from agritrace_kernel.locks import Lease, LeaseManager, LocalLeases
 from agritrace_registry.domain.model import (
     FLAG_IMPORT_CONFLICT,
@@ -36,7 +37,7 @@ from agritrace_registry.service_layer.ports import (
     ProvenanceRecord,
     RecordedOutcome,
 )
-from agritrace_registry.service_layer.services import SERVICE, RegistryService, check_request_id
+from agritrace_registry.service_layer.services import SERVICE, RegistryService
 
 CREATED, MERGED, CONFLICT, REJECTED = "CREATED", "MERGED", "CONFLICT", "REJECTED"
 MAX_BATCH = 5000

@@ -3,24 +3,26 @@ record and the event announcing it commit together, or nothing does."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 
+from agritrace_kernel import paging
 from agritrace_kernel.auth.principal import PrincipalKind
 from agritrace_kernel.errors import (
     AlreadyExists,
     ConcurrencyConflict,
-    FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
 from agritrace_kernel.events.model import Event
-from agritrace_kernel.idempotency import RequestRecord
+from agritrace_kernel.idempotency import (
+    RequestRecord,
+    check_request_id,
+    earlier_result,
+    fingerprint,
+)
+from agritrace_kernel.paging import decode_token, encode_token
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.domain.model import (
@@ -44,7 +46,6 @@ from agritrace_registry.service_layer.ports import (
 SERVICE = "registry"
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
-MAX_REQUEST_ID = 64
 
 Clock = Callable[[], datetime]
 IdGenerator = Callable[[str], str]
@@ -65,38 +66,6 @@ def subject_payload(subject: Subject) -> dict[str, object]:
         "status": subject.status.value,
         "version": subject.version,
     }
-
-
-def check_request_id(request_id: str) -> str:
-    request_id = request_id.strip()
-    if not request_id:
-        raise InvalidArgument.of("request_id", "is required so that retries are safe")
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.of("request_id", f"is longer than {MAX_REQUEST_ID} characters")
-    return request_id
-
-
-def fingerprint(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class PageToken:
-    after_subject_id: str
-    filter_fingerprint: str
-
-    def encode(self) -> str:
-        raw = json.dumps([self.after_subject_id, self.filter_fingerprint]).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> PageToken:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            after, fingerprint_ = json.loads(raw)
-            return cls(str(after), str(fingerprint_))
-        except (binascii.Error, ValueError, TypeError):
-            raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
 
 class RegistryService:
@@ -288,22 +257,20 @@ class RegistryService:
         self, query: SubjectQuery, page_size: int, page_token: str, *, actor: Actor = None
     ) -> tuple[list[Subject], str]:
         """A page of the subjects matching the filters that the actor may see."""
-        if page_size < 0:
-            raise InvalidArgument.of("page_size", "must not be negative")
         if query.division_prefix and not self.catalog.is_valid_prefix(query.division_prefix):
             raise InvalidArgument.of(
                 "division_prefix", "must be a 2-, 4- or 6-digit code of an existing division"
             )
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filter_fingerprint = fingerprint(query.division_prefix, query.kind, query.status)[:16]
         after = ""
         if page_token:
-            token = PageToken.decode(page_token)
-            if token.filter_fingerprint != filter_fingerprint:
+            token_after, token_filters = decode_token(page_token, "page_token", 2)
+            if token_filters != filter_fingerprint:
                 raise InvalidArgument.of(
                     "page_token", "was issued for different filters; start from the first page"
                 )
-            after = token.after_subject_id
+            after = str(token_after)
         bounded = SubjectQuery(
             access.list_prefix(actor, query.division_prefix),
             query.kind,
@@ -314,7 +281,7 @@ class RegistryService:
         with self.reader_factory() as uow:
             found = uow.subjects.find(bounded)
         page, more = found[:size], len(found) > size
-        next_token = PageToken(page[-1].subject_id, filter_fingerprint).encode() if more else ""
+        next_token = encode_token([page[-1].subject_id, filter_fingerprint]) if more else ""
         return page, next_token
 
     # -- event handlers ---------------------------------------------------------------------
@@ -349,15 +316,8 @@ class RegistryService:
     def _replayed(
         self, uow: UnitOfWork, request_id: str, operation: str, request_fingerprint: str
     ) -> Subject | None:
-        record = uow.requests.find(request_id)
-        if record is None:
-            return None
-        if record.operation != operation or record.fingerprint != request_fingerprint:
-            raise FailedPrecondition(
-                "request_id was already used for a different request",
-                reason="REQUEST_ID_REUSED",
-            )
-        return self._require(uow, record.result_id)
+        subject_id = earlier_result(uow.requests, request_id, operation, request_fingerprint)
+        return None if subject_id is None else self._require(uow, subject_id)
 
     def _clear_resident_id(self, subject: Subject) -> str:
         return self.protector.unseal(subject.resident_id_sealed) if subject.resident_id_sealed \

@@ -15,6 +15,7 @@ from agritrace_kernel.errors import (
     InvalidArgument,
     NotFound,
 )
+from agritrace_kernel.paging import encode_token
 from agritrace_registry.domain.identifiers import (
     credit_code_check_char,
     new_subject_id,
@@ -28,7 +29,7 @@ from agritrace_registry.domain.model import (
     SubjectStatus,
 )
 from agritrace_registry.service_layer.ports import SubjectQuery
-from agritrace_registry.service_layer.services import PageToken, RegistryService
+from agritrace_registry.service_layer.services import RegistryService
 
 CREDIT_CODE = "91330106MA2XXXXX0Y"
 OTHER_CREDIT_CODE = "91330102MA2AAAAA1B"
@@ -574,7 +575,7 @@ def test_a_token_used_with_other_filters_is_refused(
     [
         "garbage!",
         "bm90IGpzb24",  # base64 of "not json"
-        PageToken(UNKNOWN_ID, "x").encode()[:-3] + "%%%",
+        encode_token([UNKNOWN_ID, "x"])[:-3] + "%%%",
         "WzFd",  # base64 of "[1]"
         "5",
         "ä",

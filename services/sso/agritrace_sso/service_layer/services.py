@@ -7,8 +7,6 @@ only: never usernames, display names, passwords, hashes or tokens."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
@@ -16,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from agritrace_kernel import paging
 from agritrace_kernel.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -27,7 +26,8 @@ from agritrace_kernel.errors import (
     ViolationCollector,
 )
 from agritrace_kernel.events.model import Event
-from agritrace_kernel.idempotency import RequestRecord
+from agritrace_kernel.idempotency import RequestRecord, check_request_id, fingerprint
+from agritrace_kernel.paging import decode_token, encode_token
 from agritrace_sso.domain.model import (
     ACCESS_TOKEN_LIFETIME,
     ISSUER,
@@ -72,7 +72,6 @@ from agritrace_sso.service_layer.ports import (
 )
 
 SERVICE = "sso"
-MAX_REQUEST_ID = 64
 DEFAULT_ACCOUNT_PAGE, MAX_ACCOUNT_PAGE = 50, 500
 DEFAULT_PLATFORM_PAGE, MAX_PLATFORM_PAGE = 50, 100
 DEFAULT_REVOCATION_PAGE, MAX_REVOCATION_PAGE = 1000, 5000
@@ -98,31 +97,6 @@ def refresh_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def fingerprint(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def check_request_id(request_id: str) -> str:
-    request_id = request_id.strip()
-    if not request_id:
-        raise InvalidArgument.of("request_id", "is required so that retries are safe")
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.of("request_id", f"is longer than {MAX_REQUEST_ID} characters")
-    return request_id
-
-
-def _encode(parts: list[object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def _decode(token: str, field_path: str, size: int) -> list[object]:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, TypeError):
-        parts = None
-    if not isinstance(parts, list) or len(parts) != size:
-        raise InvalidArgument.of(field_path, "is not a token this service issued")
-    return parts
 
 
 def account_payload(account: Account) -> dict[str, object]:
@@ -352,11 +326,9 @@ class SsoService:
         revocation whose access tokens may still be alive."""
         _require_kind(caller, {AccountKind.SERVICE, AccountKind.OPS_ADMIN,
                                AccountKind.PLATFORM_CLIENT}, "listing revocations")
-        if page_size < 0:
-            raise InvalidArgument.of("page_size", "must not be negative")
-        size = min(page_size or DEFAULT_REVOCATION_PAGE, MAX_REVOCATION_PAGE)
+        size = paging.page_size(page_size, DEFAULT_REVOCATION_PAGE, MAX_REVOCATION_PAGE)
         if cursor:
-            raw_time, raw_seq = _decode(cursor, "cursor", 2)
+            raw_time, raw_seq = decode_token(cursor, "cursor", 2)
             try:
                 after = datetime.fromisoformat(str(raw_time))
                 seq = int(str(raw_seq))
@@ -368,7 +340,7 @@ class SsoService:
             page = uow.revocations.after(after, seq, size)
         if page:
             after, seq = page[-1].revoked_at, page[-1].seq
-        return page, _encode([after.isoformat(), seq])
+        return page, encode_token([after.isoformat(), seq])
 
     def introspect(self, caller: Caller | None, token: str) -> IntrospectResult:
         _require_kind(caller, {AccountKind.SERVICE, AccountKind.OPS_ADMIN}, "introspection")
@@ -552,9 +524,7 @@ class SsoService:
         """The accounts the caller may manage, by username."""
         caller = _require_kind(caller, {AccountKind.OPS_ADMIN, AccountKind.REGULATOR},
                                "listing accounts")
-        if page_size < 0:
-            raise InvalidArgument.of("page_size", "must not be negative")
-        size = min(page_size or DEFAULT_ACCOUNT_PAGE, MAX_ACCOUNT_PAGE)
+        size = paging.page_size(page_size, DEFAULT_ACCOUNT_PAGE, MAX_ACCOUNT_PAGE)
         if caller.is_admin:
             kinds = frozenset({kind}) if kind is not None else frozenset()
             prefix = ""
@@ -566,7 +536,7 @@ class SsoService:
         filters = fingerprint(sorted(kinds), prefix)[:16]
         after = ""
         if page_token:
-            after_raw, filters_raw = _decode(page_token, "page_token", 2)
+            after_raw, filters_raw = decode_token(page_token, "page_token", 2)
             if filters_raw != filters:
                 raise InvalidArgument.of(
                     "page_token", "was issued for different filters; start from the first page"
@@ -575,7 +545,7 @@ class SsoService:
         with self.uow_factory() as uow:
             found = uow.accounts.find(AccountQuery(kinds, prefix, after, size + 1))
         page, more = found[:size], len(found) > size
-        return page, _encode([page[-1].username, filters]) if more else ""
+        return page, encode_token([page[-1].username, filters]) if more else ""
 
     def update_account(
         self,
@@ -731,17 +701,15 @@ class SsoService:
 
     def list_platforms(self, page_size: int, page_token: str) -> tuple[list[Platform], str]:
         """The public directory (anonymous), by province."""
-        if page_size < 0:
-            raise InvalidArgument.of("page_size", "must not be negative")
-        size = min(page_size or DEFAULT_PLATFORM_PAGE, MAX_PLATFORM_PAGE)
+        size = paging.page_size(page_size, DEFAULT_PLATFORM_PAGE, MAX_PLATFORM_PAGE)
         after = None
         if page_token:
-            province, platform_id = _decode(page_token, "page_token", 2)
+            province, platform_id = decode_token(page_token, "page_token", 2)
             after = (str(province), str(platform_id))
         with self.uow_factory() as uow:
             found = uow.platforms.page(after, size + 1)
         page, more = found[:size], len(found) > size
-        token = _encode([page[-1].province, page[-1].platform_id]) if more else ""
+        token = encode_token([page[-1].province, page[-1].platform_id]) if more else ""
         return page, token
 
     # -- helpers ----------------------------------------------------------------------------
