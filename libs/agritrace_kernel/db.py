@@ -4,9 +4,10 @@ Alembic migrations per service, and the SQLAlchemy unit of work base."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -193,3 +195,50 @@ def transaction(factory: Callable[[], Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# -- bulk statements that work on both PostgreSQL and SQLite ---------------------------------
+
+IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite hands them back naive)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def matching(
+    session: Session, column: sa.ColumnElement[str], values: Sequence[str]
+) -> Iterable[sa.ColumnElement[bool]]:
+    """Conditions `column IN values`, in as few statements as the database allows: one
+    `= ANY(array)` on PostgreSQL (one bound parameter, nothing to compile per value), chunks
+    of IN lists on SQLite."""
+    if not values:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        yield column == sa.any_(sa.literal(list(values), type_=postgresql.ARRAY(sa.String())))
+    else:
+        for chunk in chunks(values):
+            yield column.in_(chunk)
+
+
+def bulk_insert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Inserts many rows in the session's transaction: COPY on PostgreSQL, else executemany."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = list(rows[0].keys())
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[column] for column in columns])
+    else:
+        connection.execute(table.insert(), list(rows))

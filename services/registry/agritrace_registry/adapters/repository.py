@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
-from agritrace_kernel.db import SqlAlchemyUnitOfWork
+from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert, chunks, matching
 from agritrace_kernel.errors import ConcurrencyConflict
 from agritrace_kernel.idempotency import SqlAlchemyRequestLog
 from agritrace_registry.adapters import orm
@@ -32,49 +31,6 @@ from agritrace_registry.service_layer.ports import (
     RecordedOutcome,
     SubjectQuery,
 )
-
-IN_CHUNK = 900  # stays under SQLite's bound-parameter limit
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def matching(
-    session: Session, column: sa.ColumnElement[str], values: Sequence[str]
-) -> Iterable[sa.ColumnElement[bool]]:
-    """Conditions `column IN values`, in as few statements as the database allows: one
-    `= ANY(array)` on PostgreSQL (one bound parameter, nothing to compile per value), chunks
-    of IN lists on SQLite."""
-    if not values:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        yield column == sa.any_(sa.literal(list(values), type_=postgresql.ARRAY(sa.String())))
-    else:
-        for chunk in _chunks(values):
-            yield column.in_(chunk)
-
-
-def bulk_insert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Inserts many rows in the session's transaction: COPY on PostgreSQL, else executemany."""
-    if not rows:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        columns = list(rows[0].keys())
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([row[column] for column in columns])
-    else:
-        connection.execute(table.insert(), list(rows))
 
 
 def _subject_row(subject: Subject) -> dict[str, Any]:
@@ -107,8 +63,8 @@ def _to_subject(row: Mapping[str, Any] | sa.RowMapping) -> Subject:
         kind=SubjectKind(row["kind"]),
         name=row["name"],
         division_code=row["division_code"],
-        created_at=_utc(row["created_at"]),
-        updated_at=_utc(row["updated_at"]),
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
         credit_code=row["credit_code"],
         resident_id_digest=row["resident_id_digest"],
         resident_id_sealed=row["resident_id_sealed"],
@@ -210,7 +166,7 @@ class SqlAlchemySubjectRepository:
             .order_by(orm.provenance.c.first_seen, orm.provenance.c.source)
         ).mappings():
             by_id[row["subject_id"]].provenance.append(
-                Provenance(row["source"], row["source_record_id"], _utc(row["first_seen"]))
+                Provenance(row["source"], row["source_record_id"], as_utc(row["first_seen"]))
             )
         for row in self.session.execute(
             sa.select(orm.duplicate_suspicions)
@@ -281,7 +237,7 @@ class SqlAlchemySubjectRepository:
     def name_twins(self, subject_ids: Sequence[str]) -> list[tuple[str, str]]:
         a, b = orm.subjects.alias("a"), orm.subjects.alias("b")
         pairs: list[tuple[str, str]] = []
-        for chunk in _chunks(list(subject_ids)):
+        for chunk in chunks(list(subject_ids)):
             rows = self.session.execute(
                 sa.select(a.c.subject_id, b.c.subject_id)
                 .join(b, sa.and_(a.c.name_key == b.c.name_key,
@@ -302,7 +258,7 @@ class SqlAlchemySubjectRepository:
     def add_duplicate_suspicions(self, pairs: Sequence[tuple[str, str]]) -> None:
         both_ways = {(x, y) for x, y in pairs} | {(y, x) for x, y in pairs}
         existing = set()
-        for chunk in _chunks(sorted({x for x, _ in both_ways})):
+        for chunk in chunks(sorted({x for x, _ in both_ways})):
             existing |= {
                 (row[0], row[1])
                 for row in self.session.execute(
@@ -331,7 +287,7 @@ class SqlAlchemyImportRuns:
         values = dict(row)
         for column in ("started_at", "finished_at"):
             if values[column] is not None:
-                values[column] = _utc(values[column])
+                values[column] = as_utc(values[column])
         return ImportRun(**values)
 
     def save(self, run: ImportRun) -> None:
