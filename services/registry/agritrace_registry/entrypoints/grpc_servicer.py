@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,6 +14,7 @@ from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.errors import InvalidArgument
+from agritrace_kernel.grpc_kit.enums import enum_by_number
 from agritrace_registry.domain.model import (
     RegistrationInput,
     ReviewDecision,
@@ -34,23 +34,10 @@ from agritrace_registry.service_layer.services import RegistryService
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
-E = TypeVar("E", SubjectKind, SubjectStatus, ReviewDecision)
-
-
-def _by_number(enum_type: type[E], descriptor_name: str, prefix: str) -> dict[int, E]:
-    """Proto enum number -> domain enum (UNSPECIFIED maps to nothing), built once: imports
-    convert hundreds of thousands of records."""
-    descriptor = pb.DESCRIPTOR.enum_types_by_name[descriptor_name]
-    return {
-        value.number: enum_type(value.name.removeprefix(prefix))
-        for value in descriptor.values
-        if not value.name.endswith("_UNSPECIFIED")
-    }
-
-
-_KINDS = _by_number(SubjectKind, "SubjectKind", "SUBJECT_KIND_")
-_STATUSES = _by_number(SubjectStatus, "SubjectStatus", "SUBJECT_STATUS_")
-_DECISIONS = _by_number(ReviewDecision, "ReviewDecision", "REVIEW_DECISION_")
+_ENUMS = pb.DESCRIPTOR.enum_types_by_name
+_KINDS = enum_by_number(_ENUMS["SubjectKind"], SubjectKind, "SUBJECT_KIND_")
+_STATUSES = enum_by_number(_ENUMS["SubjectStatus"], SubjectStatus, "SUBJECT_STATUS_")
+_DECISIONS = enum_by_number(_ENUMS["ReviewDecision"], ReviewDecision, "REVIEW_DECISION_")
 _KIND_NUMBERS = {kind: number for number, kind in _KINDS.items()}
 _STATUS_NUMBERS = {status: number for number, status in _STATUSES.items()}
 

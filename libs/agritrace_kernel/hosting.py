@@ -1,0 +1,65 @@
+"""Running one service's gRPC server process (microservices mode): the same sequence for every
+service — metrics endpoint, authentication, background threads, outbox relay, then serve until
+SIGTERM and stop them all in reverse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from agritrace_kernel.auth.wiring import Authentication
+from agritrace_kernel.config import Settings
+from agritrace_kernel.events.bus import NamekoPublisher, Publisher
+from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.grpc_kit.server import ServiceRegistration, create_server, serve
+from agritrace_kernel.metrics import serve_metrics
+
+log = logging.getLogger(__name__)
+
+
+class HostedApp(Protocol):
+    @property
+    def relay(self) -> OutboxRelay | None: ...
+    def close(self) -> None: ...
+
+
+class Background(Protocol):
+    """A thread a server runs beside its RPCs (e.g. a sweeper)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def publisher_for(settings: Settings) -> Publisher | None:
+    """RabbitMQ via nameko in microservices mode; None otherwise (events stay in the outbox
+    until a relay with a publisher runs)."""
+    return NamekoPublisher(settings.amqp_uri) if settings.event_bus == "rabbitmq" else None
+
+
+def run_server(
+    settings: Settings,
+    name: str,
+    registration: ServiceRegistration,
+    auth: Authentication,
+    app: HostedApp,
+    background: Sequence[Background] = (),
+) -> None:
+    server = create_server(
+        settings.grpc_address,
+        [registration],
+        max_workers=settings.grpc_max_workers,
+        extra_interceptors=[auth.interceptor],
+    )
+    server.on_stop.extend([*(task.stop for task in background), auth.stop, app.close])
+    serve_metrics(settings.metrics_port)
+    auth.start()
+    for task in background:
+        task.start()
+    if app.relay is not None:
+        app.relay.start()
+    serve(
+        server,
+        grace_seconds=settings.shutdown_grace_seconds,
+        on_ready=lambda: log.info("%s serving on port %s", name, server.port),
+    )
