@@ -46,7 +46,7 @@ test-integration: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy libs/agritrace_kernel libs/agritrace_cli libs/agritrace_platform libs/agritrace_testing \
-		services/registry/agritrace_registry services/sso/agritrace_sso
+		services/registry/agritrace_registry services/sso/agritrace_sso services/coding/agritrace_coding
 
 bench: install
 	$(PY) -m benchmarks.run

@@ -6,14 +6,14 @@
 #     and README.md's values table is current (tools/values_doc.py);
 #   * with Helm 3 and Helm 4 (the real binaries, shipped inside PyPI wheels of the AWS CDK
 #     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
-#     value file in agritrace/ci/ (defaults, worker disabled, HPA + ServiceMonitor +
-#     NetworkPolicy, several services);
+#     value file in agritrace/ci/ (defaults: registry, sso and coding; worker disabled; HPA +
+#     ServiceMonitor + NetworkPolicy; several services with sso and the registry elsewhere);
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
 #     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
 #     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
-#   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso,
-#     Kubernetes < 1.27, ...) must make rendering fail: values.schema.json and the templates'
-#     own checks are enforced;
+#   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso, no
+#     registry, no or a bad resolver URL for coding, Kubernetes < 1.27, ...) must make
+#     rendering fail: values.schema.json and the templates' own checks are enforced;
 #   * `helm package` builds the chart without its ci/ files.
 #
 # Tools are installed once into deploy/helm/.tools (gitignored); later runs reuse them.
@@ -118,11 +118,12 @@ EOF
 # --- checks --------------------------------------------------------------------------------
 
 # Scenarios: value file, the Secrets that exist outside the release, expected object counts.
+# default: registry and sso (server + worker each) and coding (server only, no worker).
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=4 Service=4 ConfigMap=2 ServiceAccount=4 Job=3 PodDisruptionBudget=4 Pod=2 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
-  "worker-disabled||Deployment=3 Service=3 ConfigMap=2 ServiceAccount=4 Job=3 PodDisruptionBudget=3 Pod=2 Secret=2 HorizontalPodAutoscaler=0"
-  "full|agritrace-secrets|Deployment=4 Service=4 Job=3 PodDisruptionBudget=4 HorizontalPodAutoscaler=4 ServiceMonitor=2 NetworkPolicy=2 Secret=0"
-  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=10 Service=10 ConfigMap=6 ServiceAccount=11 Job=5 PodDisruptionBudget=9 Pod=6 Secret=0"
+  "default|agritrace-secrets|Deployment=5 Service=5 ConfigMap=3 ServiceAccount=6 Job=4 PodDisruptionBudget=5 Pod=3 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
+  "worker-disabled||Deployment=4 Service=4 ConfigMap=3 ServiceAccount=6 Job=4 PodDisruptionBudget=4 Pod=3 Secret=2 HorizontalPodAutoscaler=0"
+  "full|agritrace-secrets|Deployment=5 Service=5 Job=4 PodDisruptionBudget=5 HorizontalPodAutoscaler=5 ServiceMonitor=3 NetworkPolicy=3 Secret=0"
+  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=7 Service=7 ConfigMap=5 ServiceAccount=9 Job=4 PodDisruptionBudget=6 Pod=5 Secret=0"
 )
 
 static_checks() {
@@ -245,10 +246,24 @@ helm_checks() {
   expect_failure "$helm" "no secret and no values to create one" "no Secret to read"
   expect_failure "$helm" "chart-created Secret without the admin password" "sso.adminPassword" \
     -f "$CHART/ci/worker-disabled-values.yaml" --set sso.adminPassword=
-  expect_failure "$helm" "chart-created Secret without a service's sso password" \
-    "sso.servicePasswords.coding" -f "$CHART/ci/worker-disabled-values.yaml" --set services.coding.enabled=true
+  expect_failure "$helm" "chart-created Secret without a new service's sso password" \
+    "sso.servicePasswords.flow" -f "$CHART/ci/worker-disabled-values.yaml" --set services.flow.enabled=true
+  # Values cannot unset a key of a value file on every Helm (Helm 4 validates the null): drop it.
+  grep -v '^    coding:' "$CHART/ci/worker-disabled-values.yaml" >"$rendered/no-coding-password-values.yaml"
+  expect_failure "$helm" "chart-created Secret without coding's sso password" \
+    "sso.servicePasswords.coding" -f "$rendered/no-coding-password-values.yaml"
   expect_failure "$helm" "sso disabled and no sso.address" "sso.address" "${ok[@]}" --set services.sso.enabled=false
   expect_failure "$helm" "sso.address not HOST:PORT" "address" "${ok[@]}" --set sso.address=http://sso
+  expect_failure "$helm" "registry disabled and no registryService.address" "registryService.address" \
+    "${ok[@]}" --set services.registry.enabled=false
+  expect_failure "$helm" "registryService.address not HOST:PORT" "address" "${ok[@]}" \
+    --set registryService.address=http://registry
+  expect_failure "$helm" "coding enabled and no resolver.baseUrl" "resolver.baseUrl" "${ok[@]}" \
+    --set resolver.baseUrl=
+  expect_failure "$helm" "resolver.baseUrl without http(s)://" "baseUrl" "${ok[@]}" \
+    --set resolver.baseUrl=trace.moa.gov.cn
+  expect_failure "$helm" "resolver.baseUrl with a trailing slash" "baseUrl" "${ok[@]}" \
+    --set resolver.baseUrl=https://trace.moa.gov.cn/
   expect_failure "$helm" "Kubernetes older than 1.27" "kubeVersion" "${ok[@]}" --kube-version 1.26.9
   expect_failure "$helm" "grace period shorter than the drain" "must exceed" "${ok[@]}" --set serviceDefaults.server.terminationGracePeriodSeconds=20
   expect_failure "$helm" "HPA minReplicas above maxReplicas" "minReplicas" "${ok[@]}" \

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         description="HOST:PORT of the sso service, whose keys verify every caller's token. "
         "Unset in the all-in-one mode (sso runs in the same process).",
     )
+    registry_address: str | None = Field(
+        None,
+        description="HOST:PORT of the registry service, which services ask about subjects. "
+        "Unset in the all-in-one mode (the registry runs in the same process).",
+    )
+    resolver_base_url: str = Field(
+        "https://trace.agritrace.example.cn",
+        description="Base URL of the trace-code resolver printed in every label's QR code "
+        "(GS1 Digital Link style: <base>/tc/<code>).",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+    )
     service_username: str = Field(
         "", description="The service account this process signs in to sso with."
     )

@@ -28,6 +28,10 @@ class Platform:
 def build_platform(settings: Settings) -> Platform:
     """Migrates and wires every service onto one server, one in-process bus and one
     authentication (sso's own keys and revocations, every service's policy table)."""
+    from agritrace_coding import bootstrap as coding_bootstrap
+    from agritrace_coding.adapters.subjects import InProcessSubjectDirectory
+    from agritrace_coding.entrypoints import grpc_server as coding_server
+    from agritrace_coding.entrypoints.policy import POLICIES as CODING_POLICIES
     from agritrace_registry import bootstrap as registry_bootstrap
     from agritrace_registry.entrypoints import grpc_server as registry_server
     from agritrace_registry.entrypoints.policy import POLICIES as REGISTRY_POLICIES
@@ -38,22 +42,32 @@ def build_platform(settings: Settings) -> Platform:
     bus = InProcessBus()
     sso_bootstrap.migrate(settings)
     registry_bootstrap.migrate(settings)
+    coding_bootstrap.migrate(settings)
     sso = sso_bootstrap.bootstrap(settings, publisher=bus)
     registry = registry_bootstrap.bootstrap(settings, publisher=bus)
+    coding = coding_bootstrap.bootstrap(
+        settings, publisher=bus,
+        subjects=InProcessSubjectDirectory(registry.service.get_subject),
+    )
     generated = sso_bootstrap.ensure_admin(sso, settings)
-    apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp] = [sso, registry]
-    for app in apps:
-        for subscription in app.subscriptions:
+    apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp | coding_bootstrap.CodingApp]
+    apps = [sso, registry, coding]
+    for subscriber in (sso, registry):
+        for subscription in subscriber.subscriptions:
             bus.subscribe(subscription)
-    auth = sso_server.authentication(sso, SSO_POLICIES.merged(REGISTRY_POLICIES))
+    auth = sso_server.authentication(
+        sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES))
+    sweeper = coding_server.LineSweeper(coding)
     server = create_server(
         settings.grpc_address,
-        [sso_server.registration(sso), registry_server.registration(registry)],
+        [sso_server.registration(sso), registry_server.registration(registry),
+         coding_server.registration(coding)],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
     auth.start()
-    server.on_stop.append(auth.stop)
+    sweeper.start()
+    server.on_stop.extend([auth.stop, sweeper.stop])
     for app in apps:
         if app.relay is not None:
             app.relay.start()
@@ -84,7 +98,8 @@ def main() -> int:
         print(
             "AgriTrace all-in-one is running\n"
             f"  gRPC      {host}:{server.port}  (agritrace.sso.v1.SsoService, "
-            "agritrace.registry.v1.RegistryService, grpc.health.v1.Health, reflection)\n"
+            "agritrace.registry.v1.RegistryService,\n"
+            "            agritrace.coding.v1.CodingService, grpc.health.v1.Health, reflection)\n"
             f"  metrics   {metrics}\n"
             f"  data      {settings.data_dir.resolve()}\n"
             "  try       .venv/bin/agritrace login && .venv/bin/agritrace subjects list\n"

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agritrace.coding.v1 import coding_pb2_grpc
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor
@@ -79,19 +80,37 @@ class Platform:
     address: str
     metrics_port: int
     sso_address: str = ""
+    coding_address: str = ""
     admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    # Environment of a service's processes, to restart one (e.g. after killing it).
+    commands: dict[str, tuple[list[str], dict[str, str], Path]] = field(default_factory=dict)
     channel: grpc.Channel | None = None  # no credentials
     sso_channel: grpc.Channel | None = None
     admin_channel: grpc.Channel | None = None  # every call as the administrator
+    admin_token: str = ""
+    _extra_channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
     def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
         """The registry, called as the first administrator."""
         assert self.admin_channel is not None
         return registry_pb2_grpc.RegistryServiceStub(self.admin_channel)
+
+    @property
+    def coding(self) -> coding_pb2_grpc.CodingServiceStub:
+        """The coding service, called as the first administrator."""
+        return coding_pb2_grpc.CodingServiceStub(self.coding_channel_as(self.admin_token))
+
+    def coding_channel_as(self, token: str | None) -> grpc.Channel:
+        """A channel to the coding service carrying `token` (None: anonymous)."""
+        channel = grpc.insecure_channel(self.coding_address or self.address)
+        self._extra_channels.append(channel)
+        if token is None:
+            return channel
+        return grpc.intercept_channel(channel, BearerTokenClientInterceptor(StaticToken(token)))
 
     def login(self, username: str, password: str) -> str:
         assert self.sso_channel is not None
@@ -102,13 +121,20 @@ class Platform:
     def connect(self) -> None:
         self.channel = grpc.insecure_channel(self.address)
         self.sso_channel = grpc.insecure_channel(self.sso_address or self.address)
-        token = self.login("admin", self.admin_password)
+        self.admin_token = token = self.login("admin", self.admin_password)
         self.admin_channel = grpc.intercept_channel(
             self.channel, BearerTokenClientInterceptor(StaticToken(token)))
 
+    def restart(self, name: str, address: str) -> None:
+        """Starts a stopped (or killed) process again as it was first started."""
+        args, env, log_dir = self.commands[name]
+        self.logs[f"{name}-before-restart"] = self.logs[name]
+        start(name, args, env, log_dir, self, log_name=f"{name}-restarted")
+        wait_serving(address, self.processes[name])
+
     def stop(self) -> dict[str, int]:
         """SIGTERM every process and return their exit codes (graceful stop gives 0)."""
-        for channel in (self.channel, self.sso_channel):
+        for channel in (self.channel, self.sso_channel, *self._extra_channels):
             if channel is not None:
                 channel.close()
         codes: dict[str, int] = {}
@@ -125,14 +151,15 @@ class Platform:
 
 
 def start(name: str, args: list[str], env: dict[str, str], log_dir: Path,
-          platform: Platform) -> subprocess.Popen[bytes]:
-    log_path = log_dir / f"{name}.log"
+          platform: Platform, log_name: str = "") -> subprocess.Popen[bytes]:
+    log_path = log_dir / f"{log_name or name}.log"
     process = subprocess.Popen(
         [sys.executable, *args], env=env, cwd=ROOT,
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )
     platform.processes[name] = process
     platform.logs[name] = log_path
+    platform.commands[name] = (args, env, log_dir)
     return process
 
 
@@ -150,9 +177,10 @@ def postgres_database() -> Iterator[str]:
 
 
 def _microservices(tmp: Path, database_url: str) -> Platform:
-    """sso first (migrate, first administrator, server), a service account for the registry,
-    then the registry (migrate, server, worker) authenticating callers against sso."""
-    sso_port, port = free_port(), free_port()
+    """sso first (migrate, first administrator, server), service accounts for the registry
+    and coding, then the registry (migrate, server, worker) and coding (migrate, server)
+    authenticating callers against sso."""
+    sso_port, port, coding_port = free_port(), free_port(), free_port()
     common = {
         **os.environ,
         "AGRITRACE_DATABASE_URL": database_url,
@@ -171,10 +199,15 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
            "AGRITRACE_SERVICE_USERNAME": "svc-registry",
            "AGRITRACE_SERVICE_PASSWORD": SERVICE_PASSWORD}
     metrics_port, worker_metrics = free_port(), free_port()
+    coding_env = {**env, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{coding_port}",
+                  "AGRITRACE_SERVICE_USERNAME": "svc-coding",
+                  "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
+                  "AGRITRACE_METRICS_PORT": str(free_port())}
     platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
-                        sso_address=f"127.0.0.1:{sso_port}")
+                        sso_address=f"127.0.0.1:{sso_port}",
+                        coding_address=f"127.0.0.1:{coding_port}")
     for command in (["agritrace_sso", "migrate"], ["agritrace_sso", "bootstrap-admin"],
-                    ["agritrace_registry", "migrate"]):
+                    ["agritrace_registry", "migrate"], ["agritrace_coding", "migrate"]):
         subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,
                        capture_output=True)
     sso = start("sso-server", ["-m", "agritrace_sso", "serve"], sso_env, tmp, platform)
@@ -184,15 +217,18 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
     with grpc.insecure_channel(platform.sso_address) as channel:
         stub = sso_pb2_grpc.SsoServiceStub(channel)
         admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=ADMIN_PASSWORD))
-        stub.CreateAccount(sso_pb2.CreateAccountRequest(
-            request_id="svc-registry", password=SERVICE_PASSWORD,
-            account=sso_pb2.Account(username="svc-registry", display_name="registry service",
-                                    kind=sso_pb2.ACCOUNT_KIND_SERVICE)),
-            metadata=(("authorization", f"Bearer {admin.tokens.access_token}"),))
+        for service in ("registry", "coding"):
+            stub.CreateAccount(sso_pb2.CreateAccountRequest(
+                request_id=f"svc-{service}", password=SERVICE_PASSWORD,
+                account=sso_pb2.Account(username=f"svc-{service}",
+                                        display_name=f"{service} service",
+                                        kind=sso_pb2.ACCOUNT_KIND_SERVICE)),
+                metadata=(("authorization", f"Bearer {admin.tokens.access_token}"),))
     start("registry-server", ["-m", "agritrace_registry", "serve"],
           {**env, "AGRITRACE_METRICS_PORT": str(metrics_port)}, tmp, platform)
     start("registry-worker", ["-m", "agritrace_registry", "worker"],
           {**env, "AGRITRACE_METRICS_PORT": str(worker_metrics)}, tmp, platform)
+    start("coding-server", ["-m", "agritrace_coding", "serve"], coding_env, tmp, platform)
     return platform
 
 
@@ -222,6 +258,8 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     try:
         server = running.processes.get("registry-server") or running.processes["platform"]
         wait_serving(running.address, server)
+        if "coding-server" in running.processes:
+            wait_serving(running.coding_address, running.processes["coding-server"])
         running.connect()
         yield running
     except BaseException:

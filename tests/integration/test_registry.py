@@ -11,12 +11,11 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
+from agritrace_testing.grpc_errors import error_reason, violations
 
 pytestmark = pytest.mark.integration
 
@@ -51,29 +50,6 @@ def farmer(rng: random.Random, name: str) -> pb.SubjectRegistration:
         kind=pb.SUBJECT_KIND_INDIVIDUAL_FARMER, name=name,
         resident_id=resident_id(rng, county), division_code=county,
     )
-
-
-def violations(error: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    found: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found |= {v.field: v.description for v in bad_request.field_violations}
-    return found
-
-
-def error_reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return ""
 
 
 def count_subjects(stub, division_prefix: str = "") -> int:  # type: ignore[no-untyped-def]

@@ -8,7 +8,10 @@
    probes, Services, PDBs and HPAs that point at something, Secret and ConfigMap references
    that resolve, hook annotations of the migration and bootstrap-admin Jobs, and services
    that authenticate against sso: an AGRITRACE_SSO_ADDRESS that reaches a rendered sso
-   Service's gRPC port (or an external host), a service account and its password.
+   Service's gRPC port (or an external host), a service account and its password; clients of
+   the registry: an AGRITRACE_REGISTRY_ADDRESS that reaches a rendered registry Service's gRPC
+   port (or an external host); the coding service: a registry address and a well-formed
+   AGRITRACE_RESOLVER_BASE_URL.
 3. --expect KIND=N: how many objects of a kind the scenario must produce.
 
 Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -43,6 +47,8 @@ RECOMMENDED_LABELS = (
     "app.kubernetes.io/managed-by",
 )
 HOOK_PHASES = {"pre-install", "pre-upgrade"}
+# AGRITRACE_RESOLVER_BASE_URL: http(s)://HOST[/PATH], no trailing slash (values.schema.json).
+RESOLVER_BASE_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
 # Jobs by app.kubernetes.io/component: expected hook phases and args.
 JOBS = {
     "migrate": (HOOK_PHASES, ["migrate"]),
@@ -231,17 +237,39 @@ class Checker:
                         job, f"uses {ref_kind}/{name}, which does not exist yet when the hook runs"
                     )
 
+    def config_of(self, deployment: dict[str, Any]) -> dict[str, str]:
+        """The environment a Deployment's container gets from its ConfigMaps."""
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        config: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                found = self.by_kind.get("ConfigMap", {}).get(source["configMapRef"]["name"])
+                config.update((found or {}).get("data", {}))
+        return config
+
+    def reaches(self, deployment: dict[str, Any], variable: str, address: str, target: str) -> None:
+        """`address` (HOST:PORT) is an external host or the gRPC port of the rendered Service
+        of `target` (a service name such as sso or registry)."""
+        host, _, port = address.rpartition(":")
+        if "." in host:
+            return  # a service outside the release
+        service = self.by_kind.get("Service", {}).get(host)
+        if service is None or not service["metadata"]["labels"].get(
+            "app.kubernetes.io/name", ""
+        ).endswith(f"-{target}"):
+            self.error(deployment, f"{variable} {address}: no rendered {target} Service")
+            return
+        grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        if not port.isdigit() or int(port) not in grpc_ports:
+            self.error(deployment, f"{variable} {address}: not the gRPC port {grpc_ports}")
+
     def sso(self) -> None:
         """Servers and workers given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC port
         and sign in with a service account whose password comes from a Secret; sso itself
         verifies with its own keys and gets neither."""
         for deployment in self.by_kind.get("Deployment", {}).values():
             container = deployment["spec"]["template"]["spec"]["containers"][0]
-            config: dict[str, str] = {}
-            for source in container.get("envFrom", []):
-                if "configMapRef" in source:
-                    found = self.by_kind.get("ConfigMap", {}).get(source["configMapRef"]["name"])
-                    config.update((found or {}).get("data", {}))
+            config = self.config_of(deployment)
             env = {e["name"]: e for e in container.get("env", [])}
             name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
             address = config.get("AGRITRACE_SSO_ADDRESS")
@@ -254,24 +282,34 @@ class Checker:
                 continue
             if not config.get("AGRITRACE_SERVICE_USERNAME"):
                 self.error(deployment, "no AGRITRACE_SERVICE_USERNAME")
-            if "secretKeyRef" not in env.get("AGRITRACE_SERVICE_PASSWORD", {}).get(
-                "valueFrom", {}
-            ):
+            if "secretKeyRef" not in env.get("AGRITRACE_SERVICE_PASSWORD", {}).get("valueFrom", {}):
                 self.error(deployment, "AGRITRACE_SERVICE_PASSWORD does not come from a Secret")
-            host, _, port = address.rpartition(":")
-            if "." in host:
-                continue  # an sso outside the release
-            service = self.by_kind.get("Service", {}).get(host)
-            if service is None or not service["metadata"]["labels"].get(
-                "app.kubernetes.io/name", ""
-            ).endswith("-sso"):
-                self.error(deployment, f"AGRITRACE_SSO_ADDRESS {address}: no rendered sso Service")
+            self.reaches(deployment, "AGRITRACE_SSO_ADDRESS", address, "sso")
+
+    def registry(self) -> None:
+        """Servers and workers given AGRITRACE_REGISTRY_ADDRESS (ConfigMap) reach the registry's
+        gRPC port; the registry and sso get none. The coding service (python -m
+        agritrace_coding) must have a registry address and a well-formed resolver base URL,
+        and any AGRITRACE_RESOLVER_BASE_URL given must be well-formed."""
+        for deployment in self.by_kind.get("Deployment", {}).values():
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            config = self.config_of(deployment)
+            name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
+            address = config.get("AGRITRACE_REGISTRY_ADDRESS")
+            resolver = config.get("AGRITRACE_RESOLVER_BASE_URL")
+            if resolver is not None and not RESOLVER_BASE_URL.match(resolver):
+                self.error(deployment, f"AGRITRACE_RESOLVER_BASE_URL {resolver!r} is malformed")
+            if container.get("command", [])[2:3] == ["agritrace_coding"]:
+                if not address:
+                    self.error(deployment, "coding without AGRITRACE_REGISTRY_ADDRESS")
+                if not resolver:
+                    self.error(deployment, "coding without AGRITRACE_RESOLVER_BASE_URL")
+            if name.endswith(("-registry", "-sso")):
+                if address:
+                    self.error(deployment, "the registry or sso is given a registry address")
                 continue
-            grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
-            if not port.isdigit() or int(port) not in grpc_ports:
-                self.error(
-                    deployment, f"AGRITRACE_SSO_ADDRESS {address}: not the gRPC port {grpc_ports}"
-                )
+            if address:
+                self.reaches(deployment, "AGRITRACE_REGISTRY_ADDRESS", address, "registry")
 
     def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
         spec = pod_spec(obj) or {}
@@ -384,6 +422,7 @@ def run_checks(
     checker.resolvable()
     checker.services()
     checker.sso()
+    checker.registry()
     return checker, validated
 
 
@@ -440,6 +479,17 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
                 host = config["data"]["AGRITRACE_SSO_ADDRESS"].rpartition(":")[0]
                 config["data"]["AGRITRACE_SSO_ADDRESS"] = f"{host}:9464"
 
+    def registry_address_port(o: list[dict[str, Any]]) -> None:
+        for config in o:
+            if config["kind"] == "ConfigMap" and "AGRITRACE_REGISTRY_ADDRESS" in config["data"]:
+                host = config["data"]["AGRITRACE_REGISTRY_ADDRESS"].rpartition(":")[0]
+                config["data"]["AGRITRACE_REGISTRY_ADDRESS"] = f"{host}:9464"
+
+    def coding_without_resolver(o: list[dict[str, Any]]) -> None:
+        for config in o:
+            if config["kind"] == "ConfigMap" and config["metadata"]["name"].endswith("-coding"):
+                config["data"].pop("AGRITRACE_RESOLVER_BASE_URL", None)
+
     def bootstrap_phase(o: list[dict[str, Any]]) -> None:
         job = first(o, "Job", "bootstrap-admin")
         job["metadata"]["annotations"]["helm.sh/hook"] = "pre-install,pre-upgrade"
@@ -457,6 +507,10 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         mutations.append(servicemonitor_typo)
     if any(o["kind"] == "ConfigMap" and "AGRITRACE_SSO_ADDRESS" in o["data"] for o in objects):
         mutations.append(sso_address_port)
+    if any(o["kind"] == "ConfigMap" and "AGRITRACE_REGISTRY_ADDRESS" in o["data"] for o in objects):
+        mutations.append(registry_address_port)
+    if any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-coding") for o in objects):
+        mutations.append(coding_without_resolver)
     if any(
         o["kind"] == "Job"
         and o["metadata"]["labels"].get("app.kubernetes.io/component") == "bootstrap-admin"

@@ -210,6 +210,45 @@ Service of this release, <fullname>-sso:<port>. Fails when neither exists. Conte
 {{- end -}}
 {{- end -}}
 
+{{/*
+Whether a service calls the registry service (gets AGRITRACE_REGISTRY_ADDRESS): "true" or
+empty. Every service but the registry and sso entries does, unless registryClient.enabled is
+false. Context: root, svc.
+*/}}
+{{- define "agritrace.registryClient" -}}
+{{- if and (not (has .svc.name (list "registry" "sso"))) .svc.registryClient.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+host:port of the registry service for its clients (AGRITRACE_REGISTRY_ADDRESS):
+registryService.address, else the registry Service of this release, <fullname>-registry:<port>.
+Fails when neither exists. Context: root.
+*/}}
+{{- define "agritrace.registryAddress" -}}
+{{- if .Values.registryService.address -}}
+{{- .Values.registryService.address -}}
+{{- else -}}
+{{- $registry := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" . "name" "registry" "out" $registry) -}}
+{{- if not (and (hasKey .Values.services "registry") $registry.enabled) -}}
+{{- fail "\n\nagritrace: services.registry is disabled and registryService.address is empty: the other services (coding, ...) call the registry. Enable services.registry, set registryService.address to HOST:PORT of a registry running elsewhere, or set registryClient.enabled to false on the services that do not call it.\n" -}}
+{{- end -}}
+{{- printf "%s:%d" (include "agritrace.componentName" (dict "root" . "svc" $registry "component" "server")) (int $registry.server.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Base URL of the trace-code resolver (AGRITRACE_RESOLVER_BASE_URL) for a service: resolver.baseUrl,
+which the coding service (module agritrace_coding) requires. Context: root, svc.
+*/}}
+{{- define "agritrace.resolverBaseUrl" -}}
+{{- if .root.Values.resolver.baseUrl -}}
+{{- .root.Values.resolver.baseUrl -}}
+{{- else if eq .svc.module "agritrace_coding" -}}
+{{- fail (printf "\n\nagritrace: services.%s runs the coding service and resolver.baseUrl is empty: set it to the public base URL printed in every label's QR code, e.g. https://trace.moa.gov.cn (labels once printed cannot be corrected).\n" .svc.name) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* sso service account of a service (AGRITRACE_SERVICE_USERNAME). Context: root, svc. */}}
 {{- define "agritrace.ssoUsername" -}}
 {{- .svc.ssoClient.username | default (printf "svc-%s" .svc.name) -}}
@@ -306,6 +345,12 @@ inlines it). Context: root, svc.
 {{- if include "agritrace.ssoClient" . -}}
 {{- $_ := set $data "AGRITRACE_SSO_ADDRESS" (include "agritrace.ssoAddress" .root) -}}
 {{- $_ := set $data "AGRITRACE_SERVICE_USERNAME" (include "agritrace.ssoUsername" .) -}}
+{{- end -}}
+{{- if include "agritrace.registryClient" . -}}
+{{- $_ := set $data "AGRITRACE_REGISTRY_ADDRESS" (include "agritrace.registryAddress" .root) -}}
+{{- end -}}
+{{- with include "agritrace.resolverBaseUrl" . -}}
+{{- $_ := set $data "AGRITRACE_RESOLVER_BASE_URL" . -}}
 {{- end -}}
 {{- with $v.otel.endpoint -}}
 {{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}

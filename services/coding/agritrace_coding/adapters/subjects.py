@@ -1,0 +1,92 @@
+"""Where the coding service learns about subjects: the registry, over gRPC as the service's
+own account (microservices), or the registry's use cases in the same process (all-in-one).
+Answers are cached briefly: a subject's province never changes, and a suspension reaching
+issuing a few seconds late is acceptable."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
+from agritrace_coding.service_layer.ports import SubjectInfo
+from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
+
+CACHE_SECONDS = 30.0
+
+
+class _TtlCache:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._entries: dict[str, tuple[float, SubjectInfo | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[bool, SubjectInfo | None]:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] < self.clock():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: str, value: SubjectInfo | None) -> None:
+        with self._lock:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[key] = (self.clock() + self.seconds, value)
+
+
+class GrpcSubjectDirectory:
+    """SubjectDirectory over registry GetSubject. `channel` must add the service's token
+    (BearerTokenClientInterceptor)."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 3.0,
+                 cache_seconds: float = CACHE_SECONDS) -> None:
+        self._stub: Any = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._timeout = timeout
+        self._cache = _TtlCache(cache_seconds)
+
+    def get(self, subject_id: str) -> SubjectInfo | None:
+        hit, cached = self._cache.get(subject_id)
+        if hit:
+            return cached
+        try:
+            response = self._stub.GetSubject(
+                registry_pb2.GetSubjectRequest(subject_id=subject_id), timeout=self._timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code is grpc.StatusCode.NOT_FOUND:
+                self._cache.put(subject_id, None)
+                return None
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument.of("subject_id", "is not a national subject id") from None
+            raise Unavailable(
+                f"the registry could not be asked about subject {subject_id} ({code.name}); "
+                "retry later") from None
+        subject = response.subject
+        info = SubjectInfo(
+            subject.subject_id, subject.division_code,
+            registry_pb2.SubjectStatus.Name(subject.status).removeprefix("SUBJECT_STATUS_"),
+        )
+        self._cache.put(subject_id, info)
+        return info
+
+
+class InProcessSubjectDirectory:
+    """SubjectDirectory over the registry's use cases in the same process (all-in-one)."""
+
+    def __init__(self, get_subject: Callable[[str], Any]) -> None:
+        self._get_subject = get_subject
+
+    def get(self, subject_id: str) -> SubjectInfo | None:
+        try:
+            subject = self._get_subject(subject_id)
+        except NotFound:
+            return None
+        except InvalidArgument:
+            raise InvalidArgument.of("subject_id", "is not a national subject id") from None
+        return SubjectInfo(subject.subject_id, subject.division_code, str(subject.status.value))

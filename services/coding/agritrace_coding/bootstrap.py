@@ -1,0 +1,90 @@
+"""The composition root of the coding service: picks adapters for the mode the process runs
+in and wires them into the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from agritrace_coding.adapters import labels
+from agritrace_coding.adapters.repository import CodingUnitOfWork, SqlAlchemyCodeReader
+from agritrace_coding.adapters.subjects import GrpcSubjectDirectory
+from agritrace_coding.service_layer.ports import SubjectDirectory
+from agritrace_coding.service_layer.services import SERVICE, CodingService
+from agritrace_kernel import db
+from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
+from agritrace_kernel.config import Settings
+from agritrace_kernel.events.bus import Publisher
+from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.store import ServiceStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class CodingApp:
+    settings: Settings
+    store: ServiceStore
+    service: CodingService
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def relay(self) -> OutboxRelay | None:
+        return self.store.relay
+
+    def readiness_checks(self) -> tuple[Callable[[], bool], ...]:
+        return (self.store.ready,)
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        self.store.close()
+
+
+def migrate(settings: Settings) -> None:
+    db.migrate(settings.database_for(SERVICE), MIGRATIONS)
+
+
+def registry_directory(settings: Settings) -> tuple[GrpcSubjectDirectory, list[grpc.Channel]]:
+    """The registry over gRPC, called as this process's service account."""
+    if not settings.registry_address or not settings.sso_address:
+        raise ValueError("AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_SSO_ADDRESS are required "
+                         "when the registry runs elsewhere")
+    if not settings.service_username or settings.service_password is None:
+        raise ValueError("AGRITRACE_SERVICE_USERNAME and AGRITRACE_SERVICE_PASSWORD are "
+                         "required to ask the registry")
+    sso_channel = grpc.insecure_channel(settings.sso_address)
+    tokens = ServiceTokenProvider(sso_channel, settings.service_username,
+                                  settings.service_password.get_secret_value())
+    registry_channel = grpc.insecure_channel(settings.registry_address)
+    channel = grpc.intercept_channel(registry_channel, BearerTokenClientInterceptor(tokens))
+    return GrpcSubjectDirectory(channel), [registry_channel, sso_channel]
+
+
+def bootstrap(
+    settings: Settings,
+    publisher: Publisher | None = None,
+    subjects: SubjectDirectory | None = None,
+) -> CodingApp:
+    """Builds the coding service. `subjects`: how to learn about subjects (default: the
+    registry at AGRITRACE_REGISTRY_ADDRESS)."""
+    channels: list[grpc.Channel] = []
+    if subjects is None:
+        subjects, channels = registry_directory(settings)
+    store = ServiceStore.open(settings, SERVICE, publisher)
+
+    def uow_factory() -> CodingUnitOfWork:
+        return CodingUnitOfWork(store.sessions, after_commit=store.after_commit)
+
+    service = CodingService(
+        uow_factory,
+        subjects,
+        SqlAlchemyCodeReader(store.readers),
+        labels,
+        resolver_base_url=settings.resolver_base_url,
+        reader_factory=lambda: CodingUnitOfWork(store.readers),
+    )
+    return CodingApp(settings, store, service, channels)
