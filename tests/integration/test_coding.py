@@ -411,8 +411,12 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(platform) -> None:  # t
             setattr(request, name, value)
         return rpc_error(platform.coding.IssueCodes, request)
 
-    unknown = issue(subject_id="33" + "0" * 14)
-    assert unknown.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    unknown = issue(subject_id=identifiers.new_subject_id("33"))
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    assert error_reason(unknown) == "SUBJECT_NOT_FOUND"
+    malformed = issue(subject_id="not-a-subject")
+    assert malformed.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "subject_id" in violations(malformed)
     for quantity in (0, -1, 10_001):
         error = issue(quantity=quantity)
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, quantity
