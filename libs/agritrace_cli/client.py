@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from rich.console import Console
 from rich.text import Text
 
+from agritrace.coding.v1 import coding_pb2_grpc
 from agritrace.registry.v1 import registry_pb2_grpc
 
 ADDRESS_ENV_VAR: Final = "AGRITRACE_ADDRESS"
@@ -90,6 +91,21 @@ def registry_stub(settings: ClientSettings) -> Iterator[registry_pb2_grpc.Regist
     channel = grpc.insecure_channel(settings.address)
     try:
         yield _make_stub(channel)
+    finally:
+        channel.close()
+
+
+_make_coding_stub: Callable[[grpc.Channel], coding_pb2_grpc.CodingServiceStub] = (
+    coding_pb2_grpc.CodingServiceStub
+)
+
+
+@contextmanager
+def coding_stub(settings: ClientSettings) -> Iterator[coding_pb2_grpc.CodingServiceStub]:
+    """A coding-service stub on a fresh channel to the same address, closed afterwards."""
+    channel = grpc.insecure_channel(settings.address)
+    try:
+        yield _make_coding_stub(channel)
     finally:
         channel.close()
 

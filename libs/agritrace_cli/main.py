@@ -14,6 +14,7 @@ from agritrace_cli.client import (
     TOKEN_ENV_VAR,
     ClientSettings,
 )
+from agritrace_cli.codes import codes_app
 from agritrace_cli.subjects import subjects_app
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold personal data from import files
 )
 app.add_typer(subjects_app, name="subjects")
+app.add_typer(codes_app, name="codes")
 app.command("login")(session.login)
 app.command("logout")(session.logout)
 

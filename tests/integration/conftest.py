@@ -81,6 +81,7 @@ class Platform:
     metrics_port: int
     sso_address: str = ""
     coding_address: str = ""
+    coding_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
     admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -199,13 +200,15 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
            "AGRITRACE_SERVICE_USERNAME": "svc-registry",
            "AGRITRACE_SERVICE_PASSWORD": SERVICE_PASSWORD}
     metrics_port, worker_metrics = free_port(), free_port()
+    coding_metrics = free_port()
     coding_env = {**env, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{coding_port}",
                   "AGRITRACE_SERVICE_USERNAME": "svc-coding",
                   "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
-                  "AGRITRACE_METRICS_PORT": str(free_port())}
+                  "AGRITRACE_METRICS_PORT": str(coding_metrics)}
     platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
                         sso_address=f"127.0.0.1:{sso_port}",
-                        coding_address=f"127.0.0.1:{coding_port}")
+                        coding_address=f"127.0.0.1:{coding_port}",
+                        coding_metrics_port=coding_metrics)
     for command in (["agritrace_sso", "migrate"], ["agritrace_sso", "bootstrap-admin"],
                     ["agritrace_registry", "migrate"], ["agritrace_coding", "migrate"]):
         subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,

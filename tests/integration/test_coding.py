@@ -9,6 +9,7 @@ import io
 import signal
 import threading
 import time
+import urllib.request
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -145,6 +146,16 @@ def test_online_issue_retry_print_and_verify(platform) -> None:  # type: ignore[
     assert forged.check_valid and not forged.exists and "counterfeit" in forged.summary
     garbage = scanner.VerifyCode(pb.VerifyCodeRequest(code="hello"))
     assert not garbage.well_formed
+
+    port = platform.coding_metrics_port or platform.metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    for sample in ('agritrace_codes_total{operation="online",province="33"}',
+                   'agritrace_codes_total{operation="activated",province="33"}',
+                   'agritrace_code_verifications_total{outcome="bad_check"}',
+                   'agritrace_code_verifications_total{outcome="unknown"}',
+                   'agritrace_code_verifications_total{outcome="malformed"}'):
+        assert sample in metrics, sample
 
 
 def test_download_mode_exports_csv_and_a_zip_of_labels(platform) -> None:  # type: ignore[no-untyped-def]

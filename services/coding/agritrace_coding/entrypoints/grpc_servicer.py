@@ -22,7 +22,13 @@ from agritrace_coding.domain.model import (
     LabelFormat,
     SerialRange,
 )
-from agritrace_coding.service_layer.services import CodingService, IssueResult, LineSession
+from agritrace_coding.entrypoints.metrics import code_verifications_total, count_codes
+from agritrace_coding.service_layer.services import (
+    CodingService,
+    IssueResult,
+    LineSession,
+    MoveResult,
+)
 from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.errors import InvalidArgument
 from agritrace_kernel.grpc_kit.enums import enum_by_number
@@ -79,6 +85,11 @@ def derivation_to_proto(derivation: Derivation) -> pb.Derivation:
     )
 
 
+def _count_moves(operation: str, result: MoveResult) -> None:
+    if not result.replayed:
+        count_codes(operation, list(result.provinces), result.moved)
+
+
 def _range(message: pb.SerialRange, present: bool) -> tuple[str, int, int] | None:
     if not present:
         return None
@@ -100,6 +111,9 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
         )
 
     def _issued(self, result: IssueResult) -> tuple[pb.Issuance, list[pb.Code]]:
+        if not result.replayed:
+            count_codes(result.issuance.mode.value.lower(), [result.issuance.province],
+                        result.issuance.quantity)
         counts = {CodeState.ISSUED: result.issuance.quantity} if not result.replayed else None
         return (issuance_to_proto(result.issuance, counts),
                 [self._code(record) for record in result.codes])
@@ -191,6 +205,9 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
             request.request_id, list(request.codes), _range(request.range,
                                                             request.HasField("range")),
             actor=current_principal())
+        _count_moves("printed", result)
+        if result.activated:
+            count_codes("activated", list(result.provinces), result.activated)
         return pb.MarkCodesPrintedResponse(printed=result.moved, activated=result.activated,
                                            replayed=result.replayed)
 
@@ -199,6 +216,7 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
         result = self.service.activate(
             request.request_id, request.product_batch_id, list(request.codes),
             _range(request.range, request.HasField("range")), actor=current_principal())
+        _count_moves("activated", result)
         return pb.ActivateCodesResponse(activated=result.moved, replayed=result.replayed)
 
     def VoidCodes(self, request: pb.VoidCodesRequest,
@@ -207,6 +225,7 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
             request.request_id, list(request.codes),
             _range(request.range, request.HasField("range")), request.reason,
             actor=current_principal())
+        _count_moves("voided", result)
         return pb.VoidCodesResponse(voided=result.moved, replayed=result.replayed)
 
     def StreamCodes(self, request_iterator: Iterator[pb.StreamCodesRequest],
@@ -232,10 +251,13 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
                 kind = message.WhichOneof("message")
                 if kind == "request":
                     records = session.send(message.request.count)
+                    count_codes("production_line", [session.issuance.province], len(records))
                     yield pb.StreamCodesResponse(codes=pb.CodesSent(
                         codes=[self._code(record) for record in records]))
                 elif kind == "acknowledge":
                     printed = session.acknowledge(list(message.acknowledge.codes))
+                    for operation in ("printed", "activated"):
+                        count_codes(operation, [session.issuance.province], printed)
                     yield pb.StreamCodesResponse(acknowledged=pb.PrintAcknowledged(
                         printed=printed, outstanding=len(session.outstanding)))
                 else:
@@ -249,6 +271,10 @@ class CodingServicer(coding_pb2_grpc.CodingServiceServicer):
     def VerifyCode(self, request: pb.VerifyCodeRequest,
                    context: grpc.ServicerContext) -> pb.VerifyCodeResponse:
         found = self.service.verify(request.code, actor=current_principal())
+        code_verifications_total.labels(
+            found.state.value if found.state else
+            "malformed" if not found.well_formed else
+            "bad_check" if not found.check_valid else "unknown").inc()
         return pb.VerifyCodeResponse(
             code=found.code, well_formed=found.well_formed, check_valid=found.check_valid,
             exists=found.exists,

@@ -104,6 +104,7 @@ class MoveResult:
     moved: int
     activated: int = 0
     replayed: bool = False
+    provinces: tuple[str, ...] = ()  # of the codes moved (empty on a replay)
 
 
 @dataclass(frozen=True)
@@ -642,7 +643,8 @@ class CodingService:
             for event in events(uow, selection, issuances, moved, activated):
                 uow.publish(event)
             uow.commit()
-        return MoveResult(moved, activated)
+        return MoveResult(moved, activated,
+                          provinces=tuple(sorted({i.province for i in issuances})))
 
     @staticmethod
     def _event(uow: UnitOfWork, name: str, selection: Selection, issuances: list[Issuance],
@@ -699,7 +701,7 @@ class CodingService:
 
         result = self._move(request_id, "activate", codes, serial_range, move,
                             access.check_owner, events, actor=actor)
-        return MoveResult(result.moved, result.moved, result.replayed)
+        return MoveResult(result.moved, result.moved, result.replayed, result.provinces)
 
     def void(
         self, request_id: str, codes: Sequence[str], serial_range: tuple[str, int, int] | None,
