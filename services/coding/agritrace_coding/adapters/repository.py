@@ -233,9 +233,12 @@ class SqlAlchemyCodeStore:
 
     # -- production lines -------------------------------------------------------------------
 
-    def touch_line(self, issuance_id: int, at: datetime) -> None:
-        self.session.execute(orm.issuances.update().where(_i.issuance_id == issuance_id)
-                             .values(last_activity_at=at))
+    def touch_line(self, issuance_id: int, at: datetime) -> bool:
+        result = self.session.execute(
+            orm.issuances.update()
+            .where(_i.issuance_id == issuance_id, _i.line_closed_at.is_(None))
+            .values(last_activity_at=at))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def close_line(self, issuance_id: int, at: datetime) -> None:
         self.session.execute(orm.issuances.update().where(_i.issuance_id == issuance_id)

@@ -2,7 +2,8 @@
 entrypoints/policy.py):
 - subject operators issue for their own subject and act on its codes;
 - a printing company is a registered subject: its operators receive the pre-print runs
-  addressed to it (export, label, confirm printing, void spoiled labels), and nothing else;
+  addressed to it (export, label, confirm printing, void spoiled labels not yet bound to
+  goods), and nothing else;
 - platform clients act for the subjects of their own province (the provincial platform
   prints download batches);
 - regulators read within their jurisdiction;
@@ -43,9 +44,15 @@ def check_issue(actor: Actor, subject_id: str, division_code: str) -> None:
     raise _deny(actor, f"issue codes for subject {subject_id}", "NOT_OWN_SUBJECT")
 
 
+def acts_as_owner(actor: Actor, issuance: Issuance) -> bool:
+    """Whether the actor acts for the subject the codes were issued to."""
+    return actor is None or _acts_for_subject(actor, issuance.subject_id,
+                                              issuance.subject_division)
+
+
 def check_owner(actor: Actor, issuance: Issuance) -> None:
     """Binding codes to goods and deriving: the subject the codes were issued to."""
-    if actor is None or _acts_for_subject(actor, issuance.subject_id, issuance.subject_division):
+    if actor is None or acts_as_owner(actor, issuance):
         return
     raise _deny(actor, f"act on the codes of subject {issuance.subject_id}", "NOT_OWN_CODES")
 

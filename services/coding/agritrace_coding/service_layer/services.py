@@ -173,18 +173,23 @@ def _codes_payload(codes: Sequence[str]) -> dict[str, object]:
 
 
 def _selection_payload(
-    selection: Selection, moved_codes: Sequence[str] | None
+    selection: Selection, range_codes: Sequence[str] | None
 ) -> dict[str, object]:
-    if isinstance(selection, SerialRange):
-        return {
-            "range": {
-                "issuance_id": str(selection.issuance_id),
-                "first_serial": selection.first_serial,
-                "last_serial": selection.last_serial,
-            },
-            **_codes_payload(moved_codes or []),
-        }
-    return _codes_payload(list(selection))
+    """What an event says about the codes an operation moved: the codes (up to
+    EVENT_CODE_LIMIT), and for a range the range itself; a range too long to list says how
+    many codes it holds (every code of a range moves, or none)."""
+    if not isinstance(selection, SerialRange):
+        return _codes_payload(list(selection))
+    described: dict[str, object] = {
+        "range": {
+            "issuance_id": str(selection.issuance_id),
+            "first_serial": selection.first_serial,
+            "last_serial": selection.last_serial,
+        },
+    }
+    if range_codes is None:
+        return described | {"codes": [], "code_count": selection.size, "codes_omitted": True}
+    return described | _codes_payload(range_codes)
 
 
 class CodingService:
@@ -260,12 +265,16 @@ class CodingService:
             )
         if printer and mode is not IssueMode.PRE_PRINT:
             raise InvalidArgument.of("printer_subject_id", "is only for PRE_PRINT runs")
+        request_fingerprint = fingerprint("issue", subject_id.strip(), mode, quantity, batch,
+                                          printer)
+        replay = self._earlier_issue(request_id, "issue", request_fingerprint, actor,
+                                     want_codes=mode is IssueMode.ONLINE)
+        if replay is not None:
+            return replay
         subject = self._subject(subject_id)
         access.check_issue(actor, subject.subject_id, subject.division_code)
         if printer:
             self._subject(printer, "printer_subject_id")
-        request_fingerprint = fingerprint("issue", subject.subject_id, mode, quantity, batch,
-                                          printer)
 
         def issuance(issuance_id: int) -> Issuance:
             return Issuance(
@@ -277,6 +286,18 @@ class CodingService:
 
         return self._issue(request_id, "issue", request_fingerprint, issuance,
                            want_codes=mode is IssueMode.ONLINE)
+
+    def _earlier_issue(self, request_id: str, operation: str, request_fingerprint: str,
+                       actor: Actor, *, want_codes: bool) -> IssueResult | None:
+        """A retry's first result, answered before asking the registry again (a retry after
+        the subject was suspended, or while the registry is down, still gets its codes)."""
+        with self.reader_factory() as uow:
+            earlier = earlier_result(uow.requests, request_id, operation, request_fingerprint)
+            if earlier is None:
+                return None
+            replay = self._replay(uow, int(earlier), want_codes)
+        access.check_issue(actor, replay.issuance.subject_id, replay.issuance.subject_division)
+        return replay
 
     def _issue(
         self,
@@ -408,8 +429,9 @@ class CodingService:
             page = uow.codes.list_issuances(subject_id, before, size + 1)
             more = len(page) > size
             page = page[:size]
+            # A printer's list holds other subjects' runs: only those the caller may read.
             result = [(issuance, uow.codes.state_counts(issuance.issuance_id))
-                      for issuance in page]
+                      for issuance in page if access.may_read(actor, issuance)]
         token = paging.encode_token([page[-1].created_at.isoformat(),
                                      str(page[-1].issuance_id), subject_id]) if more else ""
         return result, token
@@ -468,8 +490,8 @@ class CodingService:
             nonlocal written
             for chunk in self.export_rows(selection):
                 for row in chunk:
+                    written += 1  # counted before the renderer may yield a chunk with it
                     yield row
-                    written += 1
 
         for data in self.labels.labels_zip(rows()):
             yield data, written
@@ -608,15 +630,19 @@ class CodingService:
         operation: str,
         codes: Sequence[str],
         serial_range: tuple[str, int, int] | None,
-        move: Move,
+        move: Move | Callable[[list[Issuance]], Move],
         check: Callable[[Actor, Issuance], None],
         events: Callable[[UnitOfWork, Selection, list[Issuance], int, int], list[Event]],
         *,
         actor: Actor,
+        reason: str | None = None,
     ) -> MoveResult:
         request_id = check_request_id(request_id)
-        request_fingerprint = fingerprint(operation, sorted(codes), serial_range,
-                                          move.product_batch_id, move.reason)
+        template = move if isinstance(move, Move) else None
+        request_fingerprint = fingerprint(
+            operation, sorted(codes), serial_range,
+            template.product_batch_id if template else None,
+            template.reason if template else reason)
         with self.uow_factory() as uow:
             earlier = earlier_result(uow.requests, request_id, operation, request_fingerprint)
             if earlier is not None:
@@ -625,6 +651,8 @@ class CodingService:
             selection, issuances, records = self._selection(uow, codes, serial_range)
             for issuance in issuances:
                 check(actor, issuance)
+            if not isinstance(move, Move):
+                move = move(issuances)
             expected = self._check_sources(uow, selection, records, move)
             activated = 0
             if move.bound_target is not None:
@@ -708,7 +736,13 @@ class CodingService:
         reason: str, *, actor: Actor = None,
     ) -> MoveResult:
         reason = check_reason(reason)
-        move = Move(sources_of(CodeState.VOID), CodeState.VOID, reason=reason)
+
+        def move(issuances: list[Issuance]) -> Move:
+            # A printing company voids spoiled labels; codes on goods are the owner's.
+            owner = all(access.acts_as_owner(actor, issuance) for issuance in issuances)
+            sources = sources_of(CodeState.VOID) if owner else frozenset(
+                {CodeState.ISSUED, CodeState.PRINTED})
+            return Move(sources, CodeState.VOID, reason=reason)
 
         def events(uow: UnitOfWork, selection: Selection, issuances: list[Issuance],
                    moved: int, activated: int) -> list[Event]:
@@ -716,7 +750,7 @@ class CodingService:
                                 {"voided": moved, "reason": reason})]
 
         return self._move(request_id, "void", codes, serial_range, move, access.check_handle,
-                          events, actor=actor)
+                          events, actor=actor, reason=reason)
 
     # -- derivation -------------------------------------------------------------------------
 
@@ -735,10 +769,14 @@ class CodingService:
         except ValueError:
             raise InvalidArgument.of(
                 "reason", "must be MIX, REPACK, PROCESS or SPLIT") from None
+        request_fingerprint = fingerprint("derive", subject_id.strip(), sorted(parents), batch,
+                                          quantity, derive_reason)
+        replay = self._earlier_issue(request_id, "derive", request_fingerprint, actor,
+                                     want_codes=True)
+        if replay is not None:
+            return replay
         subject = self._subject(subject_id)
         access.check_issue(actor, subject.subject_id, subject.division_code)
-        request_fingerprint = fingerprint("derive", subject.subject_id, sorted(parents), batch,
-                                          quantity, derive_reason)
 
         def issuance(issuance_id: int) -> Issuance:
             return Issuance(
@@ -907,7 +945,7 @@ class LineSession:
                     generated = service.generate(self.issuance.province, count)
                     uow.codes.add_codes(self.issuance_id, first, generated, CodeState.ISSUED)
                     uow.codes.set_quantity(self.issuance_id, self.issued + count)
-                    uow.codes.touch_line(self.issuance_id, service.clock())
+                    self._touch(uow)
                     uow.publish(service._issued_event(self.issuance, generated, first))
                     uow.commit()
             except DuplicateCode:
@@ -918,6 +956,15 @@ class LineSession:
                     for serial, code in enumerate(generated, start=first)]
         raise ConcurrencyConflict("could not store new codes; ask again",
                                   reason="ISSUE_RETRIES_EXHAUSTED")
+
+    def _touch(self, uow: UnitOfWork) -> None:
+        """Records the session's activity, refusing if a sweep closed it meanwhile (a line
+        silent for LINE_ABANDONED_AFTER: its unacknowledged codes are void already)."""
+        if not uow.codes.touch_line(self.issuance_id, self.service.clock()):
+            raise FailedPrecondition(
+                "the line session was closed after a long silence and its unacknowledged "
+                "codes voided; open a new session", reason="LINE_SESSION_CLOSED",
+            )
 
     def acknowledge(self, texts: Sequence[str]) -> int:
         with self.lock:
@@ -937,11 +984,11 @@ class LineSession:
         move = Move(frozenset({CodeState.ISSUED}), CodeState.PRINTED,
                     bound_target=CodeState.ACTIVE)
         with service.uow_factory() as uow:
+            self._touch(uow)
             moved = uow.codes.apply(acknowledged, move, service.clock())
             if moved != len(acknowledged):
                 raise ConcurrencyConflict("some codes changed state meanwhile",
                                           reason="CODES_CHANGED_CONCURRENTLY")
-            uow.codes.touch_line(self.issuance_id, service.clock())
             announcements: list[tuple[str, dict[str, object]]] = [
                 ("codes_printed", {"printed": moved, "activated": moved}),
                 ("codes_activated", {"activated": moved,
