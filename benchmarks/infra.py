@@ -78,12 +78,16 @@ class ThrowawayDatabase:
 
 class RegistryServer:
     """A `python -m agritrace_registry serve` process on a free port, event bus in-process
-    (no relay in a standalone server: events stay in the outbox)."""
+    (no relay in a standalone server: events stay in the outbox). `module` and `serve_args`
+    run another server the same way, e.g. the all-in-one platform (`module=
+    "agritrace_platform", serve_args=()`: it takes no command)."""
 
     def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16,
                  pii_key: str | None = None, module: str = "agritrace_registry",
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 serve_args: tuple[str, ...] = ("serve",)) -> None:
         self.module = module
+        self.serve_args = serve_args
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Replicas of one registry must share the key that protects personal data.
@@ -129,7 +133,7 @@ class RegistryServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "serve"],
+            [sys.executable, "-m", self.module, *self.serve_args],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -141,7 +145,7 @@ class RegistryServer:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.perf_counter() < deadline:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"registry server exited early:\n{self.log_tail()}")
+                    raise RuntimeError(f"{self.module} server exited early:\n{self.log_tail()}")
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -149,7 +153,8 @@ class RegistryServer:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.1)
-        raise TimeoutError(f"registry not SERVING after {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.module} not SERVING after {timeout:.0f} s:\n"
+                           f"{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -1,8 +1,10 @@
-"""`make bench`: the registry's import throughput and gRPC per-call costs, each figure next to
-a baseline measured in the same run. Prints progress on stderr, the figures and a summary
-table on stdout, and writes the summary to bench-results/latest.json.
+"""`make bench`: the registry's import throughput, gRPC per-call costs and the coding
+service's bulk issue, export and verification, each figure next to a baseline measured in the
+same run. Prints progress on stderr, the figures and a summary table on stdout, and writes the
+summary to bench-results/latest.json.
 
-    python -m benchmarks.run [--subjects N] [--only import|rpc] [--batch-size B]
+    python -m benchmarks.run [--subjects N] [--only import|rpc|coding] [--batch-size B]
+                             [--codes N] [--verify-calls N]
 
 1. Import: N generated subjects (default 607,100, the national registry's size; ~5% duplicate
    keys, ~0.4% invalid rows), one ImportSubjects stream per province, to a real registry server
@@ -10,6 +12,10 @@ table on stdout, and writes the summary to bench-results/latest.json.
 2. Re-import of the same data (idempotency): nothing new may be written.
 3. gRPC: echo calls through a bare grpcio server vs the kernel's interceptor chain, with and
    without tracing; GetSubject latency against the registry after the import.
+4. Coding (benchmarks.coding_bench), on the all-in-one platform process and a database of its
+   own: IssueCodes of --codes codes in one request vs a COPY of the same rows; the server's
+   peak RSS while ExportCodes streams them as CSV; VerifyCode at concurrency 16 vs a bare
+   grpcio echo.
 
 Nothing here asserts on timing; mismatching counts are printed as MISMATCH lines.
 """
@@ -38,6 +44,7 @@ from rich.table import Table
 
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from benchmarks import data
+from benchmarks.coding_bench import run_coding_phase
 from benchmarks.copy_baseline import CopyResult, subject_rows, timed_copy
 from benchmarks.cpu import CpuSample
 from benchmarks.import_bench import (
@@ -83,9 +90,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=None,
                         help=f"records to import (default {NATIONAL_REGISTRY_SIZE:,}; with "
                         "--only rpc 20,000, just to have subjects for GetSubject)")
-    parser.add_argument("--only", choices=("import", "rpc"), default=None,
+    parser.add_argument("--only", choices=("import", "rpc", "coding"), default=None,
                         help="import: items 1-2 (COPY baseline, import, re-import); "
-                        "rpc: echo chain costs and GetSubject latency")
+                        "rpc: echo chain costs and GetSubject latency; coding: item 4 "
+                        "(IssueCodes vs COPY, ExportCodes memory, VerifyCode vs echo)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
     parser.add_argument("--replicas", type=int, default=2,
@@ -99,6 +107,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="sequential echo calls per server mode (default 5,000)")
     parser.add_argument("--get-calls", type=int, default=2000,
                         help="sequential GetSubject calls (default 2,000)")
+    parser.add_argument("--codes", type=int, default=1_000_000,
+                        help="codes issued in one IssueCodes request (1-1,000,000, default "
+                        "1,000,000), then exported")
+    parser.add_argument("--verify-calls", type=int, default=20_000,
+                        help="VerifyCode calls (and as many bare echo calls) at concurrency "
+                        "16 (default 20,000)")
     parser.add_argument("--seed", type=int, default=20261129, help="data generator seed")
     parser.add_argument("--no-reimport", action="store_true", help="skip the re-import")
     parser.add_argument("--profile-server", metavar="PY_SPY",
@@ -118,6 +132,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--streams must be 1-31")
     if args.subjects < 1:
         parser.error("--subjects must be positive")
+    if not 1 <= args.codes <= 1_000_000:
+        parser.error("--codes must be 1-1,000,000 (the most one IssueCodes request may ask)")
+    if args.verify_calls < 10:
+        parser.error("--verify-calls must be at least 10")
     return args
 
 
@@ -131,8 +149,9 @@ def _code_state() -> dict[str, Any]:
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "libs/agritrace_kernel",
-                                        "services").splitlines()
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=all", "--",
+                                        "libs/agritrace_kernel",
+                                        "libs/agritrace_platform", "services").splitlines()
                if line[3:].endswith(".py") and "/tests/" not in line]
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_production_files": changed}
 
@@ -551,26 +570,8 @@ def start_sso(db: ThrowawayDatabase) -> tuple[RegistryServer, dict[str, str], Me
     return sso, registry_env, credentials
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    phases = {args.only} if args.only else {"import", "rpc"}
-    report = Report(
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        settings={"subjects": args.subjects, "phases": sorted(phases),
-                  "batch_size": args.batch_size, "streams": args.streams,
-                  "replicas": args.replicas,
-                  "rpc_calls": args.rpc_calls, "get_calls": args.get_calls, "seed": args.seed},
-        machine={"cpus": os.cpu_count(), "python": platform.python_version(),
-                 "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
-    )
-    report.settings["code"] = code = _code_state()
-    log(f"[bench] registry code: commit {code['commit']}"
-        + (f" + uncommitted changes in {', '.join(code['uncommitted_production_files'])}"
-           if code["uncommitted_production_files"] else ""))
-    log(f"[bench] load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
-        "(other processes on this machine skew every figure)")
-    started = time.perf_counter()
+def run_registry_phases(args: argparse.Namespace, report: Report, phases: set[str]) -> None:
+    """Items 1-3: the registry (and sso) on a throwaway database, removed at the end."""
     db = ThrowawayDatabase()
     server: RegistryServer | None = None
     replicas: list[RegistryServer] = []
@@ -620,6 +621,40 @@ def main(argv: list[str] | None = None) -> int:
         if sso is not None:
             sso.stop()
         db.drop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    phases = {args.only} if args.only else {"import", "rpc", "coding"}
+    report = Report(
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        settings={"subjects": args.subjects if phases & {"import", "rpc"} else None,
+                  "phases": sorted(phases),
+                  "batch_size": args.batch_size, "streams": args.streams,
+                  "replicas": args.replicas,
+                  "rpc_calls": args.rpc_calls, "get_calls": args.get_calls,
+                  "codes": args.codes if "coding" in phases else None,
+                  "verify_calls": args.verify_calls if "coding" in phases else None,
+                  "seed": args.seed},
+        machine={"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
+    )
+    report.settings["code"] = code = _code_state()
+    log(f"[bench] code: commit {code['commit']}"
+        + (f" + uncommitted changes in {', '.join(code['uncommitted_production_files'])}"
+           if code["uncommitted_production_files"] else ""))
+    log(f"[bench] load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+        "(other processes on this machine skew every figure)")
+    started = time.perf_counter()
+    if phases & {"import", "rpc"}:
+        run_registry_phases(args, report, phases)
+    if "coding" in phases:
+        coding_started = time.perf_counter()
+        run_coding_phase(report, console, quantity=args.codes, verify_calls=args.verify_calls,
+                         seed=args.seed)
+        report.figures.setdefault("coding", {})["phase_seconds"] = round(
+            time.perf_counter() - coding_started, 1)
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()
     print_summary(report)

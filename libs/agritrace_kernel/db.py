@@ -29,8 +29,14 @@ from agritrace_kernel.telemetry import inject_context
 log = logging.getLogger(__name__)
 
 
-def create_engine(target: DatabaseTarget, *, pool_size: int = 10) -> Engine:
-    """An engine whose connections see only the service's own schema."""
+def create_engine(
+    target: DatabaseTarget, *, pool_size: int = 10, pre_ping: bool = True,
+    autocommit: bool = False,
+) -> Engine:
+    """An engine whose connections see only the service's own schema. `pre_ping` tests each
+    connection on checkout (one round trip); a hot read path may skip it and retry once.
+    `autocommit`: every statement its own transaction (single-statement reads; SQLite
+    connections are always driven that way, see _sqlite_pragmas)."""
     if target.url.startswith("sqlite"):
         path = target.url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -46,8 +52,10 @@ def create_engine(target: DatabaseTarget, *, pool_size: int = 10) -> Engine:
     connect_args: dict[str, Any] = {}
     if target.schema:
         connect_args["options"] = f"-csearch_path={target.schema}"
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return sa.create_engine(
-        target.url, connect_args=connect_args, pool_size=pool_size, pool_pre_ping=True
+        target.url, connect_args=connect_args, pool_size=pool_size, pool_pre_ping=pre_ping,
+        **options,
     )
 
 
@@ -68,6 +76,10 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
     # transaction that reads and then writes can never fail on a snapshot another writer
     # made stale. SQLite serialises writers anyway; this is the embedded mode's trade-off.
+    # AUTOCOMMIT connections (single-statement reads) take no lock: WAL lets them read
+    # beside a writer.
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -242,3 +254,45 @@ def bulk_insert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
                 copy.write_row([row[column] for column in columns])
     else:
         connection.execute(table.insert(), list(rows))
+
+
+class PointQuery:
+    """One constant SELECT run many times on a hot path (e.g. every scan of a trace code):
+    compiled once for the engine's dialect and run on a pooled DBAPI connection, so a call
+    costs one round trip and no ORM session, statement compilation or result wrapping. The
+    engine should be dedicated, without pre-ping and in autocommit (create_engine(...,
+    pre_ping=False, autocommit=True)); a connection found dead is replaced and the query
+    retried once."""
+
+    def __init__(self, engine: Engine, statement: sa.Select[Any]) -> None:
+        self.engine = engine
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        self.positional = compiled.positiontup is not None
+        self.names = list(compiled.positiontup or compiled.params)
+        self.errors: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.Error,)
+
+    def rows(self, **params: Any) -> list[tuple[Any, ...]]:
+        arguments: Any = (tuple(params[name] for name in self.names) if self.positional
+                          else {name: params[name] for name in self.names})
+        for attempt in (1, 2):
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(self.sql, arguments)
+                found = [tuple(row) for row in cursor.fetchall()]
+                cursor.close()
+                return found
+            except self.errors:
+                if attempt == 2 or not _is_dead(connection):
+                    raise
+                connection.invalidate()
+            finally:
+                connection.close()
+        raise AssertionError("unreachable")
+
+
+def _is_dead(connection: Any) -> bool:
+    """Whether a pooled DBAPI connection lost its server (psycopg: `closed`/`broken`)."""
+    raw = getattr(connection, "driver_connection", connection)
+    return bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))

@@ -28,7 +28,10 @@ class ServiceStore:
     def open(cls, settings: Settings, service: str, publisher: Publisher | None) -> ServiceStore:
         """With a publisher, an outbox relay publishes through it (the caller starts it);
         without one, events stay in the outbox (e.g. in a worker process)."""
-        engine = db.create_engine(settings.database_for(service))
+        # A connection for every server thread, and a few for the relay and other
+        # background threads: a smaller pool opens and closes connections under load.
+        engine = db.create_engine(settings.database_for(service),
+                                  pool_size=settings.grpc_max_workers + 4)
         sessions = db.session_factory(engine)
         relay = (
             OutboxRelay(service, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)

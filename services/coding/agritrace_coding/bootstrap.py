@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from sqlalchemy.engine import Engine
 
 from agritrace_coding.adapters import labels
 from agritrace_coding.adapters.repository import CodingUnitOfWork, SqlAlchemyCodeReader
@@ -29,6 +30,7 @@ class CodingApp:
     settings: Settings
     store: ServiceStore
     service: CodingService
+    scan_engine: Engine
     channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -41,6 +43,7 @@ class CodingApp:
     def close(self) -> None:
         for channel in self.channels:
             channel.close()
+        self.scan_engine.dispose()
         self.store.close()
 
 
@@ -75,6 +78,10 @@ def bootstrap(
     if subjects is None:
         subjects, channels = registry_directory(settings)
     store = ServiceStore.open(settings, SERVICE, publisher)
+    # Scans (VerifyCode) use their own pool without pre-ping: one round trip per scan.
+    scan_engine = db.create_engine(settings.database_for(SERVICE),
+                                   pool_size=settings.grpc_max_workers + 4, pre_ping=False,
+                                   autocommit=True)
 
     def uow_factory() -> CodingUnitOfWork:
         return CodingUnitOfWork(store.sessions, after_commit=store.after_commit)
@@ -82,9 +89,9 @@ def bootstrap(
     service = CodingService(
         uow_factory,
         subjects,
-        SqlAlchemyCodeReader(store.readers),
+        SqlAlchemyCodeReader(store.readers, scan_engine),
         labels,
         resolver_base_url=settings.resolver_base_url,
         reader_factory=lambda: CodingUnitOfWork(store.readers),
     )
-    return CodingApp(settings, store, service, channels)
+    return CodingApp(settings, store, service, scan_engine, channels)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,7 @@ from agritrace_coding.domain.model import (
     SerialRange,
 )
 from agritrace_coding.service_layer.ports import DuplicateCode, Move, Selection
-from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, matching
+from agritrace_kernel.db import PointQuery, SqlAlchemyUnitOfWork, as_utc, matching
 from agritrace_kernel.idempotency import SqlAlchemyRequestLog
 
 COPY_BLOCK = 50_000  # rows per write to the COPY stream
@@ -36,6 +36,19 @@ _RECORD_COLUMNS = (
     _i.subject_id, _i.subject_division, _i.printer_subject_id,
 )
 _JOINED = orm.codes.join(orm.issuances, _c.issuance_id == _i.issuance_id)
+
+
+class _ScanRow(NamedTuple):
+    """A row of _RECORD_COLUMNS as the scan path's driver query returns it."""
+
+    code: str
+    issuance_id: int
+    serial: int
+    state: str
+    batch: str | None
+    subject_id: str
+    subject_division: str
+    printer_subject_id: str
 
 
 def _issuance(row: sa.RowMapping) -> Issuance:
@@ -284,11 +297,18 @@ class SqlAlchemyCodeStore:
 
 
 class SqlAlchemyCodeReader:
-    """Reads long serial ranges page by page, each page its own short query, so an export of
-    a million codes neither holds them all nor keeps one transaction open for minutes."""
+    """Reads outside units of work: long serial ranges page by page, each page its own short
+    query (an export of a million codes neither holds them all nor keeps a transaction open
+    for minutes), and single codes on the scan path (one indexed join, one round trip)."""
 
-    def __init__(self, sessions: Callable[[], Session]) -> None:
+    def __init__(self, sessions: Callable[[], Session], scan_engine: sa.Engine) -> None:
         self.sessions = sessions
+        self._lookup = PointQuery(scan_engine, sa.select(*_RECORD_COLUMNS).select_from(_JOINED)
+                                  .where(_c.code == sa.bindparam("code")))
+
+    def find(self, code: str) -> CodeRecord | None:
+        rows = self._lookup.rows(code=code)
+        return _record(_ScanRow(*rows[0])) if rows else None
 
     def serials(self, selection: SerialRange, chunk: int) -> Iterator[list[tuple[int, str]]]:
         after = selection.first_serial - 1

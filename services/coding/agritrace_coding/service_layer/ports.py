@@ -108,6 +108,10 @@ class DuplicateCode(Exception):
 
 
 class CodeReader(Protocol):
+    def find(self, code: str) -> CodeRecord | None:
+        """One code, on the scan path (no unit of work)."""
+        ...
+
     def serials(self, selection: SerialRange, chunk: int) -> Iterator[list[tuple[int, str]]]:
         """(serial, code) pairs of the range in serial order, `chunk` at a time, without
         holding them all."""

@@ -528,8 +528,7 @@ class CodingService:
         if not parsed.check_valid:
             return Verification(parsed.code, True, False, False, None, parsed.province,
                                 "the check character does not match: mistyped or counterfeit")
-        with self.reader_factory() as uow:
-            record = uow.codes.find_codes([parsed.code]).get(parsed.code)
+        record = self.code_reader.find(parsed.code)
         if record is None:
             return Verification(parsed.code, True, True, False, None, parsed.province,
                                 "no such code was issued: possibly counterfeit")

@@ -348,6 +348,9 @@ class FakeCodeReader:
         self.database = database
         self.chunks_asked: list[int] = []
 
+    def find(self, code: str) -> CodeRecord | None:
+        return FakeCodeStore(self.database.committed).find_codes([code]).get(code)
+
     def serials(self, selection: SerialRange, chunk: int) -> Iterator[list[tuple[int, str]]]:
         self.chunks_asked.append(chunk)
         rows = sorted(

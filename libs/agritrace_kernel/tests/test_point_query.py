@@ -1,0 +1,75 @@
+"""PointQuery, the hot-path SELECT: the same answers on SQLite and PostgreSQL, no transaction
+left open, and a connection killed by the server replaced transparently."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from agritrace_kernel import db
+from agritrace_kernel.config import DatabaseTarget
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+metadata = sa.MetaData()
+items = sa.Table("items", metadata, sa.Column("key", sa.String(8), primary_key=True),
+                 sa.Column("value", sa.Integer, nullable=False))
+LOOKUP = sa.select(items.c.key, items.c.value).where(items.c.key == sa.bindparam("key"))
+
+
+def _filled(target: DatabaseTarget) -> sa.Engine:
+    writer = db.create_engine(target)
+    metadata.create_all(writer)
+    with writer.begin() as connection:
+        connection.execute(items.insert(), [{"key": "a", "value": 1}, {"key": "b", "value": 2}])
+    writer.dispose()
+    return db.create_engine(target, pool_size=2, pre_ping=False, autocommit=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[DatabaseTarget]:
+    name = f"agritrace_pq_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(ADMIN, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError:
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    try:
+        yield DatabaseTarget(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", None)
+    finally:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_sqlite_answers_rows_without_holding_the_write_lock(tmp_path: Path) -> None:
+    target = DatabaseTarget(f"sqlite:///{tmp_path / 'pq.db'}", None)
+    engine = _filled(target)
+    query = db.PointQuery(engine, LOOKUP)
+    assert query.rows(key="a") == [("a", 1)]
+    assert query.rows(key="zz") == []
+    writer = db.create_engine(target)
+    with writer.begin() as connection:  # BEGIN IMMEDIATE: would wait if a read held a lock
+        connection.execute(items.update().values(value=3).where(items.c.key == "b"))
+        assert query.rows(key="b") == [("b", 2)]  # WAL: the committed value
+    assert query.rows(key="b") == [("b", 3)]
+    writer.dispose()
+    engine.dispose()
+
+
+def test_postgres_replaces_a_connection_the_server_killed(postgres: DatabaseTarget) -> None:
+    engine = _filled(postgres)
+    query = db.PointQuery(engine, LOOKUP)
+    assert query.rows(key="b") == [("b", 2)]
+    name = postgres.url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        states = admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()
+        assert states == [("idle",)], "a pooled scan connection must not sit in a transaction"
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s", (name,))
+    assert query.rows(key="a") == [("a", 1)]
+    engine.dispose()
