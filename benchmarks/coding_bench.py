@@ -3,7 +3,8 @@
 PostgreSQL database:
 
 6. IssueCodes: N codes (default 1,000,000) in ONE request (PRE_PRINT), timed from the client,
-   next to a raw psycopg COPY of the same kind of rows (code, issuance_id, serial, state) into
+   next to a raw psycopg COPY of the same kind of rows (code, issuance_id, serial, state), in
+   the service's order (sorted by code, serials following), into
    a table `LIKE coding.codes INCLUDING ALL` (same primary key and unique index), measured in
    the same run; once more into a table without indexes, for reference. Goal: the service's
    rate ≥ 1/3 of the indexed COPY's. While the issue runs, pg_stat_progress_copy is polled to
@@ -14,7 +15,8 @@ PostgreSQL database:
    as a cross-check), goal < 300 MiB; the CSV is checked line by line. The peak RSS during
    the issue is reported too (informational).
 8. VerifyCode at concurrency 16 (anonymous, random issued codes plus ~10% well-formed codes
-   that were never issued) next to a bare grpcio echo driven by the same loop.
+   that were never issued) next to a bare grpcio echo and an echo through the kernel's
+   interceptor chain with authentication, driven by the same loop.
 
 Memory figures are of the whole platform process: they include sso and the registry (idle).
 """
@@ -555,13 +557,14 @@ def _issue_phase(report: Report, console: Console, db: ThrowawayDatabase,
     log(f"[coding] baseline: generating {quantity:,} codes with codes.new_codes and their COPY "
         "text (untimed)")
     started = time.perf_counter()
-    generated = code_format.new_codes(platform.province, quantity)
+    # In the order the service stores them: sorted (serials follow the codes' order).
+    generated = sorted(code_format.new_codes(platform.province, quantity))
     generate_seconds = time.perf_counter() - started
     started = time.perf_counter()
     blocks = copy_blocks(generated, new_issuance_id())
     format_seconds = time.perf_counter() - started
     del generated
-    console.print(f"  in this process: new_codes({quantity:,}) {generate_seconds:.2f} s, "
+    console.print(f"  in this process: new_codes({quantity:,}) + sort {generate_seconds:.2f} s, "
                   f"formatting the COPY text {format_seconds:.2f} s "
                   f"({sum(map(len, blocks)) / 2**20:.0f} MiB in {len(blocks)} blocks)")
     copies = []

@@ -389,7 +389,7 @@ def test_a_colliding_code_is_retried_with_a_complete_fresh_set(
 
     fresh = [record.code for record in result.codes]
     assert generator.calls == [("33", 3), ("33", 5), ("33", 5)]
-    assert fresh == generator.handed_out[-1]
+    assert fresh == sorted(generator.handed_out[-1])  # serials follow the codes' order
     assert not set(fresh) & set(colliding)
     assert [record.serial for record in result.codes] == [1, 2, 3, 4, 5]
     # The failed attempt left nothing: not its issuance id, not its other four codes.
@@ -1832,3 +1832,11 @@ def test_a_printers_list_shows_others_only_what_they_may_read(
     assert listed(fakes.REGULATOR_NATIONAL) == [run.issuance.issuance_id]
     # The Guangdong platform covers the printer (440305) but not the run's owner (330106).
     assert listed(fakes.PLATFORM_44) == []
+
+
+def test_serials_follow_the_order_of_the_codes(service: CodingService, database: Any) -> None:
+    result = issue(service, IssueMode.DOWNLOAD, quantity=50)
+
+    codes = issued_codes(database, result)
+    by_serial = sorted(codes, key=lambda code: database.code(code).serial)
+    assert by_serial == sorted(codes)
