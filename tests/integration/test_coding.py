@@ -85,6 +85,20 @@ def new_operator(platform, county: str = "330106") -> Operator:  # type: ignore[
                     coding_pb2_grpc.CodingServiceStub(platform.coding_channel_as(token)))
 
 
+def regulator(platform, jurisdiction: str) -> coding_pb2_grpc.CodingServiceStub:  # type: ignore[no-untyped-def]
+    """The coding service as a regulator (inspector) of `jurisdiction`."""
+    sso = sso_pb2_grpc.SsoServiceStub(platform.sso_channel)
+    username = f"reg-{jurisdiction}-{uuid.uuid4().hex[:6]}"
+    sso.CreateAccount(sso_pb2.CreateAccountRequest(
+        request_id=username, password=PASSWORD,
+        account=sso_pb2.Account(username=username, display_name="inspector",
+                                kind=sso_pb2.ACCOUNT_KIND_REGULATOR, jurisdiction=jurisdiction,
+                                roles=[sso_pb2.REGULATOR_ROLE_INSPECTOR])),
+        metadata=bearer(platform.admin_token))
+    return coding_pb2_grpc.CodingServiceStub(
+        platform.coding_channel_as(platform.login(username, PASSWORD)))
+
+
 def anonymous(platform) -> coding_pb2_grpc.CodingServiceStub:  # type: ignore[no-untyped-def]
     return coding_pb2_grpc.CodingServiceStub(platform.coding_channel_as(None))
 
@@ -230,6 +244,20 @@ def test_pre_print_run_activated_by_range(platform) -> None:  # type: ignore[no-
     assert active.state == pb.CODE_STATE_ACTIVE and active.product_batch_id == "B-TEA-7"
 
     # An overlapping range is refused as a whole: nothing of it changes.
+    # Regulators read within their jurisdiction (the owner is in county 330106).
+    for jurisdiction, allowed in (("33", True), ("330106", True), ("330102", False),
+                                  ("44", False)):
+        inspector = regulator(platform, jurisdiction)
+        request = pb.GetIssuanceRequest(issuance_id=issuance_id)
+        if allowed:
+            assert inspector.GetIssuance(request).issuance.quantity == 1000
+        else:
+            refused = rpc_error(inspector.GetIssuance, request)
+            assert refused.code() is grpc.StatusCode.PERMISSION_DENIED, jurisdiction
+    read_only = rpc_error(regulator(platform, "33").VoidCodes, pb.VoidCodesRequest(
+        request_id=f"v-{uuid.uuid4().hex}", codes=[first_code], reason="inspection"))
+    assert read_only.code() is grpc.StatusCode.PERMISSION_DENIED
+
     overlap = rpc_error(owner.coding.ActivateCodes, pb.ActivateCodesRequest(
         request_id=f"act-{uuid.uuid4().hex}", product_batch_id="B-TEA-8",
         range=pb.SerialRange(issuance_id=issuance_id, first_serial=401, last_serial=600)))
