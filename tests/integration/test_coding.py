@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import signal
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -14,6 +15,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -505,50 +507,75 @@ def test_bad_input_is_refused_clearly_and_writes_nothing(platform) -> None:  # t
     assert state_of(coding, codes[1]) == pb.CODE_STATE_ISSUED
 
 
-def _copy_running(database_url: str) -> bool:
-    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as db:
-        row = db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                         "AND query LIKE 'COPY codes%'").fetchone()
-    return bool(row and row[0])
+class StoredCodes:
+    """The coding service's tables, read directly: its PostgreSQL schema (microservices) or
+    the all-in-one platform's SQLite file."""
+
+    def __init__(self, platform, postgres_database: str) -> None:  # type: ignore[no-untyped-def]
+        self.sqlite = None
+        self.url = postgres_database.replace("+psycopg", "")
+        if platform.mode == "all_in_one":
+            self.sqlite = Path(platform.env["AGRITRACE_DATA_DIR"]) / "coding.db"
+            self.wal = self.sqlite.with_name("coding.db-wal")
+            self.wal_at_start = self.wal.stat().st_size if self.wal.exists() else 0
+
+    def insert_running(self) -> bool:
+        """Whether the codes are being written: a COPY into codes (PostgreSQL), or the
+        write-ahead log grown by 8 MB (SQLite spills a large transaction into it)."""
+        if self.sqlite is not None:
+            size = self.wal.stat().st_size if self.wal.exists() else 0
+            return size > self.wal_at_start + 8 * 2**20
+        with psycopg.connect(self.url, autocommit=True) as db:
+            row = db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                             "AND query LIKE 'COPY codes%'").fetchone()
+        return bool(row and row[0])
+
+    def query(self, sql: str, *params: object) -> tuple[object, ...]:
+        if self.sqlite is not None:
+            with sqlite3.connect(self.sqlite) as db:
+                return tuple(db.execute(sql.replace("%s", "?"), params).fetchone())
+        with psycopg.connect(self.url, options="-csearch_path=coding") as db:
+            found = db.execute(sql, params).fetchone()  # type: ignore[arg-type]
+            assert found is not None
+            return tuple(found)
 
 
 def test_killed_mid_issue_then_retried_yields_one_complete_set(  # type: ignore[no-untyped-def]
     platform, postgres_database,
 ) -> None:
-    if platform.mode != "microservices":
-        pytest.skip("the coding server is its own process only in the microservices mode")
+    """SIGKILL to the process holding the coding service (the coding server, or the whole
+    all-in-one platform) while a million codes are being written; after a restart the retry
+    with the same request id issues exactly one complete set."""
     owner = new_operator(platform)
+    stored = StoredCodes(platform, postgres_database)
     request = pb.IssueCodesRequest(
         request_id=f"million-{uuid.uuid4().hex}", subject_id=owner.subject_id,
         mode=pb.ISSUE_MODE_PRE_PRINT, quantity=1_000_000)
     pending = owner.coding.IssueCodes.future(request, timeout=300)
     deadline = time.monotonic() + 120
-    while not _copy_running(postgres_database):
-        assert time.monotonic() < deadline, "the COPY of the codes never started"
+    while not stored.insert_running():
+        assert time.monotonic() < deadline, "the codes were never being written"
         assert not pending.done(), "the issue finished before it could be interrupted"
         time.sleep(0.02)
     time.sleep(0.3)
-    server = platform.processes["coding-server"]
+    name = "coding-server" if "coding-server" in platform.processes else "platform"
+    server = platform.processes[name]
     server.send_signal(signal.SIGKILL)
     server.wait(timeout=30)
     with pytest.raises(grpc.RpcError):
         pending.result()
 
-    url = postgres_database.replace("+psycopg", "")
-    query = ("SELECT count(*) FROM coding.codes c JOIN coding.issuances i "
-             "USING (issuance_id) WHERE i.subject_id = %s")
-    with psycopg.connect(url) as db:
-        assert db.execute(query, (owner.subject_id,)).fetchone() == (0,), "a half batch"
+    count = ("SELECT count(*) FROM codes c JOIN issuances i ON c.issuance_id = i.issuance_id "
+             "WHERE i.subject_id = %s")
+    assert stored.query(count, owner.subject_id) == (0,), "a half batch is visible"
 
-    platform.restart("coding-server", platform.coding_address)
+    platform.restart(name, platform.coding_address or platform.address)
     result = owner.coding.IssueCodes(request, timeout=300)
     assert not result.replayed and result.issuance.quantity == 1_000_000
     assert owner.coding.IssueCodes(request, timeout=60).replayed
-    with psycopg.connect(url) as db:
-        assert db.execute(query, (owner.subject_id,)).fetchone() == (1_000_000,)
-        distinct = db.execute(
-            "SELECT count(DISTINCT serial), min(serial), max(serial) FROM coding.codes "
-            "WHERE issuance_id = %s", (int(result.issuance.issuance_id),)).fetchone()
-    assert distinct == (1_000_000, 1, 1_000_000)
+    assert stored.query(count, owner.subject_id) == (1_000_000,)
+    serials = stored.query("SELECT count(DISTINCT serial), min(serial), max(serial) FROM codes "
+                           "WHERE issuance_id = %s", int(result.issuance.issuance_id))
+    assert serials == (1_000_000, 1, 1_000_000)
     issuances = owner.coding.ListIssuances(pb.ListIssuancesRequest(subject_id=owner.subject_id))
     assert [i.issuance_id for i in issuances.issuances] == [result.issuance.issuance_id]
