@@ -11,10 +11,13 @@ from __future__ import annotations
 import copy
 import importlib.util
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Protocol, Self, TypeVar
+
+import pytest
 
 from agritrace_kernel.events.model import Event
 
@@ -86,3 +89,28 @@ def load_beside(anchor: str, filename: str, module_name: str) -> ModuleType:
     sys.modules[module_name] = module  # dataclasses look their module up while being built
     spec.loader.exec_module(module)
     return module
+
+
+def unit_test_fixtures(fakes: ModuleType) -> dict[str, Any]:
+    """The fixtures every service's unit tests share, over its fakes module (which defines
+    FakeDatabase and FakeUnitOfWork): `fake` (the module), `clock`, `database`, `uow_factory`.
+    A conftest adds them with `globals().update(unit_test_fixtures(fakes))`."""
+
+    @pytest.fixture
+    def fake() -> ModuleType:
+        """The fakes module itself, for tests that build extra fakes or name subjects."""
+        return fakes
+
+    @pytest.fixture
+    def clock() -> FixedClock:
+        return FixedClock()
+
+    @pytest.fixture
+    def database() -> Any:
+        return fakes.FakeDatabase()
+
+    @pytest.fixture
+    def uow_factory(database: Any) -> Callable[[], Any]:
+        return lambda: fakes.FakeUnitOfWork(database)
+
+    return {"fake": fake, "clock": clock, "database": database, "uow_factory": uow_factory}

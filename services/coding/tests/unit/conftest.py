@@ -5,41 +5,20 @@ fakes.py is loaded here by its path, once, under a name of its own."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from agritrace_coding.service_layer.services import CodingService
 from agritrace_kernel.auth.principal import Principal
-from agritrace_testing.fakes import FixedClock, load_beside
+from agritrace_testing.fakes import load_beside, unit_test_fixtures
 
 _FAKES_MODULE = "agritrace_coding_unit_fakes"
 
 RESOLVER_BASE_URL = "https://trace.agri.example.cn/national/"
 
 fakes = load_beside(__file__, "fakes.py", _FAKES_MODULE)
-
-
-@pytest.fixture
-def fake() -> ModuleType:
-    """The fakes module itself, for tests that build extra fakes or name subjects."""
-    return fakes
-
-
-@pytest.fixture
-def clock() -> Any:
-    return FixedClock()
-
-
-@pytest.fixture
-def database() -> Any:
-    return fakes.FakeDatabase()
-
-
-@pytest.fixture
-def uow_factory(database: Any) -> Callable[[], Any]:
-    return lambda: fakes.FakeUnitOfWork(database)
+globals().update(unit_test_fixtures(fakes))  # fake, clock, database, uow_factory
 
 
 @pytest.fixture

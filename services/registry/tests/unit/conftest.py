@@ -5,7 +5,6 @@ fakes.py is loaded here by its path, once, under a name of its own."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,18 +12,13 @@ import pytest
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.service_layer.importer import SubjectImporter
 from agritrace_registry.service_layer.services import RegistryService
-from agritrace_testing.fakes import FixedClock, load_beside
+from agritrace_testing.fakes import load_beside, unit_test_fixtures
 
 _FAKES_MODULE = "agritrace_registry_unit_fakes"
 
 
 fakes = load_beside(__file__, "fakes.py", _FAKES_MODULE)
-
-
-@pytest.fixture
-def fake() -> ModuleType:
-    """The fakes module itself, for tests that build extra fakes."""
-    return fakes
+globals().update(unit_test_fixtures(fakes))  # fake, clock, database, uow_factory
 
 
 @pytest.fixture(scope="session")
@@ -38,23 +32,8 @@ def protector() -> Any:
 
 
 @pytest.fixture
-def clock() -> Any:
-    return FixedClock()
-
-
-@pytest.fixture
 def subject_ids() -> Any:
     return fakes.SeededSubjectIds()
-
-
-@pytest.fixture
-def database() -> Any:
-    return fakes.FakeDatabase()
-
-
-@pytest.fixture
-def uow_factory(database: Any) -> Callable[[], Any]:
-    return lambda: fakes.FakeUnitOfWork(database)
 
 
 @pytest.fixture

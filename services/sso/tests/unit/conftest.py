@@ -5,7 +5,6 @@ loaded here by its path, once, under a name of its own."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,39 +12,19 @@ import pytest
 from agritrace_sso.adapters.crypto import JoseTokenCodec
 from agritrace_sso.adapters.throttle import MemoryLoginThrottle
 from agritrace_sso.service_layer.services import SsoService
-from agritrace_testing.fakes import FixedClock, load_beside
+from agritrace_testing.fakes import load_beside, unit_test_fixtures
 
 _FAKES_MODULE = "agritrace_sso_unit_fakes"
 
 
 fakes = load_beside(__file__, "fakes.py", _FAKES_MODULE)
-
+globals().update(unit_test_fixtures(fakes))  # fake, clock, database, uow_factory
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The contract's alg is "EdDSA", which RFC 9864 deprecates in name only; pytest resets the
     # filter the codec module installs, so it is repeated here.
     config.addinivalue_line("filterwarnings", "ignore:EdDSA is deprecated")
-
-
-@pytest.fixture
-def fake() -> ModuleType:
-    return fakes
-
-
-@pytest.fixture
-def clock() -> Any:
-    return FixedClock()
-
-
-@pytest.fixture
-def database() -> Any:
-    return fakes.FakeDatabase()
-
-
-@pytest.fixture
-def uow_factory(database: Any) -> Callable[[], Any]:
-    return lambda: fakes.FakeUnitOfWork(database)
 
 
 @pytest.fixture
