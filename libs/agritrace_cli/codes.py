@@ -48,6 +48,7 @@ from agritrace_cli.client import (
     print_rpc_error,
     settings_from_context,
 )
+from agritrace_cli.options import RequestIdOption
 from agritrace_cli.rendering import stderr_console, stdout_console, timestamp_label
 from agritrace_cli.subjects import FILE_ERROR_EXIT_CODE, INTERRUPTED_EXIT_CODE
 
@@ -284,14 +285,6 @@ def _write_file(path: Path, data: bytes, error_console: Console) -> None:
 # ---------------------------------------------------------------- request ids
 
 
-RequestIdOption = Annotated[
-    str | None,
-    typer.Option(
-        "--request-id",
-        help="Idempotency key, 1-64 characters (default: a new UUID, printed); "
-        "reuse it to retry safely.",
-    ),
-]
 
 
 def _chosen_request_id(request_id: str | None, error_console: Console) -> str:

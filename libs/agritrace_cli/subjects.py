@@ -59,6 +59,7 @@ from agritrace_cli.importer import (
     ImportSession,
     derive_import_id,
 )
+from agritrace_cli.options import JsonOption, RequestIdOption
 from agritrace_cli.rendering import (
     import_summary_table,
     outcome_counts_label,
@@ -145,7 +146,6 @@ def _show_subject(console: Console, subject: registry_pb2.Subject, as_json: bool
         console.print(subject_table(subject))
 
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 # ---------------------------------------------------------------- get / lookup
@@ -311,13 +311,7 @@ def register_subject(
         str | None,
         typer.Option("--phone", help='Contact phone; "-" asks for it without echo.'),
     ] = None,
-    request_id: Annotated[
-        str | None,
-        typer.Option(
-            "--request-id",
-            help="Idempotency key (default: a new UUID); reuse it to retry safely.",
-        ),
-    ] = None,
+    request_id: RequestIdOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Register a subject directly (it starts in PENDING_REVIEW)."""
