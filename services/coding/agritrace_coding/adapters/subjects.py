@@ -17,6 +17,8 @@ from agritrace_coding.service_layer.ports import SubjectInfo
 from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
 
 CACHE_SECONDS = 30.0
+# "No such subject" is remembered briefly: a subject registered a moment later gets codes soon.
+NOT_FOUND_SECONDS = 3.0
 
 
 class _TtlCache:
@@ -34,10 +36,11 @@ class _TtlCache:
         return True, entry[1]
 
     def put(self, key: str, value: SubjectInfo | None) -> None:
+        seconds = self.seconds if value is not None else min(self.seconds, NOT_FOUND_SECONDS)
         with self._lock:
             if len(self._entries) > 100_000:
                 self._entries.clear()
-            self._entries[key] = (self.clock() + self.seconds, value)
+            self._entries[key] = (self.clock() + seconds, value)
 
 
 class GrpcSubjectDirectory:
