@@ -29,9 +29,9 @@ def build_platform(settings: Settings) -> Platform:
     """Migrates and wires every service onto one server, one in-process bus and one
     authentication (sso's own keys and revocations, every service's policy table)."""
     from agritrace_coding import bootstrap as coding_bootstrap
-    from agritrace_coding.adapters.subjects import InProcessSubjectDirectory
     from agritrace_coding.entrypoints import grpc_server as coding_server
     from agritrace_coding.entrypoints.policy import POLICIES as CODING_POLICIES
+    from agritrace_kernel.registry_client import InProcessSubjectDirectory
     from agritrace_registry import bootstrap as registry_bootstrap
     from agritrace_registry.entrypoints import grpc_server as registry_server
     from agritrace_registry.entrypoints.policy import POLICIES as REGISTRY_POLICIES

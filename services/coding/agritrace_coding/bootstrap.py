@@ -12,14 +12,12 @@ from sqlalchemy.engine import Engine
 
 from agritrace_coding.adapters import labels
 from agritrace_coding.adapters.repository import CodingUnitOfWork, SqlAlchemyCodeReader
-from agritrace_coding.adapters.subjects import GrpcSubjectDirectory
-from agritrace_coding.service_layer.ports import SubjectDirectory
 from agritrace_coding.service_layer.services import SERVICE, CodingService
 from agritrace_kernel import db
-from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import Publisher
 from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.registry_client import SubjectDirectory, registry_directory
 from agritrace_kernel.store import ServiceStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,22 +47,6 @@ class CodingApp:
 
 def migrate(settings: Settings) -> None:
     db.migrate(settings.database_for(SERVICE), MIGRATIONS)
-
-
-def registry_directory(settings: Settings) -> tuple[GrpcSubjectDirectory, list[grpc.Channel]]:
-    """The registry over gRPC, called as this process's service account."""
-    if not settings.registry_address or not settings.sso_address:
-        raise ValueError("AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_SSO_ADDRESS are required "
-                         "when the registry runs elsewhere")
-    if not settings.service_username or settings.service_password is None:
-        raise ValueError("AGRITRACE_SERVICE_USERNAME and AGRITRACE_SERVICE_PASSWORD are "
-                         "required to ask the registry")
-    sso_channel = grpc.insecure_channel(settings.sso_address)
-    tokens = ServiceTokenProvider(sso_channel, settings.service_username,
-                                  settings.service_password.get_secret_value())
-    registry_channel = grpc.insecure_channel(settings.registry_address)
-    channel = grpc.intercept_channel(registry_channel, BearerTokenClientInterceptor(tokens))
-    return GrpcSubjectDirectory(channel), [registry_channel, sso_channel]
 
 
 def bootstrap(

@@ -19,29 +19,12 @@ from agritrace_coding.domain.model import (
 )
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.idempotency import RequestLog
+from agritrace_kernel.registry_client import SubjectDirectory, SubjectInfo
 
 Selection = Sequence[str] | SerialRange
 """Codes named one by one, or a serial range of one issuance."""
 
-
-@dataclass(frozen=True)
-class SubjectInfo:
-    """What the coding service needs to know about a registry subject."""
-
-    subject_id: str
-    division_code: str
-    status: str  # registry SubjectStatus name
-
-    @property
-    def province(self) -> str:
-        return self.division_code[:2]
-
-
-class SubjectDirectory(Protocol):
-    def get(self, subject_id: str) -> SubjectInfo | None:
-        """The subject, or None when the registry has no such subject. Raises
-        agritrace_kernel.errors.Unavailable when the registry cannot be asked."""
-        ...
+__all__ = ["SubjectDirectory", "SubjectInfo"]  # re-exported for the use cases and fakes
 
 
 @dataclass(frozen=True)

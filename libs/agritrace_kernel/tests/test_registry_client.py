@@ -1,4 +1,4 @@
-"""The subject directory adapters: the registry over real gRPC (an in-process server with a
+"""The registry client (subject directory adapters): the registry over real gRPC (an in-process server with a
 small fake registry), and the registry's use cases in the same process."""
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import pytest
 
 from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
-from agritrace_coding.adapters import subjects as adapter
-from agritrace_coding.adapters.subjects import GrpcSubjectDirectory, InProcessSubjectDirectory
-from agritrace_coding.service_layer.ports import SubjectInfo
+from agritrace_kernel import registry_client as adapter
 from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
+from agritrace_kernel.registry_client import (
+    GrpcSubjectDirectory,
+    InProcessSubjectDirectory,
+    SubjectInfo,
+)
 
 KNOWN = "S33KNOWNSUBJECT1"
 

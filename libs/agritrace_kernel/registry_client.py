@@ -1,20 +1,43 @@
-"""Where the coding service learns about subjects: the registry, over gRPC as the service's
-own account (microservices), or the registry's use cases in the same process (all-in-one).
-Answers are cached briefly: a subject's province never changes, and a suspension reaching
-issuing a few seconds late is acceptable."""
+"""Where a service learns about registry subjects: the registry over gRPC as the service's own
+account (microservices), or the registry's use cases in the same process (all-in-one).
+Answers are cached briefly: a subject's division rarely changes, and a suspension reaching
+another service a few seconds late is acceptable."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 
 from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
-from agritrace_coding.service_layer.ports import SubjectInfo
+from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
+from agritrace_kernel.config import Settings
 from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    """What other services need to know about a registry subject."""
+
+    subject_id: str
+    division_code: str
+    status: str  # registry SubjectStatus name
+
+    @property
+    def province(self) -> str:
+        return self.division_code[:2]
+
+
+class SubjectDirectory(Protocol):
+    def get(self, subject_id: str) -> SubjectInfo | None:
+        """The subject, or None when the registry has no such subject. Raises
+        agritrace_kernel.errors.Unavailable when the registry cannot be asked."""
+        ...
+
 
 CACHE_SECONDS = 30.0
 # "No such subject" is remembered briefly: a subject registered a moment later gets codes soon.
@@ -93,3 +116,20 @@ class InProcessSubjectDirectory:
         except InvalidArgument:
             raise InvalidArgument.of("subject_id", "is not a national subject id") from None
         return SubjectInfo(subject.subject_id, subject.division_code, str(subject.status.value))
+
+
+def registry_directory(settings: Settings) -> tuple[GrpcSubjectDirectory, list[grpc.Channel]]:
+    """The registry over gRPC, called as this process's service account; the channels to
+    close on shutdown."""
+    if not settings.registry_address or not settings.sso_address:
+        raise ValueError("AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_SSO_ADDRESS are required "
+                         "when the registry runs elsewhere")
+    if not settings.service_username or settings.service_password is None:
+        raise ValueError("AGRITRACE_SERVICE_USERNAME and AGRITRACE_SERVICE_PASSWORD are "
+                         "required to ask the registry")
+    sso_channel = grpc.insecure_channel(settings.sso_address)
+    tokens = ServiceTokenProvider(sso_channel, settings.service_username,
+                                  settings.service_password.get_secret_value())
+    registry_channel = grpc.insecure_channel(settings.registry_address)
+    channel = grpc.intercept_channel(registry_channel, BearerTokenClientInterceptor(tokens))
+    return GrpcSubjectDirectory(channel), [registry_channel, sso_channel]
