@@ -20,11 +20,15 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # Generated code lives in one package (libs/generated/agritrace/...), never copied per service.
+# google/type/*.proto (Date) come with googleapis-common-protos; evaluated when used, i.e.
+# once the venv exists.
+GOOGLEAPIS_PROTOS = $(shell $(PY) -c 'import google.type.date_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])')
+
 proto: $(GEN)/.stamp
 
 $(GEN)/.stamp: $(PROTO_SRC)
 	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --pyi_out=$(GEN) \
+	$(PY) -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS_PROTOS) --python_out=$(GEN) --pyi_out=$(GEN) \
 		--grpc_python_out=$(GEN) $(PROTO_SRC)
 	find $(GEN)/agritrace -type d -exec touch {}/__init__.py \;
 	touch $(GEN)/agritrace/py.typed $(GEN)/.stamp
@@ -46,7 +50,8 @@ test-integration: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy libs/agritrace_kernel libs/agritrace_cli libs/agritrace_platform libs/agritrace_testing \
-		services/registry/agritrace_registry services/sso/agritrace_sso services/coding/agritrace_coding
+		services/registry/agritrace_registry services/sso/agritrace_sso services/coding/agritrace_coding \
+		services/flow/agritrace_flow
 
 bench: install
 	$(PY) -m benchmarks.run

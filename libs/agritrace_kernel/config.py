@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="HOST:PORT of the registry service, which services ask about subjects. "
         "Unset in the all-in-one mode (the registry runs in the same process).",
     )
+    coding_address: str | None = Field(
+        None,
+        description="HOST:PORT of the coding service, which services (flow) ask about codes. "
+        "Unset in the all-in-one mode.",
+    )
     resolver_base_url: str = Field(
         "https://trace.agritrace.example.cn",
         description="Base URL of the trace-code resolver printed in every label's QR code "

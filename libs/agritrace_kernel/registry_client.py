@@ -14,7 +14,6 @@ from typing import Any, Protocol
 import grpc
 
 from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
-from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
 from agritrace_kernel.config import Settings
 from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
 
@@ -121,15 +120,8 @@ class InProcessSubjectDirectory:
 def registry_directory(settings: Settings) -> tuple[GrpcSubjectDirectory, list[grpc.Channel]]:
     """The registry over gRPC, called as this process's service account; the channels to
     close on shutdown."""
-    if not settings.registry_address or not settings.sso_address:
-        raise ValueError("AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_SSO_ADDRESS are required "
-                         "when the registry runs elsewhere")
-    if not settings.service_username or settings.service_password is None:
-        raise ValueError("AGRITRACE_SERVICE_USERNAME and AGRITRACE_SERVICE_PASSWORD are "
-                         "required to ask the registry")
-    sso_channel = grpc.insecure_channel(settings.sso_address)
-    tokens = ServiceTokenProvider(sso_channel, settings.service_username,
-                                  settings.service_password.get_secret_value())
-    registry_channel = grpc.insecure_channel(settings.registry_address)
-    channel = grpc.intercept_channel(registry_channel, BearerTokenClientInterceptor(tokens))
-    return GrpcSubjectDirectory(channel), [registry_channel, sso_channel]
+    from agritrace_kernel.auth.wiring import service_channel
+
+    channel, opened = service_channel(settings, settings.registry_address,
+                                      "AGRITRACE_REGISTRY_ADDRESS")
+    return GrpcSubjectDirectory(channel), opened

@@ -31,6 +31,10 @@ def build_platform(settings: Settings) -> Platform:
     from agritrace_coding import bootstrap as coding_bootstrap
     from agritrace_coding.entrypoints import grpc_server as coding_server
     from agritrace_coding.entrypoints.policy import POLICIES as CODING_POLICIES
+    from agritrace_flow import bootstrap as flow_bootstrap
+    from agritrace_flow.adapters.coding_client import InProcessCodeService
+    from agritrace_flow.entrypoints import grpc_server as flow_server
+    from agritrace_flow.entrypoints.policy import POLICIES as FLOW_POLICIES
     from agritrace_kernel.registry_client import InProcessSubjectDirectory
     from agritrace_registry import bootstrap as registry_bootstrap
     from agritrace_registry.entrypoints import grpc_server as registry_server
@@ -43,25 +47,27 @@ def build_platform(settings: Settings) -> Platform:
     sso_bootstrap.migrate(settings)
     registry_bootstrap.migrate(settings)
     coding_bootstrap.migrate(settings)
+    flow_bootstrap.migrate(settings)
     sso = sso_bootstrap.bootstrap(settings, publisher=bus)
     registry = registry_bootstrap.bootstrap(settings, publisher=bus)
-    coding = coding_bootstrap.bootstrap(
-        settings, publisher=bus,
-        subjects=InProcessSubjectDirectory(registry.service.get_subject),
-    )
+    subjects = InProcessSubjectDirectory(registry.service.get_subject)
+    coding = coding_bootstrap.bootstrap(settings, publisher=bus, subjects=subjects)
+    flow = flow_bootstrap.bootstrap(settings, publisher=bus, subjects=subjects,
+                                    coding=InProcessCodeService(coding.service))
     generated = sso_bootstrap.ensure_admin(sso, settings)
-    apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp | coding_bootstrap.CodingApp]
-    apps = [sso, registry, coding]
+    apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp
+               | coding_bootstrap.CodingApp | flow_bootstrap.FlowApp]
+    apps = [sso, registry, coding, flow]
     for subscriber in (sso, registry):
         for subscription in subscriber.subscriptions:
             bus.subscribe(subscription)
     auth = sso_server.authentication(
-        sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES))
+        sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES, FLOW_POLICIES))
     sweeper = coding_server.LineSweeper(coding)
     server = create_server(
         settings.grpc_address,
         [sso_server.registration(sso), registry_server.registration(registry),
-         coding_server.registration(coding)],
+         coding_server.registration(coding), flow_server.registration(flow)],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
@@ -99,7 +105,8 @@ def main() -> int:
             "AgriTrace all-in-one is running\n"
             f"  gRPC      {host}:{server.port}  (agritrace.sso.v1.SsoService, "
             "agritrace.registry.v1.RegistryService,\n"
-            "            agritrace.coding.v1.CodingService, grpc.health.v1.Health, reflection)\n"
+            "            agritrace.coding.v1.CodingService, agritrace.flow.v1.FlowService,\n"
+            "            grpc.health.v1.Health, reflection)\n"
             f"  metrics   {metrics}\n"
             f"  data      {settings.data_dir.resolve()}\n"
             "  try       .venv/bin/agritrace login && .venv/bin/agritrace subjects list\n"

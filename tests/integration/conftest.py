@@ -27,9 +27,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agritrace.coding.v1 import coding_pb2_grpc
+from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
-from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor
+from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
+from agritrace_registry.domain import identifiers
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +41,23 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "integration-admin-password"
 SERVICE_PASSWORD = "integration-service-password"
+USER_PASSWORD = "a long enough password"
+
+
+def credit_code(county: str) -> str:
+    """A valid unified social credit code of an organisation registered in `county`."""
+    body = "92" + county + "".join(
+        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
+        for c in uuid.uuid4().hex[:9].upper())
+    return body + identifiers.credit_code_check_char(body)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A signed-in subject operator and the subject it registered (and is bound to)."""
+
+    subject_id: str
+    token: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,7 @@ class Platform:
     metrics_port: int
     sso_address: str = ""
     coding_address: str = ""
+    flow_address: str = ""
     coding_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
     admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -107,11 +127,58 @@ class Platform:
 
     def coding_channel_as(self, token: str | None) -> grpc.Channel:
         """A channel to the coding service carrying `token` (None: anonymous)."""
-        channel = grpc.insecure_channel(self.coding_address or self.address)
+        return self.channel_as(token, self.coding_address)
+
+    def channel_as(self, token: str | None, address: str = "") -> grpc.Channel:
+        """A channel to `address` (default: the platform's) carrying `token` (None:
+        anonymous); closed when the platform stops."""
+        channel = grpc.insecure_channel(address or self.address)
         self._extra_channels.append(channel)
         if token is None:
             return channel
         return grpc.intercept_channel(channel, BearerTokenClientInterceptor(StaticToken(token)))
+
+    def new_operator(self, county: str = "330106", name: str = "",
+                     kind: int = rpb.SUBJECT_KIND_ENTERPRISE) -> Account:
+        """An operator account that registers its own subject in `county` (sso binds the
+        account to it) and signs in again to carry the binding in its token."""
+        sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)
+        suffix = uuid.uuid4().hex[:8]
+        account = sso.CreateAccount(sso_pb2.CreateAccountRequest(
+            request_id=f"op-{suffix}", password=USER_PASSWORD,
+            account=sso_pb2.Account(username=f"op-{suffix}", display_name="operator",
+                                    kind=sso_pb2.ACCOUNT_KIND_SUBJECT_OPERATOR,
+                                    jurisdiction=county)),
+            metadata=bearer_metadata(self.admin_token)).account
+        login = sso.Login(sso_pb2.LoginRequest(username=f"op-{suffix}", password=USER_PASSWORD))
+        registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
+        subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
+            request_id=f"reg-{suffix}", registration=rpb.SubjectRegistration(
+                kind=kind, name=name or f"绿源农业{suffix}",  # type: ignore[arg-type]
+                division_code=county, credit_code=credit_code(county))),
+            metadata=bearer_metadata(login.tokens.access_token)).subject
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sso.GetAccount(sso_pb2.GetAccountRequest(account_id=account.account_id),
+                              metadata=bearer_metadata(self.admin_token)).account.subject_id:
+                break
+            time.sleep(0.1)
+        token = sso.Refresh(sso_pb2.RefreshRequest(
+            refresh_token=login.tokens.refresh_token)).tokens.access_token
+        return Account(subject.subject_id, token)
+
+    def new_regulator(self, jurisdiction: str) -> str:
+        """A regulator (inspector) of `jurisdiction`, signed in: its access token."""
+        sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)
+        username = f"reg-{jurisdiction}-{uuid.uuid4().hex[:6]}"
+        sso.CreateAccount(sso_pb2.CreateAccountRequest(
+            request_id=username, password=USER_PASSWORD,
+            account=sso_pb2.Account(username=username, display_name="inspector",
+                                    kind=sso_pb2.ACCOUNT_KIND_REGULATOR,
+                                    jurisdiction=jurisdiction,
+                                    roles=[sso_pb2.REGULATOR_ROLE_INSPECTOR])),
+            metadata=bearer_metadata(self.admin_token))
+        return self.login(username, USER_PASSWORD)
 
     def login(self, username: str, password: str) -> str:
         assert self.sso_channel is not None
@@ -178,10 +245,10 @@ def postgres_database() -> Iterator[str]:
 
 
 def _microservices(tmp: Path, database_url: str) -> Platform:
-    """sso first (migrate, first administrator, server), service accounts for the registry
-    and coding, then the registry (migrate, server, worker) and coding (migrate, server)
-    authenticating callers against sso."""
-    sso_port, port, coding_port = free_port(), free_port(), free_port()
+    """sso first (migrate, first administrator, server), service accounts for the registry,
+    coding and flow, then the registry (migrate, server, worker), coding and flow (migrate,
+    server) authenticating callers against sso."""
+    sso_port, port, coding_port, flow_port = free_port(), free_port(), free_port(), free_port()
     common = {
         **os.environ,
         "AGRITRACE_DATABASE_URL": database_url,
@@ -205,12 +272,19 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
                   "AGRITRACE_SERVICE_USERNAME": "svc-coding",
                   "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
                   "AGRITRACE_METRICS_PORT": str(coding_metrics)}
+    flow_env = {**env, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{flow_port}",
+                "AGRITRACE_SERVICE_USERNAME": "svc-flow",
+                "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
+                "AGRITRACE_CODING_ADDRESS": f"127.0.0.1:{coding_port}",
+                "AGRITRACE_METRICS_PORT": str(free_port())}
     platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
                         sso_address=f"127.0.0.1:{sso_port}",
                         coding_address=f"127.0.0.1:{coding_port}",
+                        flow_address=f"127.0.0.1:{flow_port}",
                         coding_metrics_port=coding_metrics)
     for command in (["agritrace_sso", "migrate"], ["agritrace_sso", "bootstrap-admin"],
-                    ["agritrace_registry", "migrate"], ["agritrace_coding", "migrate"]):
+                    ["agritrace_registry", "migrate"], ["agritrace_coding", "migrate"],
+                    ["agritrace_flow", "migrate"]):
         subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,
                        capture_output=True)
     sso = start("sso-server", ["-m", "agritrace_sso", "serve"], sso_env, tmp, platform)
@@ -220,7 +294,7 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
     with grpc.insecure_channel(platform.sso_address) as channel:
         stub = sso_pb2_grpc.SsoServiceStub(channel)
         admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=ADMIN_PASSWORD))
-        for service in ("registry", "coding"):
+        for service in ("registry", "coding", "flow"):
             stub.CreateAccount(sso_pb2.CreateAccountRequest(
                 request_id=f"svc-{service}", password=SERVICE_PASSWORD,
                 account=sso_pb2.Account(username=f"svc-{service}",
@@ -232,6 +306,7 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
     start("registry-worker", ["-m", "agritrace_registry", "worker"],
           {**env, "AGRITRACE_METRICS_PORT": str(worker_metrics)}, tmp, platform)
     start("coding-server", ["-m", "agritrace_coding", "serve"], coding_env, tmp, platform)
+    start("flow-server", ["-m", "agritrace_flow", "serve"], flow_env, tmp, platform)
     return platform
 
 
@@ -261,8 +336,10 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     try:
         server = running.processes.get("registry-server") or running.processes["platform"]
         wait_serving(running.address, server)
-        if "coding-server" in running.processes:
-            wait_serving(running.coding_address, running.processes["coding-server"])
+        for name, address in (("coding-server", running.coding_address),
+                              ("flow-server", running.flow_address)):
+            if name in running.processes:
+                wait_serving(address, running.processes[name])
         running.connect()
         yield running
     except BaseException:

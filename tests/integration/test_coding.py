@@ -25,9 +25,6 @@ from PIL import Image
 
 from agritrace.coding.v1 import coding_pb2 as pb
 from agritrace.coding.v1 import coding_pb2_grpc
-from agritrace.registry.v1 import registry_pb2 as rpb
-from agritrace.registry.v1 import registry_pb2_grpc
-from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_coding.domain import codes as code_format
 from agritrace_registry.domain import identifiers
 from agritrace_testing.grpc_errors import error_reason, violations
@@ -42,16 +39,9 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
-def credit_code(county: str) -> str:
-    body = "92" + county + "".join(
-        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
-        for c in uuid.uuid4().hex[:9].upper())
-    return body + identifiers.credit_code_check_char(body)
-
-
 @dataclass(frozen=True)
 class Operator:
-    """A subject and the operator account bound to it."""
+    """A subject, its operator's token, and the coding service as that operator."""
 
     subject_id: str
     token: str
@@ -59,46 +49,15 @@ class Operator:
 
 
 def new_operator(platform, county: str = "330106") -> Operator:  # type: ignore[no-untyped-def]
-    """An operator account that registers its own subject (and is bound to it by sso)."""
-    sso = sso_pb2_grpc.SsoServiceStub(platform.sso_channel)
-    suffix = uuid.uuid4().hex[:8]
-    account = sso.CreateAccount(sso_pb2.CreateAccountRequest(
-        request_id=f"op-{suffix}", password=PASSWORD,
-        account=sso_pb2.Account(username=f"op-{suffix}", display_name="operator",
-                                kind=sso_pb2.ACCOUNT_KIND_SUBJECT_OPERATOR,
-                                jurisdiction=county)),
-        metadata=bearer(platform.admin_token)).account
-    login = sso.Login(sso_pb2.LoginRequest(username=f"op-{suffix}", password=PASSWORD))
-    registry = registry_pb2_grpc.RegistryServiceStub(platform.channel)
-    subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
-        request_id=f"reg-{suffix}", registration=rpb.SubjectRegistration(
-            kind=rpb.SUBJECT_KIND_ENTERPRISE, name=f"绿源农业{suffix}", division_code=county,
-            credit_code=credit_code(county))),
-        metadata=bearer(login.tokens.access_token)).subject
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if sso.GetAccount(sso_pb2.GetAccountRequest(account_id=account.account_id),
-                          metadata=bearer(platform.admin_token)).account.subject_id:
-            break
-        time.sleep(0.1)
-    token = sso.Refresh(sso_pb2.RefreshRequest(
-        refresh_token=login.tokens.refresh_token)).tokens.access_token
-    return Operator(subject.subject_id, token,
-                    coding_pb2_grpc.CodingServiceStub(platform.coding_channel_as(token)))
+    account = platform.new_operator(county)
+    return Operator(account.subject_id, account.token,
+                    coding_pb2_grpc.CodingServiceStub(platform.coding_channel_as(account.token)))
 
 
 def regulator(platform, jurisdiction: str) -> coding_pb2_grpc.CodingServiceStub:  # type: ignore[no-untyped-def]
     """The coding service as a regulator (inspector) of `jurisdiction`."""
-    sso = sso_pb2_grpc.SsoServiceStub(platform.sso_channel)
-    username = f"reg-{jurisdiction}-{uuid.uuid4().hex[:6]}"
-    sso.CreateAccount(sso_pb2.CreateAccountRequest(
-        request_id=username, password=PASSWORD,
-        account=sso_pb2.Account(username=username, display_name="inspector",
-                                kind=sso_pb2.ACCOUNT_KIND_REGULATOR, jurisdiction=jurisdiction,
-                                roles=[sso_pb2.REGULATOR_ROLE_INSPECTOR])),
-        metadata=bearer(platform.admin_token))
     return coding_pb2_grpc.CodingServiceStub(
-        platform.coding_channel_as(platform.login(username, PASSWORD)))
+        platform.coding_channel_as(platform.new_regulator(jurisdiction)))
 
 
 def anonymous(platform) -> coding_pb2_grpc.CodingServiceStub:  # type: ignore[no-untyped-def]

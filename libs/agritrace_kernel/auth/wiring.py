@@ -11,6 +11,7 @@ import grpc
 from agritrace_kernel.auth.interceptor import AuthInterceptor
 from agritrace_kernel.auth.policy import PolicyTable
 from agritrace_kernel.auth.sso_client import (
+    BearerTokenClientInterceptor,
     ServiceTokenProvider,
     SsoKeySetSource,
     SsoRevocationSource,
@@ -72,3 +73,22 @@ def remote_authentication(settings: Settings, policies: PolicyTable) -> Authenti
     cache = RevocationCache(SsoRevocationSource(channel, tokens))
     verifier = TokenVerifier(KeySetCache(SsoKeySetSource(channel)))
     return Authentication(AuthInterceptor(verifier, cache, policies), cache, [channel])
+
+
+def service_channel(settings: Settings, address: str | None,
+                    variable: str) -> tuple[grpc.Channel, list[grpc.Channel]]:
+    """A channel to another service at `address` whose calls carry this process's service
+    account token (signed in to sso, refreshed as needed); and the channels to close on
+    shutdown. `variable` names the setting of the address, for the error message."""
+    if not address or not settings.sso_address:
+        raise ValueError(f"{variable} and AGRITRACE_SSO_ADDRESS are required when that "
+                         "service runs elsewhere")
+    if not settings.service_username or settings.service_password is None:
+        raise ValueError("AGRITRACE_SERVICE_USERNAME and AGRITRACE_SERVICE_PASSWORD are "
+                         "required to call other services")
+    sso_channel = grpc.insecure_channel(settings.sso_address)
+    tokens = ServiceTokenProvider(sso_channel, settings.service_username,
+                                  settings.service_password.get_secret_value())
+    target = grpc.insecure_channel(address)
+    channel = grpc.intercept_channel(target, BearerTokenClientInterceptor(tokens))
+    return channel, [target, sso_channel]

@@ -77,3 +77,37 @@ def internal_status(trace_id: str) -> grpc.Status:
     )
     converted: grpc.Status = rpc_status.to_status(status)
     return converted
+
+
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNKNOWN,
+                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED})
+
+
+def domain_error_from(error: grpc.RpcError, service: str) -> errors.DomainError:
+    """The domain error a failed call to another AgriTrace service stands for, so a use case
+    can pass the other service's verdict on (field violations, reason) as its own. Transport
+    trouble, and a refusal of this service's own credentials, become Unavailable."""
+    code: grpc.StatusCode = error.code()
+    message = f"{service}: {error.details()}"
+    status = rpc_status.from_call(error)
+    reason, violations = "", []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [errors.FieldViolation(v.field, v.description)
+                          for v in bad.field_violations]
+    if code in _RETRYABLE:
+        return errors.Unavailable(message)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.InvalidArgument(violations or errors.FieldViolation("", message),
+                                      reason=reason or None)
+    for error_type, mapped in _CODES:
+        if mapped is code:
+            return error_type(message, reason=reason or None)
+    return errors.FailedPrecondition(message, reason=reason or None)

@@ -1,5 +1,5 @@
-"""The registry client (subject directory adapters): the registry over real gRPC (an in-process server with a
-small fake registry), and the registry's use cases in the same process."""
+"""The registry client: the subject directory over real gRPC (an in-process server with a
+small fake registry), and over the registry's use cases in the same process."""
 
 from __future__ import annotations
 

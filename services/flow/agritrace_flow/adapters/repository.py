@@ -1,0 +1,333 @@
+"""SQLAlchemy adapters of the flow ports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from agritrace_flow.adapters import orm
+from agritrace_flow.domain.model import (
+    Activity,
+    Batch,
+    Certificate,
+    CertificateBasis,
+    EntryRefusal,
+    InternalTrace,
+    MarketEntry,
+    Quantity,
+    Shipment,
+    Transformation,
+    TransformationInput,
+    TransformationKind,
+    Unit,
+)
+from agritrace_flow.service_layer.ports import HistoryEntry
+from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert
+from agritrace_kernel.idempotency import SqlAlchemyRequestLog
+
+_b = orm.batches.c
+
+
+def _quantity(amount: Any, unit: str) -> Quantity:
+    return Quantity(Decimal(amount).quantize(Decimal("0.001")), Unit(unit))
+
+
+def _codes(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def _batch(row: sa.RowMapping) -> Batch:
+    certificate = None
+    if row["certificate_id"] is not None:
+        certificate = Certificate(
+            certificate_id=row["certificate_id"], producer_name=row["producer_name"],
+            contact_phone_masked=row["contact_phone_masked"] or "",
+            issue_date=row["certificate_issue_date"], commitment=row["commitment"],
+            basis=CertificateBasis(row["certificate_basis"]),
+            test_result=row["test_result"] or "")
+    return Batch(
+        batch_id=row["batch_id"], subject_id=row["subject_id"],
+        subject_division=row["subject_division"], product_code=row["product_code"],
+        product_name=row["product_name"], category=row["category"],
+        quantity=_quantity(row["amount"], row["unit"]),
+        production_date=row["production_date"], origin_division=row["origin_division"],
+        certificate=certificate, parent_batch_ids=_codes(row["parent_batch_ids"]),
+        flags=_codes(row["flags"]), code_count=row["code_count"],
+        created_at=as_utc(row["created_at"]))
+
+
+def _shipment(row: sa.RowMapping) -> Shipment:
+    return Shipment(
+        shipment_id=row["shipment_id"], batch_id=row["batch_id"],
+        seller_subject_id=row["seller_subject_id"], buyer_subject_id=row["buyer_subject_id"],
+        codes=_codes(row["codes"]), quantity=_quantity(row["amount"], row["unit"]),
+        ship_time=as_utc(row["ship_time"]), transport_document=row["transport_document"],
+        received_at=as_utc(row["received_at"]) if row["received_at"] else None)
+
+
+def _entry(row: sa.RowMapping) -> MarketEntry:
+    return MarketEntry(
+        entry_id=row["entry_id"], market_subject_id=row["market_subject_id"],
+        admitted=row["admitted"],
+        refusal=EntryRefusal(row["refusal"]) if row["refusal"] else None,
+        reason=row["reason"], batch_id=row["batch_id"], code=row["code"],
+        certificate_id=row["certificate_id"], check_time=as_utc(row["check_time"]))
+
+
+def _trace(row: sa.RowMapping) -> InternalTrace:
+    return InternalTrace(
+        source_province=row["source_province"], source_record_id=row["source_record_id"],
+        batch_id=row["batch_id"], activity=Activity(row["activity"]),
+        occurred_at=as_utc(row["occurred_at"]), details=json.loads(row["details"]),
+        interval_days=row["interval_days"], passed=row["passed"])
+
+
+class SqlAlchemyFlowStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _rows(self, query: sa.Select[Any]) -> list[sa.RowMapping]:
+        return list(self.session.execute(query).mappings())
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def add_batch(self, batch: Batch, codes: Sequence[str]) -> None:
+        certificate = batch.certificate
+        self.session.execute(orm.batches.insert().values(
+            batch_id=batch.batch_id, subject_id=batch.subject_id,
+            subject_division=batch.subject_division, product_code=batch.product_code,
+            product_name=batch.product_name, category=batch.category,
+            amount=batch.quantity.amount, unit=batch.quantity.unit.value,
+            production_date=batch.production_date, origin_division=batch.origin_division,
+            certificate_id=certificate.certificate_id if certificate else None,
+            producer_name=certificate.producer_name if certificate else None,
+            contact_phone_masked=certificate.contact_phone_masked if certificate else None,
+            certificate_issue_date=certificate.issue_date if certificate else None,
+            commitment=certificate.commitment if certificate else None,
+            certificate_basis=certificate.basis.value if certificate else None,
+            test_result=certificate.test_result if certificate else None,
+            parent_batch_ids=" ".join(batch.parent_batch_ids), flags=" ".join(batch.flags),
+            code_count=batch.code_count, created_at=batch.created_at))
+        bulk_insert(self.session, orm.batch_codes,
+                    [{"code": code, "batch_id": batch.batch_id} for code in codes])
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        rows = self._rows(sa.select(orm.batches).where(_b.batch_id == batch_id))
+        return _batch(rows[0]) if rows else None
+
+    def batch_by_certificate(self, certificate_id: str) -> Batch | None:
+        rows = self._rows(sa.select(orm.batches).where(_b.certificate_id == certificate_id))
+        return _batch(rows[0]) if rows else None
+
+    def batch_codes(self, batch_id: str) -> list[str]:
+        return list(self.session.scalars(
+            sa.select(orm.batch_codes.c.code).where(orm.batch_codes.c.batch_id == batch_id)
+            .order_by(orm.batch_codes.c.code)))
+
+    def set_flags(self, batch_id: str, flags: Sequence[str]) -> None:
+        self.session.execute(orm.batches.update().where(_b.batch_id == batch_id)
+                             .values(flags=" ".join(flags)))
+
+    def batches_between(self, *, subject_id: str = "", product_code: str = "",
+                        start: datetime | None = None,
+                        end: datetime | None = None) -> list[Batch]:
+        query = sa.select(orm.batches)
+        if subject_id:
+            query = query.where(_b.subject_id == subject_id)
+        if product_code:
+            query = query.where(_b.product_code == product_code)
+        if start is not None:
+            query = query.where(_b.created_at >= start)
+        if end is not None:
+            query = query.where(_b.created_at < end)
+        return [_batch(row) for row in self._rows(query.order_by(_b.created_at, _b.batch_id))]
+
+    # -- holdings ---------------------------------------------------------------------------
+
+    def holding(self, batch_id: str, subject_id: str) -> Quantity | None:
+        h = orm.holdings.c
+        rows = self._rows(sa.select(orm.holdings).where(h.batch_id == batch_id,
+                                                         h.subject_id == subject_id))
+        return _quantity(rows[0]["amount"], rows[0]["unit"]) if rows else None
+
+    def set_holding(self, batch_id: str, subject_id: str, quantity: Quantity) -> None:
+        h = orm.holdings.c
+        updated = self.session.execute(
+            orm.holdings.update().where(h.batch_id == batch_id, h.subject_id == subject_id)
+            .values(amount=quantity.amount, unit=quantity.unit.value))
+        if not updated.rowcount:  # type: ignore[attr-defined]
+            self.session.execute(orm.holdings.insert().values(
+                batch_id=batch_id, subject_id=subject_id, amount=quantity.amount,
+                unit=quantity.unit.value))
+
+    # -- shipments and entries --------------------------------------------------------------
+
+    def add_shipment(self, shipment: Shipment) -> None:
+        self.session.execute(orm.shipments.insert().values(
+            shipment_id=shipment.shipment_id, batch_id=shipment.batch_id,
+            seller_subject_id=shipment.seller_subject_id,
+            buyer_subject_id=shipment.buyer_subject_id, codes=" ".join(shipment.codes),
+            amount=shipment.quantity.amount, unit=shipment.quantity.unit.value,
+            ship_time=shipment.ship_time, transport_document=shipment.transport_document,
+            received_at=shipment.received_at))
+
+    def get_shipment(self, shipment_id: str) -> Shipment | None:
+        rows = self._rows(sa.select(orm.shipments)
+                          .where(orm.shipments.c.shipment_id == shipment_id))
+        return _shipment(rows[0]) if rows else None
+
+    def shipments_of(self, batch_id: str) -> list[Shipment]:
+        s = orm.shipments.c
+        return [_shipment(row) for row in self._rows(
+            sa.select(orm.shipments).where(s.batch_id == batch_id)
+            .order_by(s.ship_time, s.shipment_id))]
+
+    def mark_received(self, shipment_id: str, at: datetime) -> None:
+        self.session.execute(orm.shipments.update()
+                             .where(orm.shipments.c.shipment_id == shipment_id)
+                             .values(received_at=at))
+
+    def add_entry(self, entry: MarketEntry) -> None:
+        self.session.execute(orm.market_entries.insert().values(
+            entry_id=entry.entry_id, market_subject_id=entry.market_subject_id,
+            admitted=entry.admitted, refusal=entry.refusal.value if entry.refusal else None,
+            reason=entry.reason, batch_id=entry.batch_id, code=entry.code,
+            certificate_id=entry.certificate_id, check_time=entry.check_time))
+
+    def get_entry(self, entry_id: str) -> MarketEntry | None:
+        rows = self._rows(sa.select(orm.market_entries)
+                          .where(orm.market_entries.c.entry_id == entry_id))
+        return _entry(rows[0]) if rows else None
+
+    def entries_of(self, batch_id: str) -> list[MarketEntry]:
+        e = orm.market_entries.c
+        return [_entry(row) for row in self._rows(
+            sa.select(orm.market_entries).where(e.batch_id == batch_id)
+            .order_by(e.check_time, e.entry_id))]
+
+    # -- transformations --------------------------------------------------------------------
+
+    def add_transformation(self, transformation: Transformation) -> None:
+        self.session.execute(orm.transformations.insert().values(
+            transformation_id=transformation.transformation_id,
+            subject_id=transformation.subject_id, kind=transformation.kind.value,
+            output_batch_id=transformation.output_batch_id,
+            output_codes=" ".join(transformation.output_codes),
+            occurred_at=transformation.occurred_at))
+        self.session.execute(orm.transformation_inputs.insert(), [
+            {"transformation_id": transformation.transformation_id, "position": position,
+             "batch_id": item.batch_id, "amount": item.quantity.amount,
+             "unit": item.quantity.unit.value, "codes": " ".join(item.codes)}
+            for position, item in enumerate(transformation.inputs)])
+
+    def get_transformation(self, transformation_id: str) -> Transformation | None:
+        t, i = orm.transformations.c, orm.transformation_inputs.c
+        rows = self._rows(sa.select(orm.transformations)
+                          .where(t.transformation_id == transformation_id))
+        if not rows:
+            return None
+        inputs = self._rows(sa.select(orm.transformation_inputs)
+                            .where(i.transformation_id == transformation_id)
+                            .order_by(i.position))
+        row = rows[0]
+        return Transformation(
+            transformation_id=row["transformation_id"], subject_id=row["subject_id"],
+            kind=TransformationKind(row["kind"]),
+            inputs=tuple(TransformationInput(r["batch_id"], _quantity(r["amount"], r["unit"]),
+                                             _codes(r["codes"])) for r in inputs),
+            output_batch_id=row["output_batch_id"], output_codes=_codes(row["output_codes"]),
+            occurred_at=as_utc(row["occurred_at"]))
+
+    def transformations_of(self, batch_id: str) -> list[Transformation]:
+        """Transformations the batch went into or came out of."""
+        t, i = orm.transformations.c, orm.transformation_inputs.c
+        ids = set(self.session.scalars(
+            sa.select(i.transformation_id).where(i.batch_id == batch_id)))
+        ids |= set(self.session.scalars(
+            sa.select(t.transformation_id).where(t.output_batch_id == batch_id)))
+        found = [self.get_transformation(ident) for ident in sorted(ids)]
+        return sorted((f for f in found if f is not None), key=lambda f: f.occurred_at)
+
+    # -- internal trace ---------------------------------------------------------------------
+
+    def add_trace(self, trace: InternalTrace) -> None:
+        self.session.execute(orm.internal_traces.insert().values(
+            source_province=trace.source_province, source_record_id=trace.source_record_id,
+            batch_id=trace.batch_id, activity=trace.activity.value,
+            occurred_at=trace.occurred_at,
+            details=json.dumps(trace.details, ensure_ascii=False, sort_keys=True),
+            interval_days=trace.interval_days, passed=trace.passed))
+
+    def get_trace(self, source_province: str, source_record_id: str) -> InternalTrace | None:
+        c = orm.internal_traces.c
+        rows = self._rows(sa.select(orm.internal_traces).where(
+            c.source_province == source_province, c.source_record_id == source_record_id))
+        return _trace(rows[0]) if rows else None
+
+    def traces_of(self, batch_id: str) -> list[InternalTrace]:
+        c = orm.internal_traces.c
+        return [_trace(row) for row in self._rows(
+            sa.select(orm.internal_traces).where(c.batch_id == batch_id)
+            .order_by(c.occurred_at, c.source_record_id))]
+
+    # -- imported EPCIS events --------------------------------------------------------------
+
+    def add_imported(self, event_id: str, subject_id: str, event_time: datetime, kind: str,
+                     event_json: str) -> bool:
+        c = orm.imported_events.c
+        if self.session.scalar(sa.select(c.event_id).where(c.event_id == event_id)):
+            return False
+        self.session.execute(orm.imported_events.insert().values(
+            event_id=event_id, subject_id=subject_id, event_time=event_time, kind=kind,
+            event=event_json))
+        return True
+
+    def imported(self, subject_id: str, start: datetime | None,
+                 end: datetime | None) -> list[str]:
+        c = orm.imported_events.c
+        query = sa.select(c.event).where(c.subject_id == subject_id)
+        if start is not None:
+            query = query.where(c.event_time >= start)
+        if end is not None:
+            query = query.where(c.event_time < end)
+        return list(self.session.scalars(query.order_by(c.event_time, c.event_id)))
+
+    # -- history ----------------------------------------------------------------------------
+
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if entries:
+            self.session.execute(orm.history.insert(), [
+                {"batch_id": e.batch_id, "occurred_at": e.occurred_at, "kind": e.kind,
+                 "subject_id": e.subject_id, "other_subject_id": e.other_subject_id,
+                 "record_id": e.record_id, "summary": e.summary[:500]} for e in entries])
+
+    def history(self, batch_id: str, after: tuple[datetime, int] | None,
+                limit: int) -> list[HistoryEntry]:
+        h = orm.history.c
+        query = sa.select(orm.history).where(h.batch_id == batch_id)
+        if after is not None:
+            query = query.where(sa.or_(h.occurred_at > after[0],
+                                       sa.and_(h.occurred_at == after[0], h.seq > after[1])))
+        rows = self._rows(query.order_by(h.occurred_at, h.seq).limit(limit))
+        return [HistoryEntry(r["batch_id"], as_utc(r["occurred_at"]), r["kind"],
+                             r["subject_id"], r["other_subject_id"], r["record_id"],
+                             r["summary"], r["seq"]) for r in rows]
+
+
+class FlowUnitOfWork(SqlAlchemyUnitOfWork):
+    flow: SqlAlchemyFlowStore
+    requests: SqlAlchemyRequestLog
+
+    def __init__(self, session_factory: sessionmaker[Session],
+                 after_commit: Callable[[], None] | None = None) -> None:
+        super().__init__(session_factory, after_commit)
+
+    def _open(self, session: Session) -> None:
+        self.flow = SqlAlchemyFlowStore(session)
+        self.requests = SqlAlchemyRequestLog(session, orm.request_log)

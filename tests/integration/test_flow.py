@@ -1,0 +1,394 @@
+"""The flow service end to end, in both run modes (see conftest.platform): a cross-province
+chain from a Shandong vegetable cooperative through a Beijing wholesale market to two
+retailers, one of which repacks into new codes; refusals; retries; a cut capture stream."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
+
+from agritrace.coding.v1 import coding_pb2 as cpb
+from agritrace.coding.v1 import coding_pb2_grpc
+from agritrace.flow.v1 import flow_pb2 as pb
+from agritrace.flow.v1 import flow_pb2_grpc
+from agritrace.registry.v1 import registry_pb2 as rpb
+from agritrace_testing.grpc_errors import error_reason, violations
+
+pytestmark = pytest.mark.integration
+
+TOMATO = "010403001"
+SHOUGUANG, FENGTAI, CHAOYANG, HAIDIAN = "370783", "110106", "110105", "110108"
+
+
+def stamp(value: datetime) -> Timestamp:
+    result = Timestamp()
+    result.FromDatetime(value)
+    return result
+
+
+def day(value: datetime) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def rid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def rpc_error(call, *args, **kwargs) -> grpc.RpcError:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as raised:
+        call(*args, **kwargs)
+    return raised.value
+
+
+@dataclass(frozen=True)
+class Party:
+    """A subject with its operator's stubs."""
+
+    subject_id: str
+    flow: flow_pb2_grpc.FlowServiceStub
+    coding: coding_pb2_grpc.CodingServiceStub
+
+
+def party(platform, county: str, name: str, kind: int) -> Party:  # type: ignore[no-untyped-def]
+    account = platform.new_operator(county, name=name, kind=kind)
+    return Party(account.subject_id,
+                 flow_pb2_grpc.FlowServiceStub(platform.channel_as(account.token,
+                                                                   platform.flow_address)),
+                 coding_pb2_grpc.CodingServiceStub(platform.coding_channel_as(account.token)))
+
+
+def printed_codes(producer: Party, count: int) -> list[str]:
+    codes = [c.code for c in producer.coding.IssueCodes(cpb.IssueCodesRequest(
+        request_id=rid("issue"), subject_id=producer.subject_id, mode=cpb.ISSUE_MODE_ONLINE,
+        quantity=count)).codes]
+    producer.coding.MarkCodesPrinted(cpb.MarkCodesPrintedRequest(request_id=rid("print"),
+                                                                 codes=codes))
+    return codes
+
+
+def tomato_batch(producer: Party, codes: list[str], harvested: datetime,
+                 amount: str = "1000") -> pb.CreateBatchRequest:
+    return pb.CreateBatchRequest(request_id=rid("batch"), codes=codes, batch=pb.Batch(
+        subject_id=producer.subject_id, product_code=TOMATO, product_name="寿光番茄",
+        quantity=pb.Quantity(amount=amount, unit="KG"), production_date=day(harvested),
+        origin_division=SHOUGUANG, certificate=pb.Certificate(
+            producer_name="寿光市绿源蔬菜专业合作社", contact_phone="13905361234",
+            issue_date=day(harvested),
+            commitment="不使用禁限用农药兽药、不超标使用常规农药兽药、严格执行安全间隔期",
+            basis=pb.CERTIFICATE_BASIS_SELF_TEST, test_result="农残速测 合格")))
+
+
+def trace(batch_id: str, record_id: str, when: datetime, **activity: object
+          ) -> pb.RecordInternalTraceRequest:
+    return pb.RecordInternalTraceRequest(record=pb.InternalTraceRecord(
+        source_province="37", source_record_id=record_id, batch_id=batch_id,
+        occur_time=stamp(when), **activity))  # type: ignore[arg-type]
+
+
+@dataclass
+class Chain:
+    coop: Party
+    market: Party
+    retailer_a: Party
+    retailer_b: Party
+    admin: flow_pb2_grpc.FlowServiceStub
+    batch_id: str
+    codes: list[str]
+
+
+@pytest.fixture(scope="module")
+def chain(platform) -> Chain:  # type: ignore[no-untyped-def]
+    coop = party(platform, SHOUGUANG, "寿光市绿源蔬菜专业合作社", rpb.SUBJECT_KIND_COOPERATIVE)
+    market = party(platform, FENGTAI, "北京新发地农产品批发市场",
+                   rpb.SUBJECT_KIND_WHOLESALE_MARKET)
+    retailer_a = party(platform, CHAOYANG, "朝阳生鲜超市", rpb.SUBJECT_KIND_RETAILER)
+    retailer_b = party(platform, HAIDIAN, "海淀社区菜店", rpb.SUBJECT_KIND_RETAILER)
+    admin = flow_pb2_grpc.FlowServiceStub(platform.channel_as(platform.admin_token,
+                                                              platform.flow_address))
+    harvested = datetime.now(UTC) - timedelta(days=3)
+    codes = printed_codes(coop, 10)
+    batch = coop.flow.CreateBatch(tomato_batch(coop, codes, harvested)).batch
+    return Chain(coop, market, retailer_a, retailer_b, admin, batch.batch_id, codes)
+
+
+def history_kinds(stub: flow_pb2_grpc.FlowServiceStub, batch_id: str) -> list[str]:
+    kinds, token = [], ""
+    while True:
+        page = stub.ListBatchHistory(pb.ListBatchHistoryRequest(
+            batch_id=batch_id, page_size=4, page_token=token))
+        kinds.extend(record.kind for record in page.records)
+        token = page.next_page_token
+        if not token:
+            return kinds
+
+
+def test_the_cross_province_chain(platform, chain: Chain) -> None:  # type: ignore[no-untyped-def]
+    coop, market, a, b, admin, batch_id, codes = (
+        chain.coop, chain.market, chain.retailer_a, chain.retailer_b, chain.admin,
+        chain.batch_id, chain.codes)
+    batch = coop.flow.GetBatch(pb.GetBatchRequest(batch_id=batch_id)).batch
+    assert batch.category == "PLANT/VEGETABLE/SOLANACEOUS" and batch.code_count == 10
+    assert batch.certificate.contact_phone == "139****1234"
+    assert batch.batch_id.startswith("B37")
+    scanned = coop.coding.VerifyCode(cpb.VerifyCodeRequest(code=codes[0]))
+    assert scanned.state == cpb.CODE_STATE_ACTIVE and scanned.product_batch_id == batch_id
+
+    # Internal trace from Shandong's platform: a pesticide well before harvest, the harvest,
+    # a passed inspection; re-sending a record changes nothing.
+    harvested = datetime.now(UTC) - timedelta(days=3)
+    records = [
+        trace(batch_id, "SD-0001", harvested - timedelta(days=20), pesticide=pb.Pesticide(
+            name="阿维菌素", registration_number="PD20080123", pre_harvest_interval_days=7,
+            amount=pb.Quantity(amount="0.5", unit="L"))),
+        trace(batch_id, "SD-0002", harvested, harvest=pb.Harvest(
+            quantity=pb.Quantity(amount="1000", unit="KG"))),
+        trace(batch_id, "SD-0003", harvested + timedelta(hours=2), inspection=pb.Inspection(
+            item="有机磷农药残留", passed=True, result="阴性", inspector="寿光市农检站")),
+    ]
+    for record in records:
+        assert not admin.RecordInternalTrace(record).flags
+    assert admin.RecordInternalTrace(records[0]).replayed
+
+    # Shandong → Beijing: the cooperative ships 600 kg to the market, which confirms by scan
+    # and admits the goods at its gate.
+    to_market = coop.flow.RecordShipment(pb.RecordShipmentRequest(
+        request_id=rid("ship"), shipment=pb.Shipment(
+            batch_id=batch_id, seller_subject_id=coop.subject_id,
+            buyer_subject_id=market.subject_id, codes=codes[:6],
+            quantity=pb.Quantity(amount="600", unit="KG"), transport_document="SD-WB-0815")))
+    received = market.flow.ConfirmReceipt(pb.ConfirmReceiptRequest(
+        request_id=rid("recv"), buyer_subject_id=market.subject_id, code=codes[0]))
+    assert received.shipment.shipment_id == to_market.shipment.shipment_id
+    assert received.shipment.HasField("receive_time")
+    entry = market.flow.RecordMarketEntry(pb.RecordMarketEntryRequest(
+        request_id=rid("gate"), market_subject_id=market.subject_id, code=codes[1])).entry
+    assert entry.admitted and entry.batch_id == batch_id
+
+    # The market sells on to two retailers, who confirm by scanning.
+    for retailer, sold, amount in ((a, codes[2:4], "200"), (b, codes[4:6], "300")):
+        market.flow.RecordShipment(pb.RecordShipmentRequest(
+            request_id=rid("ship"), shipment=pb.Shipment(
+                batch_id=batch_id, seller_subject_id=market.subject_id,
+                buyer_subject_id=retailer.subject_id, codes=sold,
+                quantity=pb.Quantity(amount=amount, unit="KG"))))
+        retailer.flow.ConfirmReceipt(pb.ConfirmReceiptRequest(
+            request_id=rid("recv"), buyer_subject_id=retailer.subject_id, code=sold[0]))
+
+    # Retailer B repacks its 300 kg into 0.5 kg boxes with new codes.
+    repacked = b.flow.RecordTransformation(pb.RecordTransformationRequest(
+        request_id=rid("repack"), subject_id=b.subject_id,
+        kind=pb.TRANSFORMATION_KIND_REPACK,
+        inputs=[pb.TransformationInput(batch_id=batch_id,
+                                       quantity=pb.Quantity(amount="300", unit="KG"),
+                                       codes=codes[4:6])],
+        output=pb.Batch(product_code=TOMATO, product_name="精品番茄礼盒",
+                        quantity=pb.Quantity(amount="300", unit="KG"),
+                        production_date=day(datetime.now(UTC)), origin_division=HAIDIAN),
+        output_code_count=3))
+    assert len(repacked.output_codes) == 3
+    assert list(repacked.output.parent_batch_ids) == [batch_id]
+    lineage = b.coding.GetLineage(cpb.GetLineageRequest(code=repacked.output_codes[0]))
+    assert sorted(lineage.ancestors[0].parent_codes) == sorted(codes[4:6])
+    assert b.coding.VerifyCode(cpb.VerifyCodeRequest(code=codes[4])).state == \
+        cpb.CODE_STATE_CONSUMED
+
+    kinds = Counter(history_kinds(coop.flow, batch_id))
+    assert kinds == {"CREATED": 1, "INTERNAL_TRACE": 3, "SHIPPED": 3, "RECEIVED": 3,
+                     "MARKET_ENTRY": 1, "TRANSFORMED_INTO": 1}
+    assert history_kinds(b.flow, repacked.output.batch_id) == ["TRANSFORMED_FROM"]
+
+
+def test_a_pesticide_inside_its_interval_flags_the_batch(  # type: ignore[no-untyped-def]
+    platform, chain: Chain,
+) -> None:
+    harvested = datetime.now(UTC) - timedelta(days=1)
+    batch = chain.coop.flow.CreateBatch(tomato_batch(chain.coop, [], harvested, "50")).batch
+    flags = chain.admin.RecordInternalTrace(trace(
+        batch.batch_id, rid("SD"), harvested - timedelta(days=2),
+        pesticide=pb.Pesticide(name="吡虫啉", pre_harvest_interval_days=7))).flags
+    assert list(flags) == ["PESTICIDE_INTERVAL_NOT_PASSED"]
+    assert list(chain.coop.flow.GetBatch(pb.GetBatchRequest(
+        batch_id=batch.batch_id)).batch.flags) == ["PESTICIDE_INTERVAL_NOT_PASSED"]
+
+
+def test_refusals_are_clear_and_write_nothing(platform, chain: Chain) -> None:  # type: ignore[no-untyped-def]
+    coop, market, a = chain.coop, chain.market, chain.retailer_a
+    before = history_kinds(coop.flow, chain.batch_id)
+
+    # Receipt of goods never shipped to you (code 9 never left the cooperative).
+    refused = rpc_error(a.flow.ConfirmReceipt, pb.ConfirmReceiptRequest(
+        request_id=rid("recv"), buyer_subject_id=a.subject_id, code=chain.codes[9]))
+    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(refused) == "NOT_SHIPPED_TO_YOU"
+
+    # A shipment of more than the seller holds (the cooperative kept 400 of 1000 kg).
+    too_much = rpc_error(coop.flow.RecordShipment, pb.RecordShipmentRequest(
+        request_id=rid("ship"), shipment=pb.Shipment(
+            batch_id=chain.batch_id, seller_subject_id=coop.subject_id,
+            buyer_subject_id=market.subject_id,
+            quantity=pb.Quantity(amount="400.001", unit="KG"))))
+    assert error_reason(too_much) == "INSUFFICIENT_QUANTITY"
+
+    # A transformation that does not balance (400 kg in, 500 kg out).
+    unbalanced = rpc_error(coop.flow.RecordTransformation, pb.RecordTransformationRequest(
+        request_id=rid("merge"), subject_id=coop.subject_id,
+        kind=pb.TRANSFORMATION_KIND_MERGE,
+        inputs=[pb.TransformationInput(batch_id=chain.batch_id,
+                                       quantity=pb.Quantity(amount="400", unit="KG"))],
+        output=pb.Batch(product_code=TOMATO, quantity=pb.Quantity(amount="500", unit="KG"),
+                        production_date=day(datetime.now(UTC)))))
+    assert error_reason(unbalanced) == "TRANSFORMATION_UNBALANCED"
+
+    # Records for unknown subjects, and bad input naming its field.
+    unknown = rpc_error(chain.admin.RecordShipment, pb.RecordShipmentRequest(
+        request_id=rid("ship"), shipment=pb.Shipment(
+            batch_id=chain.batch_id, seller_subject_id=coop.subject_id,
+            buyer_subject_id="S11NOSUCHSUBJECT", quantity=pb.Quantity(amount="1", unit="KG"))))
+    assert unknown.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    bad = rpc_error(coop.flow.CreateBatch, pb.CreateBatchRequest(
+        request_id=rid("batch"), batch=pb.Batch(
+            subject_id=coop.subject_id, product_code="0104", quantity=pb.Quantity(
+                amount="-3", unit="KG"), production_date=day(datetime.now(UTC)))))
+    assert {"batch.product_code", "batch.quantity.amount"} <= set(violations(bad))
+    assert history_kinds(coop.flow, chain.batch_id) == before
+
+    # A market entry with a void code is refused with its reason, and recorded.
+    coop.coding.VoidCodes(cpb.VoidCodesRequest(request_id=rid("void"), codes=chain.codes[8:9],
+                                               reason="label torn"))
+    gate = market.flow.RecordMarketEntry(pb.RecordMarketEntryRequest(
+        request_id=rid("gate"), market_subject_id=market.subject_id, code=chain.codes[8]))
+    assert not gate.entry.admitted and gate.entry.refusal == pb.ENTRY_REFUSAL_VOID
+    # Goods of the batch shipped to someone else are refused at another market's gate.
+    other_market = party(platform, "110102", "西城农贸市场", rpb.SUBJECT_KIND_WHOLESALE_MARKET)
+    elsewhere = other_market.flow.RecordMarketEntry(pb.RecordMarketEntryRequest(
+        request_id=rid("gate"), market_subject_id=other_market.subject_id,
+        code=chain.codes[7]))
+    assert elsewhere.entry.refusal == pb.ENTRY_REFUSAL_SHIPPED_TO_SOMEONE_ELSE
+
+
+def test_retries_change_nothing(platform, chain: Chain) -> None:  # type: ignore[no-untyped-def]
+    coop, market = chain.coop, chain.market
+    ship = pb.RecordShipmentRequest(request_id=rid("ship"), shipment=pb.Shipment(
+        batch_id=chain.batch_id, seller_subject_id=coop.subject_id,
+        buyer_subject_id=market.subject_id, quantity=pb.Quantity(amount="10", unit="KG")))
+    first = coop.flow.RecordShipment(ship)
+    again = coop.flow.RecordShipment(ship)
+    assert again.replayed and again.shipment.shipment_id == first.shipment.shipment_id
+    gate = pb.RecordMarketEntryRequest(request_id=rid("gate"),
+                                       market_subject_id=market.subject_id,
+                                       code=chain.codes[1])
+    assert market.flow.RecordMarketEntry(gate).entry.entry_id == \
+        market.flow.RecordMarketEntry(gate).entry.entry_id
+    kinds = Counter(history_kinds(coop.flow, chain.batch_id))
+    retried = market.flow.RecordMarketEntry(gate)
+    assert retried.replayed
+    assert Counter(history_kinds(coop.flow, chain.batch_id)) == kinds
+
+
+def test_a_capture_stream_cut_midway_and_sent_again_stores_each_record_once(  # type: ignore[no-untyped-def]
+    platform, chain: Chain,
+) -> None:
+    harvested = datetime.now(UTC) - timedelta(days=2)
+    batch = chain.coop.flow.CreateBatch(tomato_batch(chain.coop, [], harvested, "80")).batch
+    records = [pb.CaptureRecord(internal_trace=trace(
+        batch.batch_id, f"SD-CAP-{batch.batch_id}-{n:03d}", harvested - timedelta(days=30 - n),
+        fertiliser=pb.Fertiliser(name="有机肥", amount=pb.Quantity(amount="20", unit="KG"))))
+        for n in range(30)]
+    messages = [pb.CaptureRecordsRequest(records=records[i:i + 10]) for i in range(0, 30, 10)]
+
+    answered = threading.Semaphore(0)
+
+    def cut() -> Iterator[pb.CaptureRecordsRequest]:
+        for message in messages[:2]:
+            yield message
+            answered.acquire()  # the server has stored and answered this message
+        raise RuntimeError("the bridge's link drops")
+
+    answers = chain.admin.CaptureRecords(cut())
+    with pytest.raises(grpc.RpcError):
+        for _ in answers:
+            answered.release()
+    again = list(chain.admin.CaptureRecords(iter(messages)))
+    outcomes = Counter(result.outcome for answer in again for result in answer.results)
+    assert outcomes["STORED"] + outcomes["REPLAYED"] == 30 and not outcomes["REFUSED"]
+    assert outcomes == {"REPLAYED": 20, "STORED": 10}  # the two answered messages were kept
+    kinds = Counter(history_kinds(chain.coop.flow, batch.batch_id))
+    assert kinds == {"CREATED": 1, "INTERNAL_TRACE": 30}
+
+
+def test_epcis_export_validates_and_imports_round_trip(  # type: ignore[no-untyped-def]
+    platform, chain: Chain,
+) -> None:
+    """The chain's EPCIS export validates against the official GS1 schema; a partner's
+    document imports once (a second import replays), refusing what does not map."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[2] / "services/flow/agritrace_flow/adapters/"
+                         "epcis_schema/EPCIS-JSON-Schema.json").read_text())
+    exported = chain.coop.flow.ExportEpcis(pb.ExportEpcisRequest(batch_id=chain.batch_id))
+    document = json.loads(exported.document)
+    jsonschema.validate(document, schema)
+    types = Counter(event["type"] for event in document["epcisBody"]["eventList"])
+    assert types["TransformationEvent"] == 1 and exported.event_count == sum(types.values())
+    steps = Counter(event.get("bizStep") for event in document["epcisBody"]["eventList"])
+    kinds = Counter(history_kinds(chain.coop.flow, chain.batch_id))
+    assert (steps["shipping"], steps["receiving"]) == (kinds["SHIPPED"], kinds["RECEIVED"])
+    assert steps["commissioning"] == 1 and steps["accepting"] >= 1  # created; admitted
+
+    examples = Path(__file__).parents[2] / "services/flow/tests/unit/epcis_examples"
+    shipping = (examples / "Example_9.6.1-ObjectEvent.jsonld").read_bytes()
+    first = chain.market.flow.ImportEpcis(pb.ImportEpcisRequest(
+        document=shipping, subject_id=chain.market.subject_id))
+    again = chain.market.flow.ImportEpcis(pb.ImportEpcisRequest(
+        document=shipping, subject_id=chain.market.subject_id))
+    assert [r.outcome for r in first.results] in (["STORED", "STORED"],
+                                                  ["REPLAYED", "REPLAYED"])
+    assert [r.outcome for r in again.results] == ["REPLAYED", "REPLAYED"]
+    aggregation = (examples / "Example_9.6.3-AggregationEvent.jsonld").read_bytes()
+    refused = chain.market.flow.ImportEpcis(pb.ImportEpcisRequest(
+        document=aggregation, subject_id=chain.market.subject_id))
+    assert [r.outcome for r in refused.results] == ["REFUSED"]
+    assert "AggregationEvent" in refused.results[0].reason
+    broken = rpc_error(chain.market.flow.ImportEpcis, pb.ImportEpcisRequest(
+        document=b"{not json", subject_id=chain.market.subject_id))
+    assert "document" in violations(broken)
+
+
+def test_the_recall_spreadsheet(platform, chain: Chain) -> None:  # type: ignore[no-untyped-def]
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    inspector = flow_pb2_grpc.FlowServiceStub(platform.channel_as(
+        platform.new_regulator("37"), platform.flow_address))
+    data = b"".join(c.data for c in inspector.ExportRecords(pb.ExportRecordsRequest(
+        batch_id=chain.batch_id, format=pb.SHEET_FORMAT_CSV)))
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[0][:5] == ["time", "batch_id", "product_code", "product_name", "record"]
+    body = rows[1:]
+    assert body == sorted(body) and {r[4] for r in body} >= {"CREATED", "SHIPPED",
+                                                              "RECEIVED", "TRANSFORMED_FROM"}
+    workbook = b"".join(c.data for c in inspector.ExportRecords(pb.ExportRecordsRequest(
+        product_code=TOMATO, format=pb.SHEET_FORMAT_XLSX)))
+    sheet = load_workbook(io.BytesIO(workbook), read_only=True).active
+    assert sheet is not None
+    values = list(sheet.iter_rows(values_only=True))
+    assert values[0][0] == "time" and len(values) > len(body)
+    outsider = flow_pb2_grpc.FlowServiceStub(platform.channel_as(
+        platform.new_regulator("44"), platform.flow_address))
+    denied = rpc_error(lambda: b"".join(c.data for c in outsider.ExportRecords(
+        pb.ExportRecordsRequest(batch_id=chain.batch_id, format=pb.SHEET_FORMAT_CSV))))
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
