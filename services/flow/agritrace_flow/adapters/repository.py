@@ -28,7 +28,7 @@ from agritrace_flow.domain.model import (
     Unit,
 )
 from agritrace_flow.service_layer.ports import HistoryEntry
-from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert
+from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert, matching
 from agritrace_kernel.idempotency import SqlAlchemyRequestLog
 
 _b = orm.batches.c
@@ -120,6 +120,13 @@ class SqlAlchemyFlowStore:
     def get_batch(self, batch_id: str) -> Batch | None:
         rows = self._rows(sa.select(orm.batches).where(_b.batch_id == batch_id))
         return _batch(rows[0]) if rows else None
+
+    def get_batches(self, batch_ids: Sequence[str]) -> dict[str, Batch]:
+        found: dict[str, Batch] = {}
+        for condition in matching(self.session, _b.batch_id, list(batch_ids)):
+            for row in self._rows(sa.select(orm.batches).where(condition)):
+                found[row["batch_id"]] = _batch(row)
+        return found
 
     def batch_by_certificate(self, certificate_id: str) -> Batch | None:
         rows = self._rows(sa.select(orm.batches).where(_b.certificate_id == certificate_id))
@@ -256,19 +263,27 @@ class SqlAlchemyFlowStore:
 
     # -- internal trace ---------------------------------------------------------------------
 
-    def add_trace(self, trace: InternalTrace) -> None:
-        self.session.execute(orm.internal_traces.insert().values(
-            source_province=trace.source_province, source_record_id=trace.source_record_id,
-            batch_id=trace.batch_id, activity=trace.activity.value,
-            occurred_at=trace.occurred_at,
-            details=json.dumps(trace.details, ensure_ascii=False, sort_keys=True),
-            interval_days=trace.interval_days, passed=trace.passed))
+    def add_traces(self, traces: Sequence[InternalTrace]) -> None:
+        bulk_insert(self.session, orm.internal_traces, [{
+            "source_province": t.source_province, "source_record_id": t.source_record_id,
+            "batch_id": t.batch_id, "activity": t.activity.value, "occurred_at": t.occurred_at,
+            "details": json.dumps(t.details, ensure_ascii=False, sort_keys=True),
+            "interval_days": t.interval_days, "passed": t.passed} for t in traces])
 
-    def get_trace(self, source_province: str, source_record_id: str) -> InternalTrace | None:
+    def find_traces(self, keys: Sequence[tuple[str, str]]
+                    ) -> dict[tuple[str, str], InternalTrace]:
         c = orm.internal_traces.c
-        rows = self._rows(sa.select(orm.internal_traces).where(
-            c.source_province == source_province, c.source_record_id == source_record_id))
-        return _trace(rows[0]) if rows else None
+        found: dict[tuple[str, str], InternalTrace] = {}
+        by_province: dict[str, list[str]] = {}
+        for province, record_id in keys:
+            by_province.setdefault(province, []).append(record_id)
+        for province, record_ids in by_province.items():
+            for condition in matching(self.session, c.source_record_id, record_ids):
+                for row in self._rows(sa.select(orm.internal_traces).where(
+                        c.source_province == province, condition)):
+                    trace = _trace(row)
+                    found[(trace.source_province, trace.source_record_id)] = trace
+        return found
 
     def traces_of(self, batch_id: str) -> list[InternalTrace]:
         c = orm.internal_traces.c

@@ -277,15 +277,22 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             "batch": self._create_batch, "shipment": self._record_shipment,
             "receipt": self._confirm_receipt, "market_entry": self._record_market_entry,
             "transformation": self._record_transformation,
-            "internal_trace": self._record_internal_trace,
         }
         for message in request_iterator:
             if len(message.records) > MAX_CAPTURE_MESSAGE:
                 raise InvalidArgument.of(
                     "records", f"more than {MAX_CAPTURE_MESSAGE:,} records in one message")
-            results = []
+            results: list[pb.CaptureResult] = []
+            traces: list[tuple[int, pb.RecordInternalTraceRequest]] = []
             for index, record in enumerate(message.records):
                 kind = record.WhichOneof("record")
+                if kind == "internal_trace":
+                    # Runs of production records (most of a bridge's traffic) are stored
+                    # together, in one transaction.
+                    traces.append((index, record.internal_trace))
+                    continue
+                results.extend(self._traces(traces, actor))
+                traces = []
                 if kind is None:
                     results.append(pb.CaptureResult(
                         index=index, outcome="REFUSED", error_code="INVALID_ARGUMENT",
@@ -299,7 +306,24 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
                 replayed = bool(getattr(response, "replayed", False))
                 results.append(pb.CaptureResult(
                     index=index, outcome="REPLAYED" if replayed else "STORED", id=ident))
+            results.extend(self._traces(traces, actor))
             yield pb.CaptureRecordsResponse(results=results)
+
+    def _traces(self, traces: list[tuple[int, pb.RecordInternalTraceRequest]],
+                actor: Principal | None) -> list[pb.CaptureResult]:
+        if not traces:
+            return []
+        outcomes = self.service.record_internal_traces(
+            [trace_input(request.record) for _, request in traces], actor=actor)
+        results = []
+        for (index, request), outcome in zip(traces, outcomes, strict=True):
+            if isinstance(outcome, DomainError):
+                results.append(_refused(index, outcome))
+            else:
+                results.append(pb.CaptureResult(
+                    index=index, outcome="REPLAYED" if outcome.replayed else "STORED",
+                    id=f"{request.record.source_province}:{request.record.source_record_id}"))
+        return results
 
     def GetBatch(self, request: pb.GetBatchRequest,
                  context: grpc.ServicerContext) -> pb.GetBatchResponse:

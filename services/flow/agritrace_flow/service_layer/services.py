@@ -42,6 +42,7 @@ from agritrace_flow.service_layer.ports import (
 )
 from agritrace_kernel import paging
 from agritrace_kernel.errors import (
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -697,6 +698,12 @@ class FlowService:
 
     def record_internal_trace(self, data: TraceInput, *,
                               actor: Actor = None) -> Result[list[str]]:
+        (outcome,) = self.record_internal_traces([data], actor=actor)
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def _trace(self, data: TraceInput, actor: Actor) -> InternalTrace:
         province = data.source_province.strip()
         errors = ViolationCollector("record")
         if len(province) != 2 or not province.isdigit():
@@ -704,6 +711,8 @@ class FlowService:
         record_id = data.source_record_id.strip()
         if not record_id or len(record_id) > 64:
             errors.add("source_record_id", "must be 1-64 characters")
+        if not data.batch_id.strip():
+            errors.add("batch_id", "is required")
         if data.activity is None:
             errors.add("activity", "is required")
         if data.occurred_at is None:
@@ -715,39 +724,89 @@ class FlowService:
         errors.raise_if_any()
         assert data.activity is not None and data.occurred_at is not None
         access.check_province(actor, province)
-        trace = InternalTrace(province, record_id, data.batch_id.strip(), data.activity,
-                              data.occurred_at, dict(data.details), data.interval_days,
-                              data.passed)
-        with self.uow_factory() as uow:
-            existing = uow.flow.get_trace(province, record_id)
-            if existing is not None:
-                if existing != trace:
-                    raise FailedPrecondition(
-                        f"record {record_id} of province {province} was stored with other "
+        return InternalTrace(province, record_id, data.batch_id.strip(), data.activity,
+                             data.occurred_at, dict(data.details), data.interval_days,
+                             data.passed)
+
+    def record_internal_traces(
+        self, items: Sequence[TraceInput], *, actor: Actor = None,
+    ) -> list[Result[list[str]] | DomainError]:
+        """Production-process records, many in one transaction (bridges send thousands):
+        each is idempotent by (source province, source record id), so a record sent again
+        changes nothing. One outcome per record, in order: the batch's flags, or why the
+        record was refused. One `internal_trace_recorded` event per batch touched."""
+        outcomes: list[Result[list[str]] | DomainError | None] = [None] * len(items)
+        checked: list[tuple[int, InternalTrace]] = []
+        for index, data in enumerate(items):
+            try:
+                checked.append((index, self._trace(data, actor)))
+            except DomainError as error:
+                outcomes[index] = error
+        if checked:
+            with self.uow_factory() as uow:
+                self._store_traces(uow, checked, outcomes)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _store_traces(self, uow: UnitOfWork, checked: list[tuple[int, InternalTrace]],
+                      outcomes: list[Result[list[str]] | DomainError | None]) -> None:
+        known = uow.flow.find_traces([(t.source_province, t.source_record_id)
+                                      for _, t in checked])
+        batches = uow.flow.get_batches(sorted({t.batch_id for _, t in checked}
+                                              | {t.batch_id for t in known.values()}))
+        new: list[tuple[int, InternalTrace]] = []
+        replays: list[tuple[int, str]] = []
+        for index, trace in checked:
+            key = (trace.source_province, trace.source_record_id)
+            earlier = known.get(key)
+            if earlier is not None:
+                if earlier != trace:
+                    outcomes[index] = FailedPrecondition(
+                        f"record {key[1]} of province {key[0]} was stored with other "
                         "content; a provincial record id names one record",
                         reason="SOURCE_RECORD_CONFLICT")
-                batch = self._batch(uow, existing.batch_id, "record.batch_id")
-                return Result(list(batch.flags), replayed=True)
-            batch = self._batch(uow, trace.batch_id, "record.batch_id")
-            if batch.province != province:
-                raise FailedPrecondition(
+                else:
+                    replays.append((index, earlier.batch_id))
+                continue
+            batch = batches.get(trace.batch_id)
+            if batch is None:
+                outcomes[index] = NotFound(f"batch {trace.batch_id} does not exist",
+                                           reason="BATCH_NOT_FOUND",
+                                           metadata={"field": "record.batch_id"})
+            elif batch.province != trace.source_province:
+                outcomes[index] = FailedPrecondition(
                     f"batch {batch.batch_id} comes from province {batch.province}, not "
-                    f"{province}", reason="BATCH_OF_ANOTHER_PROVINCE")
-            uow.flow.add_trace(trace)
-            records = [*uow.flow.traces_of(batch.batch_id)]
-            flags = sorted(interval_flags(records, batch.production_date))
-            if tuple(flags) != batch.flags:
-                uow.flow.set_flags(batch.batch_id, flags)
-            self._history(uow, HistoryEntry(
-                batch.batch_id, trace.occurred_at, "INTERNAL_TRACE", batch.subject_id, "",
-                f"{province}:{record_id}", trace.activity.value.lower().replace("_", " ")
+                    f"{trace.source_province}", reason="BATCH_OF_ANOTHER_PROVINCE")
+            else:
+                known[key] = trace  # a repeat within the same call is a replay
+                new.append((index, trace))
+        flags = {batch_id: list(batch.flags) for batch_id, batch in batches.items()}
+        if new:
+            uow.flow.add_traces([trace for _, trace in new])
+            touched = sorted({trace.batch_id for _, trace in new})
+            for batch_id in touched:
+                batch = batches[batch_id]
+                flags[batch_id] = sorted(interval_flags(uow.flow.traces_of(batch_id),
+                                                        batch.production_date))
+                if tuple(flags[batch_id]) != batch.flags:
+                    uow.flow.set_flags(batch_id, flags[batch_id])
+            self._history(uow, *(HistoryEntry(
+                trace.batch_id, trace.occurred_at, "INTERNAL_TRACE",
+                batches[trace.batch_id].subject_id, "",
+                f"{trace.source_province}:{trace.source_record_id}",
+                trace.activity.value.lower().replace("_", " ")
                 + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(trace.details.items()))})"
-                   if trace.details else "")))
-            uow.publish(Event(SERVICE, "internal_trace_recorded", {
-                "source_province": province, "source_record_id": record_id,
-                "batch_id": batch.batch_id, "activity": trace.activity.value,
-                "occur_time": trace.occurred_at.isoformat(), "flags": flags,
-            }))
+                   if trace.details else "")) for _, trace in new))
+            for batch_id in touched:
+                uow.publish(Event(SERVICE, "internal_trace_recorded", {
+                    "batch_id": batch_id, "flags": flags[batch_id],
+                    "records": [{
+                        "source_province": t.source_province,
+                        "source_record_id": t.source_record_id,
+                        "activity": t.activity.value, "occur_time": t.occurred_at.isoformat(),
+                    } for _, t in new if t.batch_id == batch_id],
+                }))
             uow.commit()
-        return Result(flags)
-
+        for index, trace in new:
+            outcomes[index] = Result(flags[trace.batch_id])
+        for index, batch_id in replays:
+            outcomes[index] = Result(flags.get(batch_id, []), replayed=True)
