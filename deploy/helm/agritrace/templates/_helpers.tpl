@@ -231,21 +231,54 @@ Fails when neither exists. Context: root.
 {{- $registry := dict -}}
 {{- $_ := include "agritrace.resolveService" (dict "root" . "name" "registry" "out" $registry) -}}
 {{- if not (and (hasKey .Values.services "registry") $registry.enabled) -}}
-{{- fail "\n\nagritrace: services.registry is disabled and registryService.address is empty: the other services (coding, ...) call the registry. Enable services.registry, set registryService.address to HOST:PORT of a registry running elsewhere, or set registryClient.enabled to false on the services that do not call it.\n" -}}
+{{- fail "\n\nagritrace: services.registry is disabled and registryService.address is empty: the other services (coding, flow, ...) call the registry. Enable services.registry, set registryService.address to HOST:PORT of a registry running elsewhere, or set registryClient.enabled to false on the services that do not call it.\n" -}}
 {{- end -}}
 {{- printf "%s:%d" (include "agritrace.componentName" (dict "root" . "svc" $registry "component" "server")) (int $registry.server.service.port) -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
+Whether a service calls the coding service (gets AGRITRACE_CODING_ADDRESS): "true" or empty.
+Only the services with codingClient.enabled (flow) do; never the coding entry itself.
+Context: root, svc.
+*/}}
+{{- define "agritrace.codingClient" -}}
+{{- if and (ne .svc.name "coding") .svc.codingClient.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+host:port of the coding service for its clients (AGRITRACE_CODING_ADDRESS):
+codingService.address, else the coding Service of this release, <fullname>-coding:<port>.
+Fails when neither exists, naming the client. Context: root, client (the calling service's
+name, for the message).
+*/}}
+{{- define "agritrace.codingAddress" -}}
+{{- $root := .root -}}
+{{- if $root.Values.codingService.address -}}
+{{- $root.Values.codingService.address -}}
+{{- else -}}
+{{- $coding := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" $root "name" "coding" "out" $coding) -}}
+{{- if not (and (hasKey $root.Values.services "coding") $coding.enabled) -}}
+{{- $who := ternary (printf "services.%s" .client) "a service" (not (empty .client)) -}}
+{{- fail (printf "\n\nagritrace: %s calls the coding service (codingClient.enabled), but services.coding is disabled and codingService.address is empty. Enable services.coding, or set codingService.address to HOST:PORT of the gRPC port of a coding service running elsewhere.\n" $who) -}}
+{{- end -}}
+{{- printf "%s:%d" (include "agritrace.componentName" (dict "root" $root "svc" $coding "component" "server")) (int $coding.server.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Base URL of the trace-code resolver (AGRITRACE_RESOLVER_BASE_URL) for a service: resolver.baseUrl,
-which the coding service (module agritrace_coding) requires. Context: root, svc.
+which the coding service (module agritrace_coding, labels) and the flow service (agritrace_flow,
+code URLs in EPCIS exports) require. Context: root, svc.
 */}}
 {{- define "agritrace.resolverBaseUrl" -}}
 {{- if .root.Values.resolver.baseUrl -}}
 {{- .root.Values.resolver.baseUrl -}}
 {{- else if eq .svc.module "agritrace_coding" -}}
 {{- fail (printf "\n\nagritrace: services.%s runs the coding service and resolver.baseUrl is empty: set it to the public base URL printed in every label's QR code, e.g. https://trace.moa.gov.cn (labels once printed cannot be corrected).\n" .svc.name) -}}
+{{- else if eq .svc.module "agritrace_flow" -}}
+{{- fail (printf "\n\nagritrace: services.%s runs the flow service and resolver.baseUrl is empty: set it to the public base URL of the trace-code resolver, e.g. https://trace.moa.gov.cn; flow's EPCIS exports print code URLs under it, which must match the labels coding prints.\n" .svc.name) -}}
 {{- end -}}
 {{- end -}}
 
@@ -348,6 +381,9 @@ inlines it). Context: root, svc.
 {{- end -}}
 {{- if include "agritrace.registryClient" . -}}
 {{- $_ := set $data "AGRITRACE_REGISTRY_ADDRESS" (include "agritrace.registryAddress" .root) -}}
+{{- end -}}
+{{- if include "agritrace.codingClient" . -}}
+{{- $_ := set $data "AGRITRACE_CODING_ADDRESS" (include "agritrace.codingAddress" (dict "root" .root "client" .svc.name)) -}}
 {{- end -}}
 {{- with include "agritrace.resolverBaseUrl" . -}}
 {{- $_ := set $data "AGRITRACE_RESOLVER_BASE_URL" . -}}

@@ -227,7 +227,10 @@ class CodingService:
         subject_id = subject_id.strip()
         if not subject_id:
             raise InvalidArgument.of(field_path, "is required")
-        subject = self.subjects.get(subject_id)
+        try:
+            subject = self.subjects.get(subject_id)
+        except InvalidArgument:
+            raise InvalidArgument.of(field_path, "is not a national subject id") from None
         if subject is None:
             raise NotFound(
                 f"subject {subject_id} is not registered", reason="SUBJECT_NOT_FOUND",

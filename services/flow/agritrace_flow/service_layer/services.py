@@ -184,7 +184,10 @@ class FlowService:
         subject_id = subject_id.strip()
         if not subject_id:
             raise InvalidArgument.of(field, "is required")
-        found = self.subjects.get(subject_id)
+        try:
+            found = self.subjects.get(subject_id)
+        except InvalidArgument:
+            raise InvalidArgument.of(field, "is not a national subject id") from None
         if found is None:
             raise NotFound(f"subject {subject_id} is not registered",
                            reason="SUBJECT_NOT_FOUND", metadata={"field": field})
