@@ -137,9 +137,10 @@ history = sa.Table(
 imported_events = sa.Table(
     "imported_events",
     metadata,
-    # eventID of an imported EPCIS event, or the canonical hash standing for it.
+    # Per importing subject: the eventID of an imported EPCIS event, or the canonical hash
+    # standing for it (two partners may import the same document).
+    sa.Column("subject_id", sa.String(16), primary_key=True),
     sa.Column("event_id", sa.String(200), primary_key=True),
-    sa.Column("subject_id", sa.String(16), nullable=False),
     sa.Column("event_time", TZ, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("event", sa.Text(), nullable=False),  # the event's JSON, as imported

@@ -296,7 +296,8 @@ class SqlAlchemyFlowStore:
     def add_imported(self, event_id: str, subject_id: str, event_time: datetime, kind: str,
                      event_json: str) -> bool:
         c = orm.imported_events.c
-        if self.session.scalar(sa.select(c.event_id).where(c.event_id == event_id)):
+        if self.session.scalar(sa.select(c.event_id).where(c.subject_id == subject_id,
+                                                            c.event_id == event_id)):
             return False
         self.session.execute(orm.imported_events.insert().values(
             event_id=event_id, subject_id=subject_id, event_time=event_time, kind=kind,

@@ -5,13 +5,14 @@ any framework."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 
 from agritrace_kernel.errors import FailedPrecondition, InvalidArgument
 
 MAX_CODES_PER_RECORD = 10_000
+CHINA_TIME = timezone(timedelta(hours=8))
 # Transformations balance within this share of the input: weighing and packaging losses.
 BALANCE_TOLERANCE = Decimal("0.02")
 _QUANTUM = Decimal("0.001")
@@ -265,8 +266,8 @@ def interval_flags(records: list[InternalTrace], production_date: date) -> set[s
         end = max(ends) if ends else None
         if end is not None:
             too_early = record.safe_from > end and record.occurred_at <= end
-        else:
-            too_early = record.safe_from.date() > production_date
+        else:  # the production date is a Chinese calendar date
+            too_early = record.safe_from.astimezone(CHINA_TIME).date() > production_date
         if too_early:
             flags.add(INTERVAL_FLAGS[record.activity])
     return flags

@@ -42,6 +42,7 @@ from agritrace_flow.service_layer.ports import (
 )
 from agritrace_kernel import paging
 from agritrace_kernel.errors import (
+    AlreadyExists,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -72,6 +73,15 @@ def new_id(prefix: str, province: str) -> str:
     return prefix + province + "".join(secrets.choice(alphabet) for _ in range(13))
 
 
+def id_for_request(prefix: str, province: str, request_id: str, scope: str) -> str:
+    """The id of what a request creates when another service learns it before the commit
+    (codes bound to a batch): the same on every retry, so a retry after a failure half-way
+    finds and completes the same record."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    number = int.from_bytes(hashlib.sha256(f"{scope}:{request_id}".encode()).digest()[:9])
+    return prefix + province + "".join(alphabet[(number >> (5 * i)) & 31] for i in range(13))
+
+
 def derived_request_id(request_id: str, purpose: str) -> str:
     """The request id of a call to another service made on behalf of `request_id`: stable, so
     a retry repeats the call idempotently, and within the 64-character limit."""
@@ -87,13 +97,17 @@ def _text(value: str, field: str, *, required: bool = False, limit: int = MAX_TE
     return value
 
 
-def _mask_phone(phone: str) -> str:
+def _mask_phone(phone: str, field: str) -> str:
+    """A phone as stored and shown: mobile numbers keep their first 3 and last 4 digits,
+    shorter ones only their last 2 (never the number in clear)."""
     digits = "".join(ch for ch in phone if ch.isdigit())
-    if not digits:
+    if not phone.strip():
         return ""
     if len(digits) < 7 or len(digits) > 12:
-        raise InvalidArgument.of("batch.certificate.contact_phone", "is not a phone number")
-    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+        raise InvalidArgument.of(field, "is not a phone number")
+    if len(digits) >= 11:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    return "*" * (len(digits) - 2) + digits[-2:]
 
 
 # -- inputs, as the entrypoints hand them over (strings not yet checked) -----------------------
@@ -232,16 +246,24 @@ class FlowService:
         subject = self._subject(data.subject_id, "batch.subject_id")
         access.check_acts_for(actor, subject.subject_id, subject.division_code,
                               "create batches")
-        batch = self._new_batch(data, subject, "batch")
-        codes = self._bindable_codes(data.codes, subject.subject_id, batch.batch_id)
-        if codes:
-            self.coding.bind(derived_request_id(request_id, "bind"), codes, batch.batch_id)
-        batch = replace(batch, code_count=len(data.codes))
+        batch = self._new_batch(data, subject, "batch", request_id)
+        if batch.certificate is not None:
+            with self.reader_factory() as uow:
+                holder = uow.flow.batch_by_certificate(batch.certificate.certificate_id)
+            if holder is not None:
+                raise AlreadyExists(
+                    f"certificate {batch.certificate.certificate_id} was issued with batch "
+                    f"{holder.batch_id}", reason="CERTIFICATE_ALREADY_USED",
+                    metadata={"field": "batch.certificate.certificate_id"})
+        codes, to_bind = self._bindable_codes(data.codes, subject.subject_id, batch.batch_id)
+        if to_bind:
+            self.coding.bind(derived_request_id(request_id, "bind"), to_bind, batch.batch_id)
+        batch = replace(batch, code_count=len(codes))
         with self.uow_factory() as uow:
             earlier = self._replay(uow, request_id, "batch", operation_print)
             if earlier is not None:
                 return Result(self._batch(uow, earlier), replayed=True)
-            uow.flow.add_batch(batch, data.codes)
+            uow.flow.add_batch(batch, codes)
             uow.flow.set_holding(batch.batch_id, subject.subject_id, batch.quantity)
             uow.requests.record(request_id, RequestRecord("batch", operation_print,
                                                           batch.batch_id))
@@ -256,7 +278,8 @@ class FlowService:
     def _at(self, batch: Batch) -> datetime:
         return batch.created_at or self.clock()
 
-    def _new_batch(self, data: BatchInput, subject: SubjectInfo, prefix: str) -> Batch:
+    def _new_batch(self, data: BatchInput, subject: SubjectInfo, prefix: str,
+                   request_id: str) -> Batch:
         errors = ViolationCollector(prefix)
         product = None
         try:
@@ -277,20 +300,21 @@ class FlowService:
             errors.add("origin_division", "must be a 6-digit county division code")
         if len(data.codes) > MAX_CODES_PER_RECORD:
             errors.add("codes", f"names more than {MAX_CODES_PER_RECORD:,} codes")
-        certificate = self._certificate(data.certificate, errors)
+        certificate = self._certificate(data.certificate, errors, prefix)
         name = _text(data.product_name, f"{prefix}.product_name", limit=100)
         errors.raise_if_any()
         assert product is not None and quantity is not None and data.production_date
         return Batch(
-            batch_id=self.ids("B", origin[:2]), subject_id=subject.subject_id,
+            batch_id=id_for_request("B", origin[:2], request_id, f"{prefix}:{subject.subject_id}"),
+            subject_id=subject.subject_id,
             subject_division=subject.division_code, product_code=product.code,
             product_name=name or product.name_zh, category=product.category_path,
             quantity=quantity, production_date=data.production_date, origin_division=origin,
             certificate=certificate, created_at=self.clock(),
         )
 
-    def _certificate(self, data: CertificateInput | None,
-                     errors: ViolationCollector) -> Certificate | None:
+    def _certificate(self, data: CertificateInput | None, errors: ViolationCollector,
+                     prefix: str) -> Certificate | None:
         if data is None:
             return None
         start = len(errors.violations)
@@ -307,7 +331,7 @@ class FlowService:
                 and not data.test_result.strip():
             errors.add("certificate.test_result", "is required when the basis is a test")
         try:
-            phone = _mask_phone(data.contact_phone)
+            phone = _mask_phone(data.contact_phone, f"{prefix}.certificate.contact_phone")
         except InvalidArgument as error:
             errors.violations.extend(error.violations)
             phone = ""
@@ -315,19 +339,22 @@ class FlowService:
             return None
         assert data.issue_date is not None and data.basis is not None
         return Certificate(
-            certificate_id=_text(data.certificate_id, "batch.certificate.certificate_id",
+            certificate_id=_text(data.certificate_id, f"{prefix}.certificate.certificate_id",
                                  limit=64) or self.ids("C", "00"),
-            producer_name=_text(data.producer_name, "batch.certificate.producer_name",
+            producer_name=_text(data.producer_name, f"{prefix}.certificate.producer_name",
                                 limit=200),
             contact_phone_masked=phone, issue_date=data.issue_date,
-            commitment=_text(data.commitment, "batch.certificate.commitment", limit=1000),
-            basis=data.basis, test_result=_text(data.test_result, "batch.certificate.test_result"),
+            commitment=_text(data.commitment, f"{prefix}.certificate.commitment", limit=1000),
+            basis=data.basis,
+            test_result=_text(data.test_result, f"{prefix}.certificate.test_result"),
         )
 
     def _bindable_codes(self, codes: Sequence[str], subject_id: str,
-                        batch_id: str) -> list[str]:
-        """The codes to activate for a new batch: printed codes of its subject (codes
-        already active for this very batch need nothing)."""
+                        batch_id: str) -> tuple[list[str], list[str]]:
+        """The codes of a new batch in canonical form, and those to activate for it: printed
+        codes of its subject (codes already active for this very batch, e.g. on a retry,
+        need nothing)."""
+        canonical: list[str] = []
         to_bind = []
         for index, code in enumerate(codes):
             info = self._code(code, f"codes[{index}]")
@@ -337,6 +364,7 @@ class FlowService:
             if info.subject_id != subject_id:
                 raise FailedPrecondition(f"code {code} was issued to another subject",
                                          reason="CODE_OF_ANOTHER_SUBJECT")
+            canonical.append(info.code)
             if info.state == "ACTIVE" and info.product_batch_id == batch_id:
                 continue
             if info.state != "PRINTED":
@@ -344,7 +372,9 @@ class FlowService:
                     f"code {code} is {info.state}; only printed codes can be bound to a batch",
                     reason="CODE_NOT_BINDABLE")
             to_bind.append(info.code)
-        return to_bind
+        if len(set(canonical)) != len(canonical):
+            raise InvalidArgument.of("codes", "names a code twice")
+        return canonical, to_bind
 
     @staticmethod
     def _batch_payload(batch: Batch) -> dict[str, object]:
@@ -454,7 +484,8 @@ class FlowService:
             uow.commit()
         return Result(shipment)
 
-    def _codes_of_batch(self, codes: Sequence[str], batch_id: str, field: str) -> list[str]:
+    def _codes_of_batch(self, codes: Sequence[str], batch_id: str, field: str,
+                        states: frozenset[str] = frozenset({"ACTIVE"})) -> list[str]:
         canonical = []
         for index, code in enumerate(codes):
             info = self._code(code, f"{field}[{index}]")
@@ -462,7 +493,7 @@ class FlowService:
                 raise FailedPrecondition(f"code {code} is not a code of batch {batch_id}",
                                          reason="CODE_NOT_OF_BATCH",
                                          metadata={"field": f"{field}[{index}]"})
-            if info.state != "ACTIVE":
+            if info.state not in states:
                 raise FailedPrecondition(f"code {code} is {info.state}",
                                          reason="CODE_NOT_ACTIVE")
             canonical.append(info.code)
@@ -629,12 +660,18 @@ class FlowService:
             parsed: list[TransformationInput] = []
             for index, (batch_id, amount, unit, codes) in enumerate(inputs):
                 batch = self._batch(uow, batch_id, f"inputs[{index}].batch_id")
+                if any(item.batch_id == batch.batch_id for item in parsed):
+                    raise InvalidArgument.of(f"inputs[{index}].batch_id",
+                                             "names a batch already listed as an input")
                 quantity = Quantity.parse(amount, unit, f"inputs[{index}].quantity")
+                # CONSUMED too: on a retry after the derivation, coding consumed them already;
+                # coding itself refuses parents that are not ACTIVE for a new derivation.
                 canonical = self._codes_of_batch(codes, batch.batch_id,
-                                                 f"inputs[{index}].codes")
+                                                 f"inputs[{index}].codes",
+                                                 frozenset({"ACTIVE", "CONSUMED"}))
                 parsed.append(TransformationInput(batch.batch_id, quantity, tuple(canonical)))
         batch = self._new_batch(replace(output, subject_id=subject.subject_id), subject,
-                                "output")
+                                "output", request_id)
         check_balance(kind, [i.quantity for i in parsed], batch.quantity)
         parent_codes = [code for i in parsed for code in i.codes]
         if output_code_count and not parent_codes:
@@ -648,6 +685,7 @@ class FlowService:
                                        subject.subject_id,
                                        parent_codes, batch.batch_id, output_code_count,
                                        kind.derive_reason) if output_code_count else []
+        new_codes = sorted(new_codes)  # as a replay reads them back
         transformation = Transformation(batch.batch_id, subject.subject_id, kind,
                                         tuple(parsed), batch.batch_id, tuple(new_codes),
                                         self.clock())

@@ -103,7 +103,7 @@ def upgrade() -> None:
     sa.Column('event_time', sa.DateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('event', sa.Text(), nullable=False),
-    sa.PrimaryKeyConstraint('event_id')
+    sa.PrimaryKeyConstraint('subject_id', 'event_id')
     )
     with op.batch_alter_table('imported_events', schema=None) as batch_op:
         batch_op.create_index('ix_imported_subject', ['subject_id', 'event_time'], unique=False)
