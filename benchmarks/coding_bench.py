@@ -24,8 +24,6 @@ Memory figures are of the whole platform process: they include sso and the regis
 from __future__ import annotations
 
 import random
-import secrets
-import tempfile
 import threading
 import time
 import uuid
@@ -40,17 +38,13 @@ import psycopg
 
 from agritrace.coding.v1 import coding_pb2 as pb
 from agritrace.coding.v1 import coding_pb2_grpc
-from agritrace.registry.v1 import registry_pb2 as rpb
-from agritrace.registry.v1 import registry_pb2_grpc
-from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_coding.domain import codes as code_format
 from agritrace_coding.domain.model import CodeState
 from agritrace_coding.service_layer.services import new_issuance_id
-from agritrace_registry.domain import identifiers
 from benchmarks.cpu import CpuSample, process_cpu_seconds
 from benchmarks.echo_server import METHOD as ECHO_METHOD
 from benchmarks.import_bench import CHANNEL_OPTIONS, LatencyResult, summarise
-from benchmarks.infra import RegistryServer, ThrowawayDatabase, log
+from benchmarks.infra import Platform, ThrowawayDatabase, log, start_platform
 from benchmarks.rpc_bench import EchoServerProcess
 
 if TYPE_CHECKING:
@@ -58,8 +52,6 @@ if TYPE_CHECKING:
 
     from benchmarks.run import Report
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench-results"
 COPY_BLOCK = 50_000  # rows per copy.write, as the repository writes them
 ISSUE_TIMEOUT = 600.0
 RATE_GOAL = 1 / 3  # of the indexed COPY's rate
@@ -68,66 +60,6 @@ CONCURRENCY = 16
 UNKNOWN_SHARE = 0.10
 COUNTY = "330106"  # 杭州市西湖区: the subject's division, so the codes carry province 33
 VERIFY_METHOD = "/agritrace.coding.v1.CodingService/VerifyCode"
-Metadata = tuple[tuple[str, str], ...]
-
-
-# -- the platform -----------------------------------------------------------------------------
-
-
-@dataclass
-class Platform:
-    server: RegistryServer
-    credentials: Metadata  # the administrator's bearer token
-    subject_id: str
-    province: str
-    data_dir: tempfile.TemporaryDirectory[str]
-
-    @property
-    def pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.data_dir.cleanup()
-
-
-def _credit_code(county: str) -> str:
-    body = "92" + county + "".join(
-        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
-        for c in uuid.uuid4().hex[:9].upper())
-    return body + identifiers.credit_code_check_char(body)
-
-
-def start_platform(db: ThrowawayDatabase) -> Platform:
-    """The all-in-one platform on `db` (it migrates sso, registry and coding on start-up and
-    creates its administrator), one registered subject, and the administrator's token."""
-    password = secrets.token_urlsafe(18)
-    data_dir = tempfile.TemporaryDirectory(prefix="agritrace-bench-")
-    server = RegistryServer(
-        db.sqlalchemy_url, RESULTS_DIR / "platform-server.log", module="agritrace_platform",
-        serve_args=(), extra_env={"AGRITRACE_ADMIN_PASSWORD": password,
-                                  "AGRITRACE_DATA_DIR": data_dir.name})
-    server.start()
-    try:
-        waited = server.wait_serving(timeout=180.0)
-        log(f"[coding] platform SERVING on {server.address} after {waited:.1f} s (log: "
-            f"{server.log_path.relative_to(ROOT)})")
-        with grpc.insecure_channel(server.address) as channel:
-            sso = sso_pb2_grpc.SsoServiceStub(channel)  # type: ignore[no-untyped-call]
-            login = sso.Login(sso_pb2.LoginRequest(username="admin", password=password))
-            credentials = (("authorization", f"Bearer {login.tokens.access_token}"),)
-            registry = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
-            subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
-                request_id=f"bench-{uuid.uuid4().hex}", registration=rpb.SubjectRegistration(
-                    kind=rpb.SUBJECT_KIND_ENTERPRISE, name="绿源农业基准测试有限公司",
-                    division_code=COUNTY, credit_code=_credit_code(COUNTY))),
-                metadata=credentials, timeout=30).subject
-    except BaseException:
-        server.stop()
-        data_dir.cleanup()
-        raise
-    return Platform(server, credentials, subject.subject_id, COUNTY[:2], data_dir)
 
 
 # -- memory of the server process -------------------------------------------------------------
@@ -534,7 +466,7 @@ def run_coding_phase(report: Report, console: Console, *, quantity: int, verify_
         db.create()
         log(f"[coding] throwaway database {db.name}; starting the all-in-one platform "
             "(sso + registry + coding in one process; it migrates on start-up)")
-        platform = start_platform(db)
+        platform = start_platform(db, COUNTY, "绿源农业基准测试有限公司", label="coding")
         console.print(
             f"  coding runs in the all-in-one platform process (pid {platform.pid}: sso + "
             "registry + coding, PostgreSQL); sso and the registry are idle, but every memory "

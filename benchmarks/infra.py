@@ -1,6 +1,8 @@
 """What the benchmark runs against: a throwaway PostgreSQL database and a real registry
-server process (`python -m agritrace_registry migrate`, then `serve`). Both are removed on
-every way out: `close()` is called from try/finally and from atexit, and is idempotent."""
+server process (`python -m agritrace_registry migrate`, then `serve`), or the all-in-one
+platform process (`start_platform`: sso, registry, coding and flow) with the administrator
+logged in and subjects registered. Both are removed on every way out: `close()` is called
+from try/finally and from atexit, and is idempotent."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -21,9 +26,17 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
+from agritrace.registry.v1 import registry_pb2 as rpb
+from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
+from agritrace_registry.domain import identifiers
+
 ADMIN_CONNINFO = os.environ.get(
     "BENCH_ADMIN_CONNINFO", "postgresql://postgres@127.0.0.1:5432/test"
 )
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench-results"
+Metadata = tuple[tuple[str, str], ...]
 
 
 def free_port() -> int:
@@ -174,3 +187,78 @@ class RegistryServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+# -- the all-in-one platform ---------------------------------------------------------------------
+
+
+@dataclass
+class Platform:
+    """`python -m agritrace_platform` (sso + registry + coding + flow in one process) on a
+    throwaway database, the administrator's token, and the subject registered at start-up."""
+
+    server: RegistryServer
+    credentials: Metadata  # the administrator's bearer token
+    subject_id: str
+    province: str  # the subject's
+    data_dir: tempfile.TemporaryDirectory[str]
+
+    @property
+    def pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def register_subject(self, county: str, name: str) -> str:
+        """Registers one more enterprise in division `county`; returns its subject id."""
+        with grpc.insecure_channel(self.server.address) as channel:
+            return _register(channel, self.credentials, county, name)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.data_dir.cleanup()
+
+
+def credit_code(county: str) -> str:
+    """A random, well-formed unified social credit code (check character right) of `county`."""
+    body = "92" + county + "".join(
+        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
+        for c in uuid.uuid4().hex[:9].upper())
+    return body + identifiers.credit_code_check_char(body)
+
+
+def _register(channel: grpc.Channel, credentials: Metadata, county: str, name: str) -> str:
+    registry = registry_pb2_grpc.RegistryServiceStub(channel)  # type: ignore[no-untyped-call]
+    return str(registry.RegisterSubject(rpb.RegisterSubjectRequest(
+        request_id=f"bench-{uuid.uuid4().hex}", registration=rpb.SubjectRegistration(
+            kind=rpb.SUBJECT_KIND_ENTERPRISE, name=name, division_code=county,
+            credit_code=credit_code(county))),
+        metadata=credentials, timeout=30).subject.subject_id)
+
+
+def start_platform(db: ThrowawayDatabase, county: str, subject_name: str, *, label: str,
+                   log_name: str = "platform-server.log") -> Platform:
+    """The all-in-one platform on `db` (it migrates every service on start-up and creates its
+    administrator), logged in as the administrator, with one enterprise registered in
+    division `county`. `label` prefixes the progress lines; the server log goes to
+    bench-results/`log_name`."""
+    password = secrets.token_urlsafe(18)
+    data_dir = tempfile.TemporaryDirectory(prefix="agritrace-bench-")
+    server = RegistryServer(
+        db.sqlalchemy_url, RESULTS_DIR / log_name, module="agritrace_platform",
+        serve_args=(), extra_env={"AGRITRACE_ADMIN_PASSWORD": password,
+                                  "AGRITRACE_DATA_DIR": data_dir.name})
+    server.start()
+    try:
+        waited = server.wait_serving(timeout=180.0)
+        log(f"[{label}] platform SERVING on {server.address} after {waited:.1f} s (log: "
+            f"{server.log_path.relative_to(ROOT)})")
+        with grpc.insecure_channel(server.address) as channel:
+            sso = sso_pb2_grpc.SsoServiceStub(channel)  # type: ignore[no-untyped-call]
+            login = sso.Login(sso_pb2.LoginRequest(username="admin", password=password))
+            credentials = (("authorization", f"Bearer {login.tokens.access_token}"),)
+            subject_id = _register(channel, credentials, county, subject_name)
+    except BaseException:
+        server.stop()
+        data_dir.cleanup()
+        raise
+    return Platform(server, credentials, subject_id, county[:2], data_dir)

@@ -1,10 +1,13 @@
-"""`make bench`: the registry's import throughput, gRPC per-call costs and the coding
-service's bulk issue, export and verification, each figure next to a baseline measured in the
-same run. Prints progress on stderr, the figures and a summary table on stdout, and writes the
-summary to bench-results/latest.json.
+"""`make bench`: the registry's import throughput, gRPC per-call costs, the coding
+service's bulk issue, export and verification, and the flow service's bulk capture and batch
+history, each figure next to a baseline measured in the same run. Prints progress on stderr,
+the figures and a summary table on stdout, and writes the summary to
+bench-results/latest.json.
 
-    python -m benchmarks.run [--subjects N] [--only import|rpc|coding] [--batch-size B]
-                             [--codes N] [--verify-calls N]
+    python -m benchmarks.run [--subjects N] [--only import|rpc|coding|flow] [--batch-size B]
+                             [--codes N] [--verify-calls N] [--flow-records N]
+                             [--history-calls N] [--flow-layout interleaved|grouped]
+                             [--no-flow-profile]
 
 1. Import: N generated subjects (default 607,100, the national registry's size; ~5% duplicate
    keys, ~0.4% invalid rows), one ImportSubjects stream per province, to a real registry server
@@ -16,6 +19,11 @@ summary to bench-results/latest.json.
    own: IssueCodes of --codes codes in one request vs a COPY of the same rows; the server's
    peak RSS while ExportCodes streams them as CSV; VerifyCode at concurrency 16 vs a bare
    grpcio echo.
+5. Flow (benchmarks.flow_bench), on the all-in-one platform process and a database of its
+   own: CaptureRecords of --flow-records mixed records (1% CreateBatch, 1% RecordShipment,
+   98% RecordInternalTrace) vs a COPY of the rows the service stores for them (goal ≥ 10,000
+   records/s); ListBatchHistory of a batch with 1,000 entries in one page vs a psycopg SELECT
+   of the same rows.
 
 Nothing here asserts on timing; mismatching counts are printed as MISMATCH lines.
 """
@@ -47,6 +55,7 @@ from benchmarks import data
 from benchmarks.coding_bench import run_coding_phase
 from benchmarks.copy_baseline import CopyResult, subject_rows, timed_copy
 from benchmarks.cpu import CpuSample
+from benchmarks.flow_bench import run_flow_phase
 from benchmarks.import_bench import (
     ImportRunResult,
     LatencyResult,
@@ -90,10 +99,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=None,
                         help=f"records to import (default {NATIONAL_REGISTRY_SIZE:,}; with "
                         "--only rpc 20,000, just to have subjects for GetSubject)")
-    parser.add_argument("--only", choices=("import", "rpc", "coding"), default=None,
+    parser.add_argument("--only", choices=("import", "rpc", "coding", "flow"), default=None,
                         help="import: items 1-2 (COPY baseline, import, re-import); "
                         "rpc: echo chain costs and GetSubject latency; coding: item 4 "
-                        "(IssueCodes vs COPY, ExportCodes memory, VerifyCode vs echo)")
+                        "(IssueCodes vs COPY, ExportCodes memory, VerifyCode vs echo); flow: "
+                        "item 5 (CaptureRecords vs COPY, ListBatchHistory vs SELECT)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
     parser.add_argument("--replicas", type=int, default=2,
@@ -113,6 +123,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verify-calls", type=int, default=20_000,
                         help="VerifyCode calls (and as many bare echo calls) at concurrency "
                         "16 (default 20,000)")
+    parser.add_argument("--flow-records", type=int, default=200_000,
+                        help="records streamed through CaptureRecords, in messages of 5,000 "
+                        "(at least 100; default 200,000)")
+    parser.add_argument("--history-calls", type=int, default=2000,
+                        help="sequential ListBatchHistory calls (and as many SELECTs) on a "
+                        "batch with 1,000 history entries (default 2,000)")
+    parser.add_argument("--flow-layout", choices=("interleaved", "grouped"),
+                        default="interleaved",
+                        help="order of the records within a CaptureRecords message: "
+                        "interleaved (default: as they happened, kinds mixed) or grouped "
+                        "(batches, then shipments, then production records)")
+    parser.add_argument("--no-flow-profile", action="store_true",
+                        help="do not attach py-spy to the platform during the CaptureRecords "
+                        "stream (it splits the server's time by record kind)")
     parser.add_argument("--seed", type=int, default=20261129, help="data generator seed")
     parser.add_argument("--no-reimport", action="store_true", help="skip the re-import")
     parser.add_argument("--profile-server", metavar="PY_SPY",
@@ -136,6 +160,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--codes must be 1-1,000,000 (the most one IssueCodes request may ask)")
     if args.verify_calls < 10:
         parser.error("--verify-calls must be at least 10")
+    if args.flow_records < 100:
+        parser.error("--flow-records must be at least 100 (1% of them are batches)")
+    if args.history_calls < 10:
+        parser.error("--history-calls must be at least 10")
     return args
 
 
@@ -626,7 +654,7 @@ def run_registry_phases(args: argparse.Namespace, report: Report, phases: set[st
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    phases = {args.only} if args.only else {"import", "rpc", "coding"}
+    phases = {args.only} if args.only else {"import", "rpc", "coding", "flow"}
     report = Report(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings={"subjects": args.subjects if phases & {"import", "rpc"} else None,
@@ -636,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
                   "rpc_calls": args.rpc_calls, "get_calls": args.get_calls,
                   "codes": args.codes if "coding" in phases else None,
                   "verify_calls": args.verify_calls if "coding" in phases else None,
+                  "flow_records": args.flow_records if "flow" in phases else None,
+                  "history_calls": args.history_calls if "flow" in phases else None,
+                  "flow_layout": args.flow_layout if "flow" in phases else None,
                   "seed": args.seed},
         machine={"cpus": os.cpu_count(), "python": platform.python_version(),
                  "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
@@ -655,6 +686,13 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed)
         report.figures.setdefault("coding", {})["phase_seconds"] = round(
             time.perf_counter() - coding_started, 1)
+    if "flow" in phases:
+        flow_started = time.perf_counter()
+        run_flow_phase(report, console, records=args.flow_records,
+                       history_calls=args.history_calls, seed=args.seed,
+                       layout=args.flow_layout, profile=not args.no_flow_profile)
+        report.figures.setdefault("flow", {})["phase_seconds"] = round(
+            time.perf_counter() - flow_started, 1)
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()
     print_summary(report)

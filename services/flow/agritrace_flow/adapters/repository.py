@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_flow.adapters import orm
 from agritrace_flow.domain.model import (
+    FLAG_ACTIVITIES,
     Activity,
     Batch,
     Certificate,
@@ -290,6 +291,17 @@ class SqlAlchemyFlowStore:
         return [_trace(row) for row in self._rows(
             sa.select(orm.internal_traces).where(c.batch_id == batch_id)
             .order_by(c.occurred_at, c.source_record_id))]
+
+    def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+        c = orm.internal_traces.c
+        found: dict[str, list[InternalTrace]] = {batch_id: [] for batch_id in batch_ids}
+        activities = [activity.value for activity in FLAG_ACTIVITIES]
+        for condition in matching(self.session, c.batch_id, list(batch_ids)):
+            for row in self._rows(sa.select(orm.internal_traces).where(
+                    condition, c.activity.in_(activities))
+                    .order_by(c.occurred_at, c.source_record_id)):
+                found[row["batch_id"]].append(_trace(row))
+        return found
 
     # -- imported EPCIS events --------------------------------------------------------------
 

@@ -228,6 +228,10 @@ class Activity(StrEnum):
         return self in (Activity.PESTICIDE, Activity.VETERINARY_DRUG)
 
 
+# The activities that can change a batch's flags; the others never need them recomputed.
+FLAG_ACTIVITIES = frozenset({Activity.PESTICIDE, Activity.VETERINARY_DRUG, Activity.HARVEST,
+                             Activity.SLAUGHTER, Activity.INSPECTION})
+
 INTERVAL_FLAGS = {
     Activity.PESTICIDE: "PESTICIDE_INTERVAL_NOT_PASSED",  # 安全间隔期
     Activity.VETERINARY_DRUG: "WITHDRAWAL_PERIOD_NOT_PASSED",  # 休药期

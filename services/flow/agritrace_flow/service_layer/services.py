@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Generic, TypeVar
 
 from agritrace_flow.domain.model import (
+    FLAG_ACTIVITIES,
     MAX_CODES_PER_RECORD,
     Activity,
     Batch,
@@ -775,7 +776,7 @@ class FlowService:
         """Production-process records, many in one transaction (bridges send thousands):
         each is idempotent by (source province, source record id), so a record sent again
         changes nothing. One outcome per record, in order: the batch's flags, or why the
-        record was refused. One `internal_trace_recorded` event per batch touched."""
+        record was refused. One `internal_trace_recorded` event for the whole call."""
         outcomes: list[Result[list[str]] | DomainError | None] = [None] * len(items)
         checked: list[tuple[int, InternalTrace]] = []
         for index, data in enumerate(items):
@@ -823,11 +824,11 @@ class FlowService:
         flags = {batch_id: list(batch.flags) for batch_id, batch in batches.items()}
         if new:
             uow.flow.add_traces([trace for _, trace in new])
-            touched = sorted({trace.batch_id for _, trace in new})
-            for batch_id in touched:
+            # Only records that can raise a flag make the batch's flags worth recomputing.
+            reflag = sorted({t.batch_id for _, t in new if t.activity in FLAG_ACTIVITIES})
+            for batch_id, records in uow.flow.flag_traces(reflag).items():
                 batch = batches[batch_id]
-                flags[batch_id] = sorted(interval_flags(uow.flow.traces_of(batch_id),
-                                                        batch.production_date))
+                flags[batch_id] = sorted(interval_flags(records, batch.production_date))
                 if tuple(flags[batch_id]) != batch.flags:
                     uow.flow.set_flags(batch_id, flags[batch_id])
             self._history(uow, *(HistoryEntry(
@@ -837,15 +838,15 @@ class FlowService:
                 trace.activity.value.lower().replace("_", " ")
                 + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(trace.details.items()))})"
                    if trace.details else "")) for _, trace in new))
-            for batch_id in touched:
-                uow.publish(Event(SERVICE, "internal_trace_recorded", {
-                    "batch_id": batch_id, "flags": flags[batch_id],
-                    "records": [{
-                        "source_province": t.source_province,
-                        "source_record_id": t.source_record_id,
-                        "activity": t.activity.value, "occur_time": t.occurred_at.isoformat(),
-                    } for _, t in new if t.batch_id == batch_id],
-                }))
+            touched = sorted({trace.batch_id for _, trace in new})
+            uow.publish(Event(SERVICE, "internal_trace_recorded", {
+                "records": [{
+                    "batch_id": t.batch_id, "source_province": t.source_province,
+                    "source_record_id": t.source_record_id, "activity": t.activity.value,
+                    "occur_time": t.occurred_at.isoformat(),
+                } for _, t in new],
+                "flags": {batch_id: flags[batch_id] for batch_id in touched},
+            }))
             uow.commit()
         for index, trace in new:
             outcomes[index] = Result(flags[trace.batch_id])

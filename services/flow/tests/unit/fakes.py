@@ -46,6 +46,7 @@ from agritrace_coding.domain.codes import (
     normalize,
 )
 from agritrace_flow.domain.model import (
+    FLAG_ACTIVITIES,
     Batch,
     InternalTrace,
     MarketEntry,
@@ -300,6 +301,10 @@ class FakeFlowStore:
     def traces_of(self, batch_id: str) -> list[InternalTrace]:
         return sorted((t for t in self._tables.traces.values() if t.batch_id == batch_id),
                       key=lambda t: (t.occurred_at, t.source_record_id))
+
+    def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+        return {batch_id: [t for t in self.traces_of(batch_id)
+                           if t.activity in FLAG_ACTIVITIES] for batch_id in batch_ids}
 
     # -- imported EPCIS events --------------------------------------------------------------
 

@@ -1700,9 +1700,10 @@ def test_a_production_record_is_stored_flags_its_batch_and_is_announced_once(
         batch.batch_id, sprayed, "INTERNAL_TRACE", COOP, "", "37:SD-0001",
         "pesticide (name: 吡虫啉)", seq=2)
     assert event_payload(database, "internal_trace_recorded") == {
-        "batch_id": batch.batch_id, "flags": ["PESTICIDE_INTERVAL_NOT_PASSED"],
-        "records": [{"source_province": "37", "source_record_id": "SD-0001",
-                     "activity": "PESTICIDE", "occur_time": "2024-04-27T02:00:00+00:00"}],
+        "flags": {batch.batch_id: ["PESTICIDE_INTERVAL_NOT_PASSED"]},
+        "records": [{"batch_id": batch.batch_id, "source_province": "37",
+                     "source_record_id": "SD-0001", "activity": "PESTICIDE",
+                     "occur_time": "2024-04-27T02:00:00+00:00"}],
     }
     assert database.commits == 2
 
@@ -1843,7 +1844,7 @@ def test_an_interval_cannot_be_negative(service: FlowService, unchanged: Any) ->
     check.assert_unchanged()
 
 
-def test_records_sent_together_are_stored_in_one_transaction_one_event_per_batch(
+def test_records_sent_together_are_stored_in_one_transaction_and_one_event(
     service: FlowService, database: Any
 ) -> None:
     first = create(service, "req-batch-1")
@@ -1868,10 +1869,11 @@ def test_records_sent_together_are_stored_in_one_transaction_one_event_per_batch
     assert isinstance(outcomes[4], NotFound)
     assert outcomes[4].reason == "BATCH_NOT_FOUND"
     assert database.commits == commits + 1
-    events = database.events_named("internal_trace_recorded")
-    assert [(e.payload["batch_id"], [r["source_record_id"] for r in e.payload["records"]])
-            for e in events] == sorted([(first.batch_id, ["SD-0001", "SD-0003"]),
-                                        (second.batch_id, ["SD-0002"])])  # by batch id
+    (event,) = database.events_named("internal_trace_recorded")  # one for the whole call
+    assert [(r["batch_id"], r["source_record_id"]) for r in event.payload["records"]] == [
+        (first.batch_id, "SD-0001"), (second.batch_id, "SD-0002"),
+        (first.batch_id, "SD-0003")]
+    assert sorted(event.payload["flags"]) == sorted([first.batch_id, second.batch_id])
 
 
 # -- history -------------------------------------------------------------------------------------
