@@ -129,8 +129,16 @@ def test_in_process_directory_maps_the_registrys_answers() -> None:
             raise NotFound("no", reason="SUBJECT_NOT_FOUND")
         return _Subject(KNOWN, "440305", _Status("APPROVED"))
 
-    directory = InProcessSubjectDirectory(get_subject)
+    asked: list[str] = []
+
+    def counted(subject_id: str) -> _Subject:
+        asked.append(subject_id)
+        return get_subject(subject_id)
+
+    directory = InProcessSubjectDirectory(counted)
     assert directory.get(KNOWN) == SubjectInfo(KNOWN, "440305", "APPROVED")
+    assert directory.get(KNOWN) == SubjectInfo(KNOWN, "440305", "APPROVED")
+    assert asked == [KNOWN]  # cached
     assert directory.get("S44OTHER00000000") is None
     with pytest.raises(InvalidArgument):
         directory.get("malformed")
