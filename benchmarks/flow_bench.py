@@ -25,8 +25,8 @@ province's production records), as a provincial bridge would call it:
    (record_internal_traces); every other record is its own use case.
    Baseline, measured in the same run: one COPY (+ commit) of the rows the service ends up
    storing for the stream (internal_traces, batch_history, batches, holdings, shipments,
-   request_log, event_outbox: same columns, similar content, one outbox event per batch
-   touched per run of production records) into tables `LIKE flow.<table> INCLUDING ALL`.
+   request_log, event_outbox: same columns, similar content, one outbox event per run of
+   production records) into tables `LIKE flow.<table> INCLUDING ALL`.
    It leaves out what the service does besides inserting: reads, the UPDATEs of flags and
    holdings, the outbox relay marking events published.
    The records are streamed from pre-built messages (only the batch ids are filled in at
@@ -35,8 +35,8 @@ province's production records), as a provincial bridge would call it:
    running the benchmark, or on PATH; --no-flow-profile turns it off): it samples the
    platform 100 times a second without pausing it (--nonblocking --idle), and the samples
    of the CaptureRecords thread are charged to the servicer function on their stack; the
-   shares of the main parts of the work (re-reading a batch's records, the commit and its
-   outbox INSERTs, look-ups...) are printed too.
+   shares of the main parts of the work (reading the records that can flag a batch, the
+   commit and its outbox INSERTs, look-ups...) are printed too.
 10. ListBatchHistory of a batch with 1,000 history entries (created, then 999 production
    records sent through CaptureRecords): page_size 1000, the whole history in one call,
    latency p50/p99 over --history-calls sequential calls, next to a psycopg SELECT of the
@@ -105,7 +105,7 @@ PROFILE_KINDS = {"batch": "FlowServicer._create_batch (",
                  "shipment": "FlowServicer._record_shipment (",
                  "internal_trace": "FlowServicer._traces ("}
 # What the thread's time went to (inclusive: a sample counts for every frame on its stack).
-PROFILE_PARTS = (("traces_of", "SqlAlchemyFlowStore.traces_of ("),
+PROFILE_PARTS = (("flag_traces", "SqlAlchemyFlowStore.flag_traces ("),
                  ("commit", "SqlAlchemyUnitOfWork.commit ("),
                  ("of which outbox INSERTs", "EventStore.append_outbox ("),
                  ("find_traces", "SqlAlchemyFlowStore.find_traces ("),
@@ -427,11 +427,11 @@ def baseline_rows(plan: Plan, setup_ids: list[str], seed: int) -> dict[str, list
             rows["batch_history"].append((batch_id, spec.occurred_at, "INTERNAL_TRACE", seller,
                                           "", f"{PROVINCE}:{spec.record_id}",
                                           _trace_summary(spec)))
-        for batch_id in sorted(by_batch):
-            event("internal_trace_recorded", {"batch_id": batch_id, "flags": [], "records": [{
-                "source_province": PROVINCE, "source_record_id": s.record_id,
-                "activity": s.activity.upper(), "occur_time": s.occurred_at.isoformat()}
-                for s in by_batch[batch_id]]})
+        event("internal_trace_recorded", {
+            "records": [{"batch_id": ids[s.slot], "source_province": PROVINCE,
+                         "source_record_id": s.record_id, "activity": s.activity.upper(),
+                         "occur_time": s.occurred_at.isoformat()} for s in run],
+            "flags": {batch_id: [] for batch_id in sorted(by_batch)}})
 
     for message in plan.messages:
         run: list[TraceSpec] = []
