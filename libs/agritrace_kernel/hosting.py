@@ -5,10 +5,11 @@ SIGTERM and stop them all in reverse."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
-from agritrace_kernel.auth.wiring import Authentication
+from agritrace_kernel.auth.policy import PolicyTable
+from agritrace_kernel.auth.wiring import Authentication, remote_authentication
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import NamekoPublisher, Publisher
 from agritrace_kernel.events.relay import OutboxRelay
@@ -22,6 +23,9 @@ class HostedApp(Protocol):
     @property
     def relay(self) -> OutboxRelay | None: ...
     def close(self) -> None: ...
+
+
+A = TypeVar("A", bound="HostedApp")
 
 
 class Background(Protocol):
@@ -63,3 +67,25 @@ def run_server(
         grace_seconds=settings.shutdown_grace_seconds,
         on_ready=lambda: log.info("%s serving on port %s", name, server.port),
     )
+
+
+def serve_service(
+    settings: Settings,
+    name: str,
+    *,
+    migrate: Callable[[Settings], None],
+    bootstrap: Callable[[Settings, Publisher | None], A],
+    registration: Callable[[A, tuple[Callable[[], bool], ...]], ServiceRegistration],
+    policies: PolicyTable,
+    background: Callable[[A], Sequence[Background]] = lambda app: (),
+) -> None:
+    """`python -m <service> serve` in microservices mode: migrations if asked, the service's
+    app, authentication against sso, then run_server until SIGTERM. The server is not ready
+    before the first revocation list arrived from sso: serving then could accept a session
+    revoked moments ago (afterwards an sso outage keeps reads going)."""
+    if settings.migrate_on_start:
+        migrate(settings)
+    app = bootstrap(settings, publisher_for(settings))
+    auth = remote_authentication(settings, policies)
+    run_server(settings, name, registration(app, (auth.recently_synced,)), auth, app,
+               background(app))

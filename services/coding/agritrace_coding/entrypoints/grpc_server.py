@@ -11,10 +11,9 @@ from agritrace.coding.v1 import coding_pb2_grpc
 from agritrace_coding.bootstrap import CodingApp, bootstrap, migrate
 from agritrace_coding.entrypoints.grpc_servicer import SERVICE_NAME, CodingServicer
 from agritrace_coding.entrypoints.policy import POLICIES
-from agritrace_kernel.auth.wiring import remote_authentication
 from agritrace_kernel.config import Settings
 from agritrace_kernel.grpc_kit.server import ServiceRegistration
-from agritrace_kernel.hosting import publisher_for, run_server
+from agritrace_kernel.hosting import serve_service
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 60.0
@@ -60,9 +59,6 @@ class LineSweeper:
 
 
 def main(settings: Settings) -> None:
-    if settings.migrate_on_start:
-        migrate(settings)
-    app = bootstrap(settings, publisher_for(settings))
-    auth = remote_authentication(settings, POLICIES)
-    run_server(settings, "coding", registration(app, (auth.recently_synced,)), auth, app,
-               background=[LineSweeper(app)])
+    serve_service(settings, "coding", migrate=migrate, bootstrap=bootstrap,
+                  registration=registration, policies=POLICIES,
+                  background=lambda app: [LineSweeper(app)])

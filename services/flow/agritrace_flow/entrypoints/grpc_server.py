@@ -9,10 +9,9 @@ from agritrace.flow.v1 import flow_pb2_grpc
 from agritrace_flow.bootstrap import FlowApp, bootstrap, migrate
 from agritrace_flow.entrypoints.grpc_servicer import SERVICE_NAME, FlowServicer
 from agritrace_flow.entrypoints.policy import POLICIES
-from agritrace_kernel.auth.wiring import remote_authentication
 from agritrace_kernel.config import Settings
 from agritrace_kernel.grpc_kit.server import ServiceRegistration
-from agritrace_kernel.hosting import publisher_for, run_server
+from agritrace_kernel.hosting import serve_service
 
 
 def registration(
@@ -29,8 +28,5 @@ def registration(
 
 
 def main(settings: Settings) -> None:
-    if settings.migrate_on_start:
-        migrate(settings)
-    app = bootstrap(settings, publisher_for(settings))
-    auth = remote_authentication(settings, POLICIES)
-    run_server(settings, "flow", registration(app, (auth.recently_synced,)), auth, app)
+    serve_service(settings, "flow", migrate=migrate, bootstrap=bootstrap,
+                  registration=registration, policies=POLICIES)

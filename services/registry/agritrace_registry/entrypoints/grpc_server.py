@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agritrace.registry.v1 import registry_pb2_grpc
-from agritrace_kernel.auth.wiring import remote_authentication
 from agritrace_kernel.config import Settings
 from agritrace_kernel.grpc_kit.server import ServiceRegistration
-from agritrace_kernel.hosting import publisher_for, run_server
+from agritrace_kernel.hosting import serve_service
 from agritrace_registry.bootstrap import RegistryApp, bootstrap, migrate
 from agritrace_registry.entrypoints.grpc_servicer import SERVICE_NAME, RegistryServicer
 from agritrace_registry.entrypoints.policy import POLICIES
@@ -30,10 +29,5 @@ def registration(
 
 
 def main(settings: Settings) -> None:
-    if settings.migrate_on_start:
-        migrate(settings)
-    app = bootstrap(settings, publisher_for(settings))
-    auth = remote_authentication(settings, POLICIES)
-    # Not ready before the first revocation list arrived from sso: serving then could
-    # accept a session revoked moments ago. Afterwards an sso outage keeps reads going.
-    run_server(settings, "registry", registration(app, (auth.recently_synced,)), auth, app)
+    serve_service(settings, "registry", migrate=migrate, bootstrap=bootstrap,
+                  registration=registration, policies=POLICIES)
