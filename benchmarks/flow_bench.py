@@ -20,12 +20,12 @@ province's production records), as a provincial bridge would call it:
    Layout (--flow-layout): `interleaved` (default) keeps the records of a message in the
    order they happened, the kinds mixed at random positions, as a bridge forwarding records
    as they arrive sends them; `grouped` sends each message's batches, then its shipments,
-   then its production records, as a bridge syncing table by table does. Production records
-   between two other records form one run, stored in one transaction
+   then its production records, as a bridge syncing table by table does. The service stores
+   a message's production records together after its other records, in one transaction
    (record_internal_traces); every other record is its own use case.
    Baseline, measured in the same run: one COPY (+ commit) of the rows the service ends up
    storing for the stream (internal_traces, batch_history, batches, holdings, shipments,
-   request_log, event_outbox: same columns, similar content, one outbox event per run of
+   request_log, event_outbox: same columns, similar content, one outbox event per message's
    production records) into tables `LIKE flow.<table> INCLUDING ALL`.
    It leaves out what the service does besides inserting: reads, the UPDATEs of flags and
    holdings, the outbox relay marking events published.
@@ -277,20 +277,10 @@ class Plan:
         return Counter(_kind(spec) for message in self.messages for spec in message)
 
     def trace_runs(self) -> list[list[TraceSpec]]:
-        """The runs of production records the servicer stores together, in stream order."""
-        runs: list[list[TraceSpec]] = []
-        for message in self.messages:
-            run: list[TraceSpec] = []
-            for spec in message:
-                if isinstance(spec, TraceSpec):
-                    run.append(spec)
-                    continue
-                if run:
-                    runs.append(run)
-                run = []
-            if run:
-                runs.append(run)
-        return runs
+        """The production records the servicer stores together: those of each message."""
+        runs = [[spec for spec in message if isinstance(spec, TraceSpec)]
+                for message in self.messages]
+        return [run for run in runs if run]
 
 
 def build_plan(records: int, seed: int, seller: str, buyer: str, layout: str) -> Plan:
@@ -434,14 +424,13 @@ def baseline_rows(plan: Plan, setup_ids: list[str], seed: int) -> dict[str, list
             "flags": {batch_id: [] for batch_id in sorted(by_batch)}})
 
     for message in plan.messages:
+        # The service stores a message's production records together, after its other
+        # records: one call, one event per message.
         run: list[TraceSpec] = []
         for spec in message:
             if isinstance(spec, TraceSpec):
                 run.append(spec)
                 continue
-            if run:
-                traces(run)
-            run = []
             batch_id = ids[spec.slot]
             amount = Decimal(spec.amount).quantize(Decimal("0.001"))
             if isinstance(spec, BatchSpec):

@@ -287,12 +287,11 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
             for index, record in enumerate(message.records):
                 kind = record.WhichOneof("record")
                 if kind == "internal_trace":
-                    # Runs of production records (most of a bridge's traffic) are stored
-                    # together, in one transaction.
+                    # Production records (most of a bridge's traffic) are stored together
+                    # after the message's other records, in one transaction: they only need
+                    # their batch to exist, which a batch earlier in the message then does.
                     traces.append((index, record.internal_trace))
                     continue
-                results.extend(self._traces(traces, actor))
-                traces = []
                 if kind is None:
                     results.append(pb.CaptureResult(
                         index=index, outcome="REFUSED", error_code="INVALID_ARGUMENT",
@@ -307,6 +306,7 @@ class FlowServicer(flow_pb2_grpc.FlowServiceServicer):
                 results.append(pb.CaptureResult(
                     index=index, outcome="REPLAYED" if replayed else "STORED", id=ident))
             results.extend(self._traces(traces, actor))
+            results.sort(key=lambda result: result.index)
             yield pb.CaptureRecordsResponse(results=results)
 
     def _traces(self, traces: list[tuple[int, pb.RecordInternalTraceRequest]],
