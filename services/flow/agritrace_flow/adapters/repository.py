@@ -293,14 +293,21 @@ class SqlAlchemyFlowStore:
             .order_by(c.occurred_at, c.source_record_id))]
 
     def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+        """Only what judging flags needs (no details: bulk captures call this per message);
+        inspections only when failed."""
         c = orm.internal_traces.c
         found: dict[str, list[InternalTrace]] = {batch_id: [] for batch_id in batch_ids}
-        activities = [activity.value for activity in FLAG_ACTIVITIES]
+        judged = [a.value for a in FLAG_ACTIVITIES if a is not Activity.INSPECTION]
+        relevant = sa.or_(c.activity.in_(judged),
+                          sa.and_(c.activity == Activity.INSPECTION.value, sa.not_(c.passed)))
+        columns = (c.source_province, c.source_record_id, c.batch_id, c.activity,
+                   c.occurred_at, c.interval_days, c.passed)
         for condition in matching(self.session, c.batch_id, list(batch_ids)):
-            for row in self._rows(sa.select(orm.internal_traces).where(
-                    condition, c.activity.in_(activities))
-                    .order_by(c.occurred_at, c.source_record_id)):
-                found[row["batch_id"]].append(_trace(row))
+            for row in self.session.execute(sa.select(*columns).where(condition, relevant)):
+                found[row.batch_id].append(InternalTrace(
+                    row.source_province, row.source_record_id, row.batch_id,
+                    Activity(row.activity), as_utc(row.occurred_at), {}, row.interval_days,
+                    row.passed))
         return found
 
     # -- imported EPCIS events --------------------------------------------------------------

@@ -47,6 +47,7 @@ from agritrace_coding.domain.codes import (
 )
 from agritrace_flow.domain.model import (
     FLAG_ACTIVITIES,
+    Activity,
     Batch,
     InternalTrace,
     MarketEntry,
@@ -304,7 +305,9 @@ class FakeFlowStore:
 
     def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
         return {batch_id: [t for t in self.traces_of(batch_id)
-                           if t.activity in FLAG_ACTIVITIES] for batch_id in batch_ids}
+                           if t.activity in FLAG_ACTIVITIES
+                           and (t.activity is not Activity.INSPECTION or not t.passed)]
+                for batch_id in batch_ids}
 
     # -- imported EPCIS events --------------------------------------------------------------
 
