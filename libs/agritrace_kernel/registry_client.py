@@ -15,7 +15,7 @@ import grpc
 
 from agritrace.registry.v1 import registry_pb2, registry_pb2_grpc
 from agritrace_kernel.config import Settings
-from agritrace_kernel.errors import InvalidArgument, NotFound, Unavailable
+from agritrace_kernel.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 
 @dataclass(frozen=True)
@@ -134,3 +134,30 @@ def registry_directory(settings: Settings) -> tuple[GrpcSubjectDirectory, list[g
     channel, opened = service_channel(settings, settings.registry_address,
                                       "AGRITRACE_REGISTRY_ADDRESS")
     return GrpcSubjectDirectory(channel), opened
+
+
+INACTIVE_STATUSES = frozenset({"REJECTED", "SUSPENDED"})
+
+
+def require_active_subject(directory: SubjectDirectory, subject_id: str, field: str,
+                           consequence: str = "") -> SubjectInfo:
+    """The registered, not rejected or suspended subject a request names in `field`:
+    INVALID_ARGUMENT (naming the field) when missing or malformed, NOT_FOUND when not
+    registered, FAILED_PRECONDITION when rejected or suspended (`consequence` says what it
+    may then not do)."""
+    subject_id = subject_id.strip()
+    if not subject_id:
+        raise InvalidArgument.of(field, "is required")
+    try:
+        found = directory.get(subject_id)
+    except InvalidArgument:
+        raise InvalidArgument.of(field, "is not a national subject id") from None
+    if found is None:
+        raise NotFound(f"subject {subject_id} is not registered", reason="SUBJECT_NOT_FOUND",
+                       metadata={"field": field})
+    if found.status in INACTIVE_STATUSES:
+        raise FailedPrecondition(
+            f"subject {subject_id} is {found.status.lower()}"
+            + (f"; {consequence}" if consequence else ""),
+            reason="SUBJECT_NOT_ACTIVE", metadata={"field": field})
+    return found

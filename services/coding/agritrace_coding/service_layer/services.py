@@ -59,6 +59,7 @@ from agritrace_kernel.idempotency import (
     earlier_result,
     fingerprint,
 )
+from agritrace_kernel.registry_client import require_active_subject
 
 SERVICE = "coding"
 EVENT_CODE_LIMIT = 10_000  # events list the codes up to this many; beyond, the selection
@@ -70,7 +71,6 @@ MAX_SHEET_LABELS = 1000
 # at most this many codes per request (~1.5 min); larger runs go as CSV or range by range.
 MAX_ZIP_LABELS = 20_000
 ISSUE_ATTEMPTS = 3
-_SUSPENDED_STATUSES = frozenset({"REJECTED", "SUSPENDED"})
 LINE_ABANDONED_AFTER = timedelta(minutes=5)
 LINE_VOID_REASON = "production line stream ended before the code was acknowledged as printed"
 
@@ -224,24 +224,8 @@ class CodingService:
     # -- issuing ----------------------------------------------------------------------------
 
     def _subject(self, subject_id: str, field_path: str = "subject_id") -> SubjectInfo:
-        subject_id = subject_id.strip()
-        if not subject_id:
-            raise InvalidArgument.of(field_path, "is required")
-        try:
-            subject = self.subjects.get(subject_id)
-        except InvalidArgument:
-            raise InvalidArgument.of(field_path, "is not a national subject id") from None
-        if subject is None:
-            raise NotFound(
-                f"subject {subject_id} is not registered", reason="SUBJECT_NOT_FOUND",
-                metadata={"field": field_path},
-            )
-        if subject.status in _SUSPENDED_STATUSES:
-            raise FailedPrecondition(
-                f"subject {subject_id} is {subject.status.lower()}; it cannot receive codes",
-                reason="SUBJECT_NOT_ACTIVE",
-            )
-        return subject
+        return require_active_subject(self.subjects, subject_id, field_path,
+                                      "it cannot receive codes")
 
     def issue_codes(
         self,

@@ -57,6 +57,7 @@ from agritrace_kernel.idempotency import (
     earlier_result,
     fingerprint,
 )
+from agritrace_kernel.registry_client import require_active_subject
 
 SERVICE = "flow"
 DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE = 100, 1000
@@ -196,20 +197,7 @@ class FlowService:
     # -- helpers ----------------------------------------------------------------------------
 
     def _subject(self, subject_id: str, field: str) -> SubjectInfo:
-        subject_id = subject_id.strip()
-        if not subject_id:
-            raise InvalidArgument.of(field, "is required")
-        try:
-            found = self.subjects.get(subject_id)
-        except InvalidArgument:
-            raise InvalidArgument.of(field, "is not a national subject id") from None
-        if found is None:
-            raise NotFound(f"subject {subject_id} is not registered",
-                           reason="SUBJECT_NOT_FOUND", metadata={"field": field})
-        if found.status in ("REJECTED", "SUSPENDED"):
-            raise FailedPrecondition(f"subject {subject_id} is {found.status.lower()}",
-                                     reason="SUBJECT_NOT_ACTIVE", metadata={"field": field})
-        return found
+        return require_active_subject(self.subjects, subject_id, field)
 
     @staticmethod
     def _batch(uow: UnitOfWork, batch_id: str, field: str = "batch_id") -> Batch:
