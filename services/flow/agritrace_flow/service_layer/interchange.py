@@ -17,9 +17,10 @@ from agritrace_flow.service_layer.ports import (
     RefusedRecord,
     UnitOfWork,
 )
-from agritrace_flow.service_layer.services import SERVICE, FlowService
+from agritrace_flow.service_layer.services import SERVICE, FlowService, require_batch
 from agritrace_kernel.errors import InvalidArgument, NotFound, PermissionDenied
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.registry_client import require_active_subject
 
 MAX_DOCUMENT_BYTES = 16 * 2**20
 MAX_IMPORTED_EVENTS = 5000  # validating costs ~1.4 ms per event: bounded per request
@@ -74,12 +75,12 @@ class Interchange:
     def _chain_for(self, uow: UnitOfWork, batch_id: str, subject_id: str,
                    start: datetime | None, end: datetime | None, actor: Actor) -> _Chain:
         if batch_id.strip():
-            batch = self.flow._batch(uow, batch_id)
+            batch = require_batch(uow, batch_id)
             access.check_read(actor, batch)
             return self._lineage(uow, batch)
         if not subject_id.strip():
             raise InvalidArgument.of("batch_id", "give a batch, or a subject and a time range")
-        subject = self.flow._subject(subject_id, "subject_id")
+        subject = require_active_subject(self.flow.subjects, subject_id, "subject_id")
         if not access.acts_for(actor, subject.subject_id, subject.division_code) and not (
                 actor is not None and actor.is_regulator
                 and actor.covers_division(subject.division_code)):
@@ -128,7 +129,7 @@ class Interchange:
             raise InvalidArgument.of("document", "is empty")
         if len(document) > MAX_DOCUMENT_BYTES:
             raise InvalidArgument.of("document", "is larger than 16 MiB")
-        subject = self.flow._subject(subject_id, "subject_id")
+        subject = require_active_subject(self.flow.subjects, subject_id, "subject_id")
         access.check_acts_for(actor, subject.subject_id, subject.division_code,
                               "import EPCIS events")
         try:
@@ -170,7 +171,7 @@ class Interchange:
         batches of a product, in time order, as spreadsheet rows (SHEET_COLUMNS)."""
         with self.flow.reader_factory() as uow:
             if batch_id.strip():
-                batch = self.flow._batch(uow, batch_id)
+                batch = require_batch(uow, batch_id)
                 access.check_read(actor, batch)
                 batches = list(self._lineage(uow, batch).batches.values())
             else:

@@ -84,6 +84,18 @@ def id_for_request(prefix: str, province: str, request_id: str, scope: str) -> s
     return prefix + province + "".join(alphabet[(number >> (5 * i)) & 31] for i in range(13))
 
 
+def require_batch(uow: UnitOfWork, batch_id: str, field: str = "batch_id") -> Batch:
+    """The batch a request names in `field`: INVALID_ARGUMENT when missing, NOT_FOUND when
+    unknown."""
+    if not batch_id.strip():
+        raise InvalidArgument.of(field, "is required")
+    batch = uow.flow.get_batch(batch_id.strip())
+    if batch is None:
+        raise NotFound(f"batch {batch_id} does not exist", reason="BATCH_NOT_FOUND",
+                       metadata={"field": field})
+    return batch
+
+
 def derived_request_id(request_id: str, purpose: str) -> str:
     """The request id of a call to another service made on behalf of `request_id`: stable, so
     a retry repeats the call idempotently, and within the 64-character limit."""
@@ -201,13 +213,7 @@ class FlowService:
 
     @staticmethod
     def _batch(uow: UnitOfWork, batch_id: str, field: str = "batch_id") -> Batch:
-        if not batch_id.strip():
-            raise InvalidArgument.of(field, "is required")
-        batch = uow.flow.get_batch(batch_id.strip())
-        if batch is None:
-            raise NotFound(f"batch {batch_id} does not exist", reason="BATCH_NOT_FOUND",
-                           metadata={"field": field})
-        return batch
+        return require_batch(uow, batch_id, field)
 
     def _code(self, code: str, field: str) -> CodeInfo:
         if not code.strip():
