@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         description="HOST:PORT of the coding service, which services (flow) ask about codes. "
         "Unset in the all-in-one mode.",
     )
+    flow_address: str | None = Field(
+        None,
+        description="HOST:PORT of the flow service, whose event log the query service replays "
+        "when it rebuilds its read model. Unset in the all-in-one mode.",
+    )
     resolver_base_url: str = Field(
         "https://trace.agritrace.example.cn",
         description="Base URL of the trace-code resolver printed in every label's QR code "
