@@ -1,6 +1,7 @@
 """Running one service's gRPC server process (microservices mode): the same sequence for every
 service — metrics endpoint, authentication, background threads, outbox relay, then serve until
-SIGTERM and stop them all in reverse."""
+SIGTERM and stop them all in reverse. A service that writes events also serves its event log
+(agritrace.events.v1.EventLogService) on the same server."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Protocol, TypeVar
 from agritrace_kernel.auth.policy import PolicyTable
 from agritrace_kernel.auth.wiring import Authentication, remote_authentication
 from agritrace_kernel.config import Settings
+from agritrace_kernel.events import log_service
 from agritrace_kernel.events.bus import NamekoPublisher, Publisher
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.grpc_kit.server import ServiceRegistration, create_server, serve
 from agritrace_kernel.metrics import serve_metrics
+from agritrace_kernel.store import ServiceStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,14 @@ class HostedApp(Protocol):
     def close(self) -> None: ...
 
 
-A = TypeVar("A", bound="HostedApp")
+class StoredApp(HostedApp, Protocol):
+    """A service with its own database, whose outbox is its event log."""
+
+    @property
+    def store(self) -> ServiceStore: ...
+
+
+A = TypeVar("A", bound="StoredApp")
 
 
 class Background(Protocol):
@@ -48,10 +58,11 @@ def run_server(
     auth: Authentication,
     app: HostedApp,
     background: Sequence[Background] = (),
+    extra_registrations: Sequence[ServiceRegistration] = (),
 ) -> None:
     server = create_server(
         settings.grpc_address,
-        [registration],
+        [registration, *extra_registrations],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
@@ -82,10 +93,13 @@ def serve_service(
     """`python -m <service> serve` in microservices mode: migrations if asked, the service's
     app, authentication against sso, then run_server until SIGTERM. The server is not ready
     before the first revocation list arrived from sso: serving then could accept a session
-    revoked moments ago (afterwards an sso outage keeps reads going)."""
+    revoked moments ago (afterwards an sso outage keeps reads going). The server also serves
+    the service's event log, so no service wires it itself."""
     if settings.migrate_on_start:
         migrate(settings)
     app = bootstrap(settings, publisher_for(settings))
-    auth = remote_authentication(settings, policies)
+    auth = remote_authentication(settings, policies.merged(log_service.POLICIES))
+    event_log = log_service.registration({app.store.service: app.store.readers},
+                                         (app.store.ready,))
     run_server(settings, name, registration(app, (auth.recently_synced,)), auth, app,
-               background(app))
+               background(app), [event_log])

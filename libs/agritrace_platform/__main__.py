@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from agritrace_kernel.config import ConfigError, Settings, load_settings
+from agritrace_kernel.events import log_service
 from agritrace_kernel.events.bus import InProcessBus
 from agritrace_kernel.grpc_kit.server import GrpcServer, create_server, serve
 from agritrace_kernel.logs import configure_logging
@@ -62,12 +63,18 @@ def build_platform(settings: Settings) -> Platform:
         for subscription in subscriber.subscriptions:
             bus.subscribe(subscription)
     auth = sso_server.authentication(
-        sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES, FLOW_POLICIES))
+        sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES, FLOW_POLICIES,
+                                 log_service.POLICIES))
+    # One event-log servicer for every service that writes events (a gRPC service name can be
+    # added to a server only once).
+    sources = [registry.store, coding.store, flow.store]
+    event_log = log_service.registration({store.service: store.readers for store in sources},
+                                         [store.ready for store in sources])
     sweeper = coding_server.LineSweeper(coding)
     server = create_server(
         settings.grpc_address,
         [sso_server.registration(sso), registry_server.registration(registry),
-         coding_server.registration(coding), flow_server.registration(flow)],
+         coding_server.registration(coding), flow_server.registration(flow), event_log],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
@@ -106,6 +113,7 @@ def main() -> int:
             f"  gRPC      {host}:{server.port}  (agritrace.sso.v1.SsoService, "
             "agritrace.registry.v1.RegistryService,\n"
             "            agritrace.coding.v1.CodingService, agritrace.flow.v1.FlowService,\n"
+            "            agritrace.events.v1.EventLogService (registry, coding, flow),\n"
             "            grpc.health.v1.Health, reflection)\n"
             f"  metrics   {metrics}\n"
             f"  data      {settings.data_dir.resolve()}\n"

@@ -118,3 +118,16 @@ def count_unpublished(session: Session) -> int:
             sa.select(sa.func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
         ).scalar_one()
     )
+
+
+def fetch_log(session: Session, after: int, limit: int) -> Sequence[sa.Row[tuple[object, ...]]]:
+    """The event log: outbox rows after position `after` in id order, published or not (the
+    relay marks rows, it never deletes them)."""
+    return session.execute(
+        sa.select(outbox).where(outbox.c.id > after).order_by(outbox.c.id).limit(limit)
+    ).all()
+
+
+def newest_position(session: Session) -> int:
+    """The id of the newest outbox row; 0 when there is none."""
+    return int(session.execute(sa.select(sa.func.max(outbox.c.id))).scalar_one() or 0)
