@@ -62,7 +62,9 @@ from agritrace_kernel.idempotency import (
 from agritrace_kernel.registry_client import require_active_subject
 
 SERVICE = "coding"
-EVENT_CODE_LIMIT = 10_000  # events list the codes up to this many; beyond, the selection
+# An event lists at most this many codes; an operation with more announces itself in several
+# events of the same name, its parts (consumers learn every code without one huge message).
+EVENT_CODE_LIMIT = 10_000
 DEFAULT_ISSUANCE_PAGE, MAX_ISSUANCE_PAGE = 50, 1000
 DEFAULT_CODE_PAGE, MAX_CODE_PAGE = 100, 10_000
 MAX_LINEAGE_DEPTH = 20
@@ -166,30 +168,39 @@ def parse_issuance_id(text: str, field_path: str = "issuance_id") -> int:
     return int(text.strip())
 
 
-def _codes_payload(codes: Sequence[str]) -> dict[str, object]:
-    if len(codes) <= EVENT_CODE_LIMIT:
-        return {"codes": list(codes), "code_count": len(codes)}
-    return {"codes": [], "code_count": len(codes), "codes_omitted": True}
+def _parts(count: int) -> list[tuple[int, int]]:
+    """(offset, size) of each part of an operation on `count` codes, in order: at most
+    EVENT_CODE_LIMIT codes each; one part even when there are no codes."""
+    return [(offset, min(EVENT_CODE_LIMIT, count - offset))
+            for offset in range(0, count, EVENT_CODE_LIMIT)] or [(0, 0)]
 
 
-def _selection_payload(
-    selection: Selection, range_codes: Sequence[str] | None
-) -> dict[str, object]:
-    """What an event says about the codes an operation moved: the codes (up to
-    EVENT_CODE_LIMIT), and for a range the range itself; a range too long to list says how
-    many codes it holds (every code of a range moves, or none)."""
-    if not isinstance(selection, SerialRange):
-        return _codes_payload(list(selection))
-    described: dict[str, object] = {
-        "range": {
-            "issuance_id": str(selection.issuance_id),
-            "first_serial": selection.first_serial,
-            "last_serial": selection.last_serial,
-        },
-    }
-    if range_codes is None:
-        return described | {"codes": [], "code_count": selection.size, "codes_omitted": True}
-    return described | _codes_payload(range_codes)
+def _part_payload(codes: Sequence[str], part: int, parts: int) -> dict[str, object]:
+    """The codes of one part: `code_count` counts this part's codes (summed over the parts,
+    the operation's)."""
+    return {"codes": list(codes), "code_count": len(codes), "part": part, "parts": parts}
+
+
+def _selection_parts(uow: UnitOfWork, selection: Selection) -> list[dict[str, object]]:
+    """The codes an operation moved, part by part (for a range, each part also names its
+    sub-range). A range's codes are read in the operation's own transaction, a part at a
+    time (every code of a range moves, or none)."""
+    parts = _parts(len(selection) if not isinstance(selection, SerialRange)
+                   else selection.size)
+    described: list[dict[str, object]] = []
+    for number, (offset, size) in enumerate(parts, start=1):
+        if not isinstance(selection, SerialRange):
+            described.append(_part_payload(selection[offset:offset + size], number, len(parts)))
+            continue
+        first = selection.first_serial + offset
+        codes = [record.code for record in uow.codes.list_codes(
+            selection.issuance_id, first - 1, size, None)]
+        described.append({
+            "range": {"issuance_id": str(selection.issuance_id), "first_serial": first,
+                      "last_serial": first + size - 1},
+            **_part_payload(codes, number, len(parts)),
+        })
+    return described
 
 
 class CodingService:
@@ -319,10 +330,12 @@ class CodingService:
                     uow.codes.add_codes(issuance.issuance_id, 1, generated, CodeState.ISSUED)
                     if parents:
                         self._consume_parents(uow, issuance, parents, derive_reason, actor)
-                        uow.publish(self._derived_event(issuance, parents, generated,
-                                                        derive_reason))
+                        events = self._derived_events(issuance, parents, generated,
+                                                      derive_reason)
                     else:
-                        uow.publish(self._issued_event(issuance, generated, 1))
+                        events = self._issued_events(issuance, generated, 1)
+                    for event in events:
+                        uow.publish(event)
                     uow.commit()
             except DuplicateCode:
                 continue
@@ -370,22 +383,27 @@ class CodingService:
             "line_id": issuance.line_id,
         }
 
-    def _issued_event(self, issuance: Issuance, codes: Sequence[str], first: int) -> Event:
-        return Event(SERVICE, "codes_issued", {
-            **self._issuance_payload(issuance),
-            "first_serial": first,
-            "last_serial": first + len(codes) - 1,
-            **_codes_payload(codes),
-        })
+    def _issued_events(self, issuance: Issuance, codes: Sequence[str], first: int
+                       ) -> list[Event]:
+        """`codes_issued` for codes just generated with serials from `first`, part by part
+        (the codes are in memory already: parts are slices of them, nothing is read)."""
+        described = self._issuance_payload(issuance)
+        parts = _parts(len(codes))
+        return [Event(SERVICE, "codes_issued", {
+            **described,
+            "first_serial": first + offset,
+            "last_serial": first + offset + size - 1,
+            **_part_payload(codes[offset:offset + size], number, len(parts)),
+        }) for number, (offset, size) in enumerate(parts, start=1)]
 
-    def _derived_event(self, issuance: Issuance, parents: Sequence[str],
-                       children: Sequence[str], reason: DeriveReason | None) -> Event:
-        return Event(SERVICE, "codes_derived", {
-            **self._issuance_payload(issuance),
-            "reason": reason.value if reason else "",
-            "parent_codes": list(parents),
-            **_codes_payload(children),
-        })
+    def _derived_events(self, issuance: Issuance, parents: Sequence[str],
+                        children: Sequence[str], reason: DeriveReason | None) -> list[Event]:
+        described = {**self._issuance_payload(issuance),
+                     "reason": reason.value if reason else "", "parent_codes": list(parents)}
+        parts = _parts(len(children))
+        return [Event(SERVICE, "codes_derived", {
+            **described, **_part_payload(children[offset:offset + size], number, len(parts)),
+        }) for number, (offset, size) in enumerate(parts, start=1)]
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -664,21 +682,20 @@ class CodingService:
                           provinces=tuple(sorted({i.province for i in issuances})))
 
     @staticmethod
-    def _event(uow: UnitOfWork, name: str, selection: Selection, issuances: list[Issuance],
-               extra: dict[str, object]) -> Event:
-        """One event for a whole operation; it lists the codes when there are few enough,
-        read in the operation's own transaction."""
-        range_codes = None
-        if isinstance(selection, SerialRange) and selection.size <= EVENT_CODE_LIMIT:
-            range_codes = [record.code for record in uow.codes.list_codes(
-                selection.issuance_id, selection.first_serial - 1, selection.size, None)]
-        return Event(SERVICE, name, {
+    def _events(uow: UnitOfWork, selection: Selection, issuances: list[Issuance],
+                announcements: Sequence[tuple[str, dict[str, object]]]) -> list[Event]:
+        """The events of one move: for each (name, extra) announced, one event per part of
+        the moved codes, all parts of a name before the next name. The codes are read once
+        for all names. `extra` (e.g. how many moved) is the whole operation's, on every
+        part."""
+        concerned: dict[str, object] = {
             "subject_ids": sorted({issuance.subject_id for issuance in issuances}),
             "issuance_ids": [str(issuance.issuance_id) for issuance in issuances],
             "provinces": sorted({issuance.province for issuance in issuances}),
-            **_selection_payload(selection, range_codes),
-            **extra,
-        })
+        }
+        parts = _selection_parts(uow, selection)
+        return [Event(SERVICE, name, {**concerned, **part, **extra})
+                for name, extra in announcements for part in parts]
 
     def mark_printed(
         self, request_id: str, codes: Sequence[str], serial_range: tuple[str, int, int] | None,
@@ -689,16 +706,16 @@ class CodingService:
 
         def events(uow: UnitOfWork, selection: Selection, issuances: list[Issuance],
                    moved: int, activated: int) -> list[Event]:
-            printed = [self._event(uow, "codes_printed", selection, issuances,
-                                   {"printed": moved, "activated": activated})]
+            announcements: list[tuple[str, dict[str, object]]] = [
+                ("codes_printed", {"printed": moved, "activated": activated})]
             if activated:
-                printed.append(self._event(uow, "codes_activated", selection, issuances, {
+                announcements.append(("codes_activated", {
                     "activated": activated,
                     "product_batch_ids": sorted({i.product_batch_id for i in issuances
                                                  if i.product_batch_id}),
                     "on_print": True,
                 }))
-            return printed
+            return self._events(uow, selection, issuances, announcements)
 
         return self._move(request_id, "print", codes, serial_range, move, access.check_handle,
                           events, actor=actor)
@@ -713,8 +730,8 @@ class CodingService:
 
         def events(uow: UnitOfWork, selection: Selection, issuances: list[Issuance],
                    moved: int, activated: int) -> list[Event]:
-            return [self._event(uow, "codes_activated", selection, issuances, {
-                "activated": moved, "product_batch_ids": [batch], "on_print": False})]
+            return self._events(uow, selection, issuances, [("codes_activated", {
+                "activated": moved, "product_batch_ids": [batch], "on_print": False})])
 
         result = self._move(request_id, "activate", codes, serial_range, move,
                             access.check_owner, events, actor=actor)
@@ -735,8 +752,8 @@ class CodingService:
 
         def events(uow: UnitOfWork, selection: Selection, issuances: list[Issuance],
                    moved: int, activated: int) -> list[Event]:
-            return [self._event(uow, "codes_voided", selection, issuances,
-                                {"voided": moved, "reason": reason})]
+            return self._events(uow, selection, issuances,
+                                [("codes_voided", {"voided": moved, "reason": reason})])
 
         return self._move(request_id, "void", codes, serial_range, move, access.check_handle,
                           events, actor=actor, reason=reason)
@@ -878,8 +895,9 @@ class CodingService:
                     Move(frozenset({CodeState.ISSUED}), CodeState.VOID, reason=reason),
                     self.clock(),
                 )
-                uow.publish(self._event(uow, "codes_voided", unacknowledged, [issuance],
-                                        {"voided": voided, "reason": reason}))
+                for event in self._events(uow, unacknowledged, [issuance], [
+                        ("codes_voided", {"voided": voided, "reason": reason})]):
+                    uow.publish(event)
             uow.codes.close_line(issuance_id, self.clock())
             uow.commit()
         return voided
@@ -935,7 +953,8 @@ class LineSession:
                     uow.codes.add_codes(self.issuance_id, first, generated, CodeState.ISSUED)
                     uow.codes.set_quantity(self.issuance_id, self.issued + count)
                     self._touch(uow)
-                    uow.publish(service._issued_event(self.issuance, generated, first))
+                    for event in service._issued_events(self.issuance, generated, first):
+                        uow.publish(event)
                     uow.commit()
             except DuplicateCode:
                 continue
@@ -984,8 +1003,8 @@ class LineSession:
                                      "product_batch_ids": [self.issuance.product_batch_id],
                                      "on_print": True}),
             ]
-            for name, extra in announcements:
-                uow.publish(service._event(uow, name, acknowledged, [self.issuance], extra))
+            for event in service._events(uow, acknowledged, [self.issuance], announcements):
+                uow.publish(event)
             uow.commit()
         self.outstanding.difference_update(acknowledged)
         return moved

@@ -270,7 +270,7 @@ def test_10000_codes_is_the_most_an_online_issuance_returns(
     (event,) = database.published
     assert len(event.payload["codes"]) == 10_000
     assert event.payload["code_count"] == 10_000
-    assert "codes_omitted" not in event.payload
+    assert (event.payload["part"], event.payload["parts"]) == (1, 1)
 
 
 def test_pre_print_codes_are_not_bound_to_a_batch_at_issue(
@@ -455,43 +455,105 @@ def test_an_issuance_publishes_one_codes_issued_event_listing_its_codes(
         "first_serial": 1,
         "last_serial": 3,
         "codes": [record.code for record in result.codes],
-        "code_count": 3,
+        "code_count": 3, "part": 1, "parts": 1,
     }
 
 
-def test_a_large_issuance_and_its_range_moves_omit_the_code_list(
+def parts_of(events: Sequence[Any]) -> list[tuple[int, int, int]]:
+    """(part, parts, code_count) of each event."""
+    return [(e.payload["part"], e.payload["parts"], e.payload["code_count"]) for e in events]
+
+
+def listed(events: Sequence[Any]) -> list[str]:
+    """The codes the parts list, in part order."""
+    return [code for event in events for code in event.payload["codes"]]
+
+
+def test_a_large_issuance_announces_every_code_in_parts_of_10000(
     service: CodingService, database: Any
 ) -> None:
-    # SERVICE BUG (services.py, _selection_payload): for a serial range of more than
-    # EVENT_CODE_LIMIT codes, CodingService._event passes range_codes=None, and
-    # _selection_payload turns that into _codes_payload([]): the event says code_count 0
-    # and lacks codes_omitted, as if no code had moved. Expected: code_count = the range's
-    # size (the number moved) and codes_omitted True, as codes_issued does.
-    result = issue(service, IssueMode.DOWNLOAD, quantity=20_000)
+    result = issue(service, IssueMode.DOWNLOAD, quantity=25_000)
 
-    (issued,) = database.published
-    assert issued.payload["codes"] == []
-    assert issued.payload["code_count"] == 20_000
-    assert issued.payload["codes_omitted"] is True
-    assert (issued.payload["first_serial"], issued.payload["last_serial"]) == (1, 20_000)
+    issued = database.events_named("codes_issued")
+    assert database.commits == 1  # every part with the issuance, in its transaction
+    assert parts_of(issued) == [(1, 3, 10_000), (2, 3, 10_000), (3, 3, 5_000)]
+    assert listed(issued) == issued_codes(database, result)
+    assert [(e.payload["first_serial"], e.payload["last_serial"]) for e in issued] == [
+        (1, 10_000), (10_001, 20_000), (20_001, 25_000)]
+    for event in issued:  # otherwise the same payload
+        assert {k: v for k, v in event.payload.items() if k in issuance_payload(
+            result.issuance)} == issuance_payload(result.issuance)
+    assert "codes_omitted" not in issued[0].payload
 
-    moved = service.mark_printed("req-print", [], as_range(result, 1, 20_000))
 
-    assert moved == MoveResult(20_000, 0, provinces=ZHEJIANG)
-    (printed,) = database.events_named("codes_printed")
-    assert printed.payload == {
-        "subject_ids": [A],
-        "issuance_ids": [str(result.issuance.issuance_id)],
-        "provinces": ["33"],
-        "range": {"issuance_id": str(result.issuance.issuance_id), "first_serial": 1,
-                  "last_serial": 20_000},
-        "codes": [],
-        "code_count": 20_000,
-        "codes_omitted": True,
-        "printed": 20_000,
-        "activated": 0,
-    }
-    assert set(database.states_of(result.issuance.issuance_id)) == {CodeState.PRINTED}
+def test_a_large_range_moves_announce_every_code_in_parts_with_their_sub_ranges(
+    service: CodingService, database: Any
+) -> None:
+    result = issue(service, IssueMode.DOWNLOAD, quantity=20_001, batch="")
+    ident = str(result.issuance.issuance_id)
+    codes = issued_codes(database, result)
+
+    moved = service.mark_printed("req-print", [], as_range(result, 1, 20_001))
+
+    assert moved == MoveResult(20_001, 0, provinces=ZHEJIANG)
+    printed = database.events_named("codes_printed")
+    assert parts_of(printed) == [(1, 3, 10_000), (2, 3, 10_000), (3, 3, 1)]
+    assert listed(printed) == codes
+    assert [e.payload["range"] for e in printed] == [
+        {"issuance_id": ident, "first_serial": 1, "last_serial": 10_000},
+        {"issuance_id": ident, "first_serial": 10_001, "last_serial": 20_000},
+        {"issuance_id": ident, "first_serial": 20_001, "last_serial": 20_001},
+    ]
+    assert {(e.payload["printed"], e.payload["activated"]) for e in printed} == {(20_001, 0)}
+
+    commits = database.commits
+    activated = service.activate("req-activate", BATCH, [], as_range(result, 2, 12_001))
+
+    assert activated.moved == 12_000
+    assert database.commits == commits + 1
+    parts = database.events_named("codes_activated")
+    assert parts_of(parts) == [(1, 2, 10_000), (2, 2, 2_000)]
+    assert listed(parts) == codes[1:12_001]
+    assert [e.payload["range"] for e in parts] == [
+        {"issuance_id": ident, "first_serial": 2, "last_serial": 10_001},
+        {"issuance_id": ident, "first_serial": 10_002, "last_serial": 12_001},
+    ]
+    assert {e.payload["product_batch_ids"][0] for e in parts} == {BATCH}
+    assert {e.payload["activated"] for e in parts} == {12_000}
+
+
+def test_printing_a_large_bound_range_announces_all_printed_parts_then_activated_parts(
+    service: CodingService, database: Any
+) -> None:
+    result = issue(service, IssueMode.DOWNLOAD, quantity=10_001, batch=BATCH)
+
+    service.mark_printed("req-print", [], as_range(result, 1, 10_001))
+
+    assert database.event_names()[2:] == ["codes_printed"] * 2 + ["codes_activated"] * 2
+    printed, activated = database.events_named("codes_printed"), database.events_named(
+        "codes_activated")
+    assert listed(printed) == listed(activated) == issued_codes(database, result)
+    assert parts_of(activated) == [(1, 2, 10_000), (2, 2, 1)]
+
+
+def test_voiding_a_range_of_more_than_10000_codes_announces_every_code_in_parts(
+    service: CodingService, database: Any
+) -> None:
+    # (A list of codes names at most 10,000: only ranges move more.)
+    result = issue(service, IssueMode.DOWNLOAD, quantity=21_000)
+    codes = issued_codes(database, result)
+    chosen = codes[500:20_600]
+
+    moved = service.void("req-void", [], as_range(result, 501, 20_600), "spoiled roll")
+
+    assert moved.moved == 20_100
+    voided = database.events_named("codes_voided")
+    assert parts_of(voided) == [(1, 3, 10_000), (2, 3, 10_000), (3, 3, 100)]
+    assert listed(voided) == chosen
+    assert [e.payload["range"]["first_serial"] for e in voided] == [501, 10_501, 20_501]
+    assert {(e.payload["voided"], e.payload["reason"]) for e in voided} == {
+        (20_100, "spoiled roll")}
+    assert {database.state_of(code) for code in chosen} == {CodeState.VOID}
 
 
 def test_printing_a_range_lists_the_codes_of_the_range(
@@ -543,7 +605,7 @@ def test_printing_codes_without_a_batch_leaves_them_printed(
         "issuance_ids": [str(result.issuance.issuance_id)],
         "provinces": ["33"],
         "codes": codes[:2],
-        "code_count": 2,
+        "code_count": 2, "part": 1, "parts": 1,
         "printed": 2,
         "activated": 0,
     }
@@ -570,7 +632,7 @@ def test_printing_codes_issued_for_a_batch_activates_them(
         "range": {"issuance_id": str(result.issuance.issuance_id), "first_serial": 1,
                   "last_serial": 3},
         "codes": codes[:3],
-        "code_count": 3,
+        "code_count": 3, "part": 1, "parts": 1,
     }
     printed, activated = database.published[1:]
     assert printed.payload == {**common, "printed": 3, "activated": 3}
@@ -668,7 +730,7 @@ def test_activation_by_range_binds_the_codes_to_the_batch(
         "provinces": ["33"],
         "range": {"issuance_id": str(ident), "first_serial": 3, "last_serial": 7},
         "codes": codes[2:7],
-        "code_count": 5,
+        "code_count": 5, "part": 1, "parts": 1,
         "activated": 5,
         "product_batch_ids": ["LOT-7"],
         "on_print": False,
@@ -704,7 +766,7 @@ def test_voiding_records_the_reason(service: CodingService, database: Any) -> No
         "issuance_ids": [str(result.issuance.issuance_id)],
         "provinces": ["33"],
         "codes": [codes[0], codes[2]],
-        "code_count": 2,
+        "code_count": 2, "part": 1, "parts": 1,
         "voided": 2,
         "reason": "label torn",
     }
@@ -981,7 +1043,7 @@ def test_deriving_consumes_the_parents_and_binds_the_children_to_the_batch(
         "reason": "MIX",
         "parent_codes": parents[:3],
         "codes": children,
-        "code_count": 2,
+        "code_count": 2, "part": 1, "parts": 1,
     }
     assert database.event_names()[-1] == "codes_derived"
     assert len(database.published) == 4  # issued, printed, activated (on print), derived
@@ -1538,7 +1600,7 @@ def test_a_line_session_hands_out_codes_and_voids_the_unacknowledged_at_the_end(
         "issuance_ids": [str(ident)],
         "provinces": ["33"],
         "codes": [codes[1], codes[2], codes[4]],
-        "code_count": 3,
+        "code_count": 3, "part": 1, "parts": 1,
         "voided": 3,
         "reason": LINE_VOID_REASON,
     }
