@@ -5,7 +5,9 @@ Every record ends as exactly one of CREATED, MERGED, CONFLICT or REJECTED. The i
 already know, whichever source it came from, so a subject is never registered twice. Each
 batch is one transaction; a source record already seen (same source and record id) reports
 the outcome it had the first time and changes nothing, so an interrupted import is resumed by
-simply sending it again.
+simply sending it again. A batch that created or changed subjects announces them
+(`import_batch_applied`) in its own transaction; the run ends with one `subjects_imported`
+summary.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from agritrace_registry.service_layer.ports import (
     ProvenanceRecord,
     RecordedOutcome,
 )
-from agritrace_registry.service_layer.services import SERVICE, RegistryService
+from agritrace_registry.service_layer.services import SERVICE, RegistryService, subject_payload
 
 CREATED, MERGED, CONFLICT, REJECTED = "CREATED", "MERGED", "CONFLICT", "REJECTED"
 MAX_BATCH = 5000
@@ -264,6 +266,15 @@ class SubjectImporter:
             uow.subjects.add_provenance(batch.provenance)
             uow.subjects.add_conflicts(batch.conflicts)
             uow.subjects.save_many(list(batch.flagged.values()))
+            # Consumers (the query read model) learn the batch's subjects from this event;
+            # the run's `subjects_imported` only counts. A pure replay changed nothing.
+            changed = batch.subjects + [subject for subject, _ in batch.flagged.values()]
+            if changed:
+                uow.publish(Event(SERVICE, "import_batch_applied", {
+                    "import_id": run.import_id,
+                    "source_province": run.source_province,
+                    "subjects": [subject_payload(subject) for subject in changed],
+                }))
             uow.commit()
         # Counted only once committed: a batch that rolled back did nothing.
         for result, replay in zip(results, replays_flags, strict=True):

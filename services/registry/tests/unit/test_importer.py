@@ -22,7 +22,7 @@ from agritrace_registry.service_layer.importer import (
     RecordResult,
     SubjectImporter,
 )
-from agritrace_registry.service_layer.services import RegistryService
+from agritrace_registry.service_layer.services import RegistryService, subject_payload
 
 CODE_A = "91330106MA2XXXXX0Y"
 CODE_B = "91330106MA2YYYYY07"
@@ -494,6 +494,65 @@ def test_finish_announces_nothing_when_nothing_changed(
     run_batch(importer, [record("bad", company(kind=None))])
     assert database.events_named("subjects_imported") == []
     assert database.committed.imports["imp-1"].rejected == 1
+
+
+def test_each_applied_batch_announces_the_subjects_it_created_or_changed(
+    service: RegistryService, importer: SubjectImporter, database: Any, clock: Any
+) -> None:
+    existing = service.register_subject("req-1", company(CODE_A))
+    run = importer.begin("imp-1", "33")
+    summary = ImportSummary()
+    commits = database.commits
+
+    first = importer.import_batch(run, MIXED_BATCH[:4], summary)
+    second = importer.import_batch(run, MIXED_BATCH[4:], summary)
+
+    assert database.commits == commits + 2  # each batch with its announcement
+    created_first = [first[0].subject_id, first[2].subject_id]  # new-1, new-2 (merges: none)
+    created_second = second[3].subject_id  # new-3; "conflict" flagged the existing subject
+    announced = database.events_named("import_batch_applied")
+    assert [event.payload["import_id"] for event in announced] == ["imp-1", "imp-1"]
+    assert {event.payload["source_province"] for event in announced} == {"33"}
+    assert [[s["subject_id"] for s in event.payload["subjects"]] for event in announced] == [
+        created_first, [created_second, existing.subject_id]]
+    for event in announced:
+        for payload in event.payload["subjects"]:
+            assert payload == subject_payload(database.subject(payload["subject_id"]))
+    flagged = announced[1].payload["subjects"][1]
+    assert flagged["version"] == existing.version + 1
+    # Identity and public facts only: the farmer's ID number and phone stay out.
+    farmer_payload = announced[0].payload["subjects"][1]
+    assert set(farmer_payload) == {"subject_id", "kind", "name", "division_code",
+                                   "credit_code", "status", "version"}
+    assert RESIDENT_ID not in str(announced) and "13800011111" not in str(announced)
+
+
+def test_a_subject_created_and_flagged_in_one_batch_is_announced_once(
+    importer: SubjectImporter, database: Any
+) -> None:
+    results, _ = run_batch(
+        importer,
+        [record("r1", company(CODE_A)), record("r2", company(CODE_A, kind=SubjectKind.PROCESSOR))],
+    )
+
+    (event,) = database.events_named("import_batch_applied")
+    assert [s["subject_id"] for s in event.payload["subjects"]] == [results[0].subject_id]
+    assert event.payload["subjects"][0]["version"] == 1
+
+
+def test_a_batch_that_changed_no_subject_announces_nothing(
+    service: RegistryService, importer: SubjectImporter, database: Any
+) -> None:
+    service.register_subject("req-1", company(CODE_A))
+    run_batch(importer, MIXED_BATCH, import_id="imp-1")
+    announced = len(database.events_named("import_batch_applied"))
+
+    # A replay, merges into known subjects, a conflict already flagged, rejections.
+    run_batch(importer, MIXED_BATCH, import_id="imp-1")
+    run_batch(importer, [record("m1", company(CODE_A)), record("c2", company(
+        CODE_A, name="又一家公司")), record("bad", company(kind=None))], import_id="imp-2")
+
+    assert len(database.events_named("import_batch_applied")) == announced == 1
 
 
 # -- the duplicate check ---------------------------------------------------------------------
