@@ -1,0 +1,105 @@
+"""The query log's writer thread. A call only appends its record to an in-memory queue (no
+I/O on the scan path); the thread writes what is queued every 50 ms, or as soon as 500
+records wait, each batch in one transaction that chains it onto the log. Stopping drains the
+queue. If the database is down, records stay queued and the writer retries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, Self
+
+from agritrace_query.adapters.query_log_store import SqlAlchemyQueryLog
+from agritrace_query.domain.query_log import QueryRecord
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05
+BATCH_SIZE = 500
+RETRY_SECONDS = 1.0
+
+
+class LogUnitOfWork(Protocol):
+    log: SqlAlchemyQueryLog
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None: ...
+    def commit(self) -> None: ...
+
+
+class QueryLogWriter:
+    def __init__(self, uow_factory: Callable[[], LogUnitOfWork], *,
+                 interval: float = FLUSH_SECONDS, batch_size: int = BATCH_SIZE) -> None:
+        self._uow_factory = uow_factory
+        self._interval = interval
+        self._batch_size = batch_size
+        self._queue: deque[QueryRecord] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._writing = threading.Lock()  # one batch at a time keeps the queue's order
+        self._thread: threading.Thread | None = None
+
+    def append(self, record: QueryRecord) -> None:
+        """Queues a record; never blocks on I/O (deque.append is atomic)."""
+        self._queue.append(record)
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="query-log-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Writes everything queued, then ends the thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    close = stop
+
+    def flush(self) -> int:
+        """Writes every queued record now, in the caller's thread; the number written."""
+        written = 0
+        while self._queue:
+            written += self._write_batch()
+        return written
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                while self._queue and not self._stopping.is_set():
+                    self._write_batch()
+            except Exception:
+                log.exception("cannot write the query log; %d records wait", len(self._queue))
+                self._stopping.wait(RETRY_SECONDS)
+
+    def _write_batch(self) -> int:
+        with self._writing:
+            batch: list[QueryRecord] = []
+            while self._queue and len(batch) < self._batch_size:
+                batch.append(self._queue.popleft())
+            if not batch:
+                return 0
+            try:
+                with self._uow_factory() as uow:
+                    uow.log.append(batch)
+                    uow.commit()
+            except BaseException:
+                # Back to the front, in order: the next attempt writes them first.
+                self._queue.extendleft(reversed(batch))
+                raise
+            return len(batch)

@@ -1,0 +1,227 @@
+"""SELECTs over the read model: the scan path's two point queries (PointOriginReader, one
+round trip each, no ORM session) and what traces and statistics read inside a read unit of
+work (SqlAlchemyReadStore). Every many-batch read is one statement per call (`= ANY(array)`
+on PostgreSQL, IN lists of at most 900 on SQLite)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from agritrace_kernel.db import PointQuery, as_utc, matching
+from agritrace_query.adapters import orm
+from agritrace_query.domain.graph import (
+    BatchInfo,
+    LineageLink,
+    ShipmentLink,
+    SubjectInfo,
+    TransformationLink,
+)
+from agritrace_query.domain.origin import BatchOrigin, Certificate, CodeFacts, Inspections
+from agritrace_query.domain.statistics import COUNTERS, Period, Rollup
+
+_b = orm.batches.c
+_c = orm.codes.c
+_s = orm.subjects.c
+_sh = orm.shipments.c
+_t = orm.transformation_inputs.c
+
+_ORIGIN_COLUMNS = (
+    _b.batch_id, _b.product_code, _b.product_name, _b.category, _b.subject_division,
+    _b.origin_division, _b.production_date, _b.certificate, _b.flags, _b.inspections_passed,
+    _b.inspections_failed, _b.last_inspection_result, _b.last_inspection_at, _s.name,
+)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(part for part in (text or "").split(",") if part)
+
+
+def _date(value: Any) -> date:
+    # SQLite through the raw driver hands dates back as ISO text.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _moment(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
+
+def utc(moment: datetime) -> datetime:
+    """A bound timestamp in UTC: SQLite stores timestamps as text without their zone, so
+    every comparison must use the zone they were written in."""
+    return moment.astimezone(UTC)
+
+
+class PointOriginReader:
+    """GetOriginInfo's reads on a dedicated autocommit engine: a code (its state and batch),
+    then its batch joined to the producer's name."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._code = PointQuery(engine, sa.select(_c.state, _c.batch_id)
+                                .where(_c.code == sa.bindparam("code")))
+        self._batch = PointQuery(
+            engine, sa.select(*_ORIGIN_COLUMNS)
+            .select_from(orm.batches.outerjoin(orm.subjects, _s.subject_id == _b.subject_id))
+            .where(_b.batch_id == sa.bindparam("batch_id")))
+
+    def code(self, code: str) -> CodeFacts | None:
+        rows = self._code.rows(code=code)
+        return CodeFacts(code, str(rows[0][0]), str(rows[0][1] or "")) if rows else None
+
+    def batch_origin(self, batch_id: str) -> BatchOrigin | None:
+        rows = self._batch.rows(batch_id=batch_id)
+        if not rows:
+            return None
+        (batch, product_code, product_name, category, producer_division, origin_division,
+         production_date, certificate, flags, passed, failed, last_result, last_at,
+         producer_name) = rows[0]
+        return BatchOrigin(
+            batch_id=batch, product_code=product_code, product_name=product_name,
+            category=category, producer_name=producer_name or "",
+            producer_division=producer_division, origin_division=origin_division,
+            production_date=_date(production_date),
+            certificate=Certificate.from_json(json.loads(certificate)) if certificate else None,
+            inspections=Inspections(int(passed or 0), int(failed or 0), last_result or "",
+                                    _moment(last_at)),
+            flags=_split(flags))
+
+
+def _batch_info(row: Any) -> BatchInfo:
+    return BatchInfo(
+        batch_id=row.batch_id, subject_id=row.subject_id, subject_division=row.subject_division,
+        product_code=row.product_code, product_name=row.product_name, category=row.category,
+        quantity=row.quantity, unit=row.unit, production_date=_date(row.production_date),
+        origin_division=row.origin_division, flags=_split(row.flags))
+
+
+_BATCH_COLUMNS = (_b.batch_id, _b.subject_id, _b.subject_division, _b.product_code,
+                  _b.product_name, _b.category, _b.quantity, _b.unit, _b.production_date,
+                  _b.origin_division, _b.flags)
+
+
+def _under(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
+    return column.startswith(prefix) if prefix else sa.true()
+
+
+class SqlAlchemyReadStore:
+    """The read model inside one read transaction (QueryReads)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _rows(self, statement: sa.Select[Any], column: sa.ColumnElement[str],
+              values: Iterable[str]) -> list[Any]:
+        found: list[Any] = []
+        for condition in matching(self.session, column, sorted(set(values))):
+            found.extend(self.session.execute(statement.where(condition)).all())
+        return found
+
+    # -- traces -----------------------------------------------------------------------------
+
+    def code_batch(self, code: str) -> str | None:
+        found: str | None = self.session.scalar(sa.select(_c.batch_id).where(_c.code == code))
+        return found
+
+    def batch(self, batch_id: str) -> BatchInfo | None:
+        return self.batches([batch_id]).get(batch_id)
+
+    def batches(self, batch_ids: Sequence[str]) -> dict[str, BatchInfo]:
+        rows = self._rows(sa.select(*_BATCH_COLUMNS), _b.batch_id, batch_ids)
+        return {row.batch_id: _batch_info(row) for row in rows}
+
+    def subjects(self, subject_ids: Sequence[str]) -> dict[str, SubjectInfo]:
+        rows = self._rows(sa.select(_s.subject_id, _s.name, _s.kind, _s.division_code),
+                          _s.subject_id, subject_ids)
+        return {row.subject_id: SubjectInfo(row.subject_id, row.name, row.kind,
+                                            row.division_code) for row in rows}
+
+    def shipments_of(self, batch_ids: Sequence[str]) -> list[ShipmentLink]:
+        rows = self._rows(sa.select(_sh.shipment_id, _sh.batch_id, _sh.seller_subject_id,
+                                    _sh.buyer_subject_id, _sh.quantity, _sh.unit, _sh.ship_time,
+                                    _sh.received_at), _sh.batch_id, batch_ids)
+        return [ShipmentLink(row.shipment_id, row.batch_id, row.seller_subject_id,
+                             row.buyer_subject_id, row.quantity, row.unit, as_utc(row.ship_time),
+                             as_utc(row.received_at) if row.received_at else None)
+                for row in rows]
+
+    def _transformations(self, column: sa.ColumnElement[str],
+                         batch_ids: Sequence[str]) -> list[TransformationLink]:
+        rows = self._rows(sa.select(_t.transformation_id, _t.input_batch_id,
+                                    _t.output_batch_id, _t.subject_id, _t.quantity, _t.unit,
+                                    _t.occurred_at), column, batch_ids)
+        return [TransformationLink(row.transformation_id, row.input_batch_id,
+                                   row.output_batch_id, row.subject_id, row.quantity, row.unit,
+                                   as_utc(row.occurred_at)) for row in rows]
+
+    def transformations_from(self, batch_ids: Sequence[str]) -> list[TransformationLink]:
+        return self._transformations(_t.input_batch_id, batch_ids)
+
+    def transformations_into(self, batch_ids: Sequence[str]) -> list[TransformationLink]:
+        return self._transformations(_t.output_batch_id, batch_ids)
+
+    def _lineage(self, by_parent: bool, batch_ids: Sequence[str]) -> list[LineageLink]:
+        parent = orm.codes.alias("parent")
+        child = orm.codes.alias("child")
+        lineage = orm.code_lineage.c
+        given, other = (parent, child) if by_parent else (child, parent)
+        statement = (
+            sa.select(parent.c.batch_id, child.c.batch_id).distinct()
+            .select_from(orm.code_lineage
+                         .join(parent, parent.c.code == lineage.parent_code)
+                         .join(child, child.c.code == lineage.child_code))
+            .where(other.c.batch_id != ""))
+        rows = self._rows(statement, given.c.batch_id, batch_ids)
+        return [LineageLink(row[0], row[1]) for row in rows if row[0] != row[1]]
+
+    def lineage_children(self, batch_ids: Sequence[str]) -> list[LineageLink]:
+        return self._lineage(True, batch_ids)
+
+    def lineage_parents(self, batch_ids: Sequence[str]) -> list[LineageLink]:
+        return self._lineage(False, batch_ids)
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def rollup(self, division_code: str, group_length: int, period: Period) -> Rollup:
+        def grouped(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+            return sa.func.substr(column, 1, group_length)
+
+        subjects = orm.subjects.c
+        registered = self.session.execute(
+            sa.select(grouped(subjects.division_code), sa.func.count())
+            .where(_under(subjects.division_code, division_code),
+                   subjects.registered_at < utc(period.end_time))
+            .group_by(grouped(subjects.division_code))).all()
+        activity = orm.subject_activity.c
+        active = self.session.execute(
+            sa.select(grouped(activity.division_code),
+                      sa.func.count(sa.distinct(activity.subject_id)))
+            .where(_under(activity.division_code, division_code),
+                   activity.day.between(period.start, period.end))
+            .group_by(grouped(activity.division_code))).all()
+        counts = orm.daily_counts.c
+        counters = self.session.execute(
+            sa.select(grouped(counts.division_code), counts.metric, sa.func.sum(counts.count))
+            .where(_under(counts.division_code, division_code),
+                   counts.day.between(period.start, period.end),
+                   counts.metric.in_(COUNTERS))
+            .group_by(grouped(counts.division_code), counts.metric)).all()
+        return Rollup(
+            registered={row[0]: int(row[1]) for row in registered},
+            active={row[0]: int(row[1]) for row in active},
+            counters={(row[0], row[1]): int(row[2]) for row in counters})
+
+    def active_subjects(self, division_code: str, period: Period) -> int:
+        activity = orm.subject_activity.c
+        found = self.session.scalar(
+            sa.select(sa.func.count(sa.distinct(activity.subject_id)))
+            .where(_under(activity.division_code, division_code),
+                   activity.day.between(period.start, period.end)))
+        return int(found or 0)

@@ -1,0 +1,88 @@
+"""The composition root of the query service: picks adapters for the mode the process runs in
+and wires them into the use cases and the read model's event handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from agritrace_kernel import db
+from agritrace_kernel.config import Settings
+from agritrace_kernel.events.bus import Publisher, Subscription
+from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.store import ServiceStore
+from agritrace_query.adapters.cache import origin_cache
+from agritrace_query.adapters.query_log_writer import QueryLogWriter
+from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
+from agritrace_query.adapters.read_store import PointOriginReader
+from agritrace_query.adapters.unit_of_work import ProjectionUnitOfWork
+from agritrace_query.service_layer import projections
+from agritrace_query.service_layer.ports import OriginCache
+from agritrace_query.service_layer.services import (
+    DEFAULT_COUNTERFEIT_THRESHOLD,
+    SERVICE,
+    QueryService,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class QueryApp:
+    settings: Settings
+    store: ServiceStore
+    service: QueryService
+    cache: OriginCache
+    log_writer: QueryLogWriter
+    scan_engine: Engine
+    # The key anonymous callers' fingerprints are made with (never stored).
+    fingerprint_secret: bytes
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    @property
+    def relay(self) -> OutboxRelay | None:
+        return self.store.relay
+
+    def readiness_checks(self) -> tuple[Callable[[], bool], ...]:
+        return (self.store.ready,)
+
+    def start(self) -> None:
+        """The background work besides the relay: the query log's writer."""
+        self.log_writer.start()
+
+    def close(self) -> None:
+        # The log first: its queued entries need the database still open.
+        self.log_writer.stop()
+        self.scan_engine.dispose()
+        self.store.close()
+
+
+def migrate(settings: Settings) -> None:
+    db.migrate(settings.database_for(SERVICE), MIGRATIONS)
+
+
+def bootstrap(settings: Settings, publisher: Publisher | None = None,
+              cache: OriginCache | None = None) -> QueryApp:
+    """Builds the query service. `publisher`: where its outbox (counterfeit_suspected) goes;
+    `cache`: the origin cache (default: Redis at AGRITRACE_REDIS_URL, else in-process)."""
+    store = ServiceStore.open(settings, SERVICE, publisher)
+    # Scans use their own pool without pre-ping: one round trip per point query.
+    scan_engine = db.create_engine(settings.database_for(SERVICE),
+                                   pool_size=settings.grpc_max_workers + 4, pre_ping=False,
+                                   autocommit=True)
+    if cache is None:
+        cache = origin_cache(settings.redis_url)
+    writer = QueryLogWriter(lambda: QueryUnitOfWork(store.sessions))
+    service = QueryService(
+        origins=PointOriginReader(scan_engine), cache=cache, log_sink=writer,
+        reader_factory=lambda: QueryUnitOfWork(store.readers),
+        uow_factory=lambda: QueryUnitOfWork(store.sessions, after_commit=store.after_commit),
+        counterfeit_threshold=int(getattr(settings, "query_counterfeit_threshold",
+                                          DEFAULT_COUNTERFEIT_THRESHOLD)))
+    subscriptions = projections.subscriptions(
+        lambda: ProjectionUnitOfWork(store.sessions), cache)
+    return QueryApp(settings, store, service, cache, writer, scan_engine,
+                    settings.pii_key_bytes(), subscriptions)

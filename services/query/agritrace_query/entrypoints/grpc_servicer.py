@@ -1,0 +1,264 @@
+"""The gRPC face of the query service: who and where the caller is (principal, anonymous
+fingerprint, place), messages to use-case calls and back. No business rules here; domain
+errors become statuses in the kernel's interceptor."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from datetime import UTC, date, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
+
+from agritrace.query.v1 import query_pb2 as pb
+from agritrace.query.v1 import query_pb2_grpc
+from agritrace_kernel.auth.principal import current_principal
+from agritrace_query import metrics
+from agritrace_query.domain.graph import EdgeView, NodeView, TraceView
+from agritrace_query.domain.origin import OriginView
+from agritrace_query.domain.query_log import LogEntry
+from agritrace_query.domain.statistics import DivisionFigures
+from agritrace_query.domain.visibility import Asker
+from agritrace_query.service_layer.ports import LogFilter
+from agritrace_query.service_layer.services import Caller, QueryService
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
+SCAN_DIVISION = "x-scan-division"
+FINGERPRINT_HEX = 16
+
+# -- who and where ------------------------------------------------------------------------------
+
+
+def fingerprint_key(secret: bytes) -> bytes:
+    """The key of anonymous fingerprints, derived from the service's secret so the secret
+    itself protects nothing else by the same hash."""
+    return hmac.new(secret, b"agritrace-query-client-fingerprint", hashlib.sha256).digest()
+
+
+def peer_address(peer: str) -> str:
+    """The IP address of a grpc peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"); else ""."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
+def network_place(address: str) -> str:
+    """The caller's network, not its address: IPv4 /24, IPv6 /48."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    prefix = 24 if ip.version == 4 else 48
+    return f"ip:{ipaddress.ip_network(f'{ip}/{prefix}', strict=False)}"
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name.lower() == key and isinstance(value, str):
+            return value.strip()
+    return ""
+
+
+def caller_of(context: grpc.ServicerContext, key: bytes) -> Caller:
+    """The caller of this call: its principal (or an anonymous fingerprint - a keyed hash of
+    its address and user agent; the address is never kept) and its place (the division its
+    client declares in x-scan-division, else its network prefix)."""
+    address = peer_address(context.peer() or "")
+    principal = current_principal()
+    fingerprint = ""
+    if principal is None:
+        material = f"{address}|{_metadata(context, 'user-agent')}".encode()
+        fingerprint = hmac.new(key, material, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
+    declared = _metadata(context, SCAN_DIVISION)
+    place = (declared if declared.isdigit() and len(declared) in (2, 4, 6)
+             else network_place(address))
+    return Caller(Asker.of(principal, fingerprint), place)
+
+
+# -- domain -> messages -------------------------------------------------------------------------
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def _date(value: date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def _from_date(message: date_pb2.Date, present: bool) -> date | None:
+    if not present:
+        return None
+    try:
+        return date(message.year, message.month, message.day)
+    except ValueError:
+        return None
+
+
+def origin_to_proto(view: OriginView) -> pb.GetOriginInfoResponse:
+    response = pb.GetOriginInfoResponse(
+        code=view.code, status=f"ORIGIN_STATUS_{view.status.value}",
+        message=view.message)
+    found = view.origin
+    if found is None:
+        return response
+    message = pb.Origin(
+        product_code=found.product_code, product_name=found.product_name,
+        category=found.category, producer_name=found.producer_name,
+        producer_division_code=found.producer_division,
+        producer_division_name=view.producer_place.name if view.producer_place else "",
+        origin_division_code=found.origin_division,
+        origin_division_name=view.origin_place.name if view.origin_place else "",
+        production_date=_date(found.production_date), flags=found.flags,
+        inspections=pb.InspectionSummary(passed=found.inspections.passed,
+                                         failed=found.inspections.failed,
+                                         last_result=found.inspections.last_result))
+    if found.inspections.last_at is not None:
+        message.inspections.last_inspection_time.CopyFrom(
+            _timestamp(found.inspections.last_at))
+    if found.certificate is not None:
+        c = found.certificate
+        message.certificate.CopyFrom(pb.OriginCertificate(
+            certificate_id=c.certificate_id, producer_name=c.producer_name,
+            contact_phone_masked=c.contact_phone_masked, commitment=c.commitment,
+            basis=c.basis, test_result=c.test_result))
+        if c.issue_date is not None:
+            message.certificate.issue_date.CopyFrom(_date(c.issue_date))
+    response.origin.CopyFrom(message)
+    return response
+
+
+def _node(view: NodeView) -> pb.TraceNode:
+    message = pb.TraceNode(
+        node_id=view.node.node_id, batch_id=view.node.batch_id,
+        subject_id=view.node.subject_id, division_code=view.division_code, depth=view.depth,
+        redacted=view.redacted, subject_name=view.subject_name,
+        subject_kind=view.subject_kind)
+    if view.batch is not None:
+        b = view.batch
+        message.batch.CopyFrom(pb.TraceBatchDetails(
+            product_code=b.product_code, product_name=b.product_name, category=b.category,
+            quantity=b.quantity, unit=b.unit, production_date=_date(b.production_date),
+            origin_division_code=b.origin_division, producer_subject_id=b.subject_id,
+            flags=b.flags))
+    return message
+
+
+def _edge(view: EdgeView) -> pb.TraceEdge:
+    edge = view.edge
+    message = pb.TraceEdge(
+        from_node_id=edge.source.node_id, to_node_id=edge.target.node_id,
+        kind=f"EDGE_KIND_{edge.kind.value}", redacted=view.redacted)
+    if view.redacted:
+        return message
+    message.record_id = edge.record_id
+    message.quantity = edge.quantity
+    message.unit = edge.unit
+    if edge.occurred_at is not None:
+        message.occur_time.CopyFrom(_timestamp(edge.occurred_at))
+    if edge.received_at is not None:
+        message.receive_time.CopyFrom(_timestamp(edge.received_at))
+    return message
+
+
+def trace_to_proto(view: TraceView) -> pb.TraceGraph:
+    return pb.TraceGraph(start_node_id=view.start.node_id,
+                         nodes=[_node(node) for node in view.nodes],
+                         edges=[_edge(edge) for edge in view.edges],
+                         truncated=view.truncated, scope=view.scope)
+
+
+def entry_to_proto(entry: LogEntry) -> pb.QueryLogEntry:
+    r = entry.record
+    return pb.QueryLogEntry(
+        seq=entry.seq, log_time=_timestamp(r.logged_at), asker=r.asker, role=r.role,
+        asker_jurisdiction=r.asker_jurisdiction, rpc=r.rpc, target=r.target,
+        target_division=r.target_division, scope=r.scope, outcome=r.outcome, place=r.place,
+        prev_hash=entry.prev_hash, entry_hash=entry.entry_hash)
+
+
+def _statistics(row: DivisionFigures) -> pb.DivisionStatistics:
+    f = row.figures
+    return pb.DivisionStatistics(
+        division_code=row.division_code, division_name=row.division_name,
+        subjects_registered=f.subjects_registered, subjects_active=f.subjects_active,
+        codes_issued=f.counter("codes_issued"), codes_activated=f.counter("codes_activated"),
+        flows=f.counter("flows"), cross_province_out=f.counter("cross_province_out"),
+        cross_province_in=f.counter("cross_province_in"),
+        market_entries=f.counter("market_entries"),
+        market_refusals=f.counter("market_refusals"), scans=f.scans, usage_rate=f.usage_rate)
+
+
+class QueryServicer(query_pb2_grpc.QueryServiceServicer):
+    def __init__(self, service: QueryService, fingerprint_secret: bytes) -> None:
+        self.service = service
+        self._key = fingerprint_key(fingerprint_secret)
+
+    def GetOriginInfo(self, request: pb.GetOriginInfoRequest,
+                      context: grpc.ServicerContext) -> pb.GetOriginInfoResponse:
+        caller = caller_of(context, self._key)
+        answer = self.service.get_origin_info(caller, request.code)
+        if answer.counterfeit_signal:
+            metrics.counterfeit_signals_total.labels(caller.place).inc()
+        return origin_to_proto(answer.view)
+
+    def TraceCode(self, request: pb.TraceCodeRequest,
+                  context: grpc.ServicerContext) -> pb.TraceCodeResponse:
+        view = self.service.trace_code(caller_of(context, self._key), request.code)
+        return pb.TraceCodeResponse(graph=trace_to_proto(view))
+
+    def TraceBatch(self, request: pb.TraceBatchRequest,
+                   context: grpc.ServicerContext) -> pb.TraceBatchResponse:
+        view = self.service.trace_batch(caller_of(context, self._key), request.batch_id)
+        return pb.TraceBatchResponse(graph=trace_to_proto(view))
+
+    def TraceBack(self, request: pb.TraceBackRequest,
+                  context: grpc.ServicerContext) -> pb.TraceBackResponse:
+        view = self.service.trace_back(caller_of(context, self._key), request.code,
+                                       request.batch_id, request.depth)
+        return pb.TraceBackResponse(graph=trace_to_proto(view))
+
+    def TraceForward(self, request: pb.TraceForwardRequest,
+                     context: grpc.ServicerContext) -> pb.TraceForwardResponse:
+        view = self.service.trace_forward(caller_of(context, self._key), request.code,
+                                          request.batch_id, request.depth)
+        return pb.TraceForwardResponse(graph=trace_to_proto(view))
+
+    def ListQueryLogs(self, request: pb.ListQueryLogsRequest,
+                      context: grpc.ServicerContext) -> pb.ListQueryLogsResponse:
+        selection = LogFilter(
+            asker=request.asker.strip(), rpc=request.rpc.strip(),
+            division_prefix=request.target_division.strip(),
+            start_time=(request.start_time.ToDatetime(tzinfo=UTC)
+                        if request.HasField("start_time") else None),
+            end_time=(request.end_time.ToDatetime(tzinfo=UTC)
+                      if request.HasField("end_time") else None))
+        entries, token = self.service.list_query_logs(
+            caller_of(context, self._key), selection, request.page_size, request.page_token)
+        return pb.ListQueryLogsResponse(entries=[entry_to_proto(e) for e in entries],
+                                        next_page_token=token)
+
+    def VerifyQueryLog(self, request: pb.VerifyQueryLogRequest,
+                       context: grpc.ServicerContext) -> pb.VerifyQueryLogResponse:
+        result = self.service.verify_query_log(caller_of(context, self._key),
+                                               request.first_seq, request.last_seq)
+        return pb.VerifyQueryLogResponse(ok=result.ok, first_broken_seq=result.first_broken_seq,
+                                         entries_checked=result.entries_checked,
+                                         problem=result.problem)
+
+    def GetStatistics(self, request: pb.GetStatisticsRequest,
+                      context: grpc.ServicerContext) -> pb.GetStatisticsResponse:
+        report = self.service.statistics(
+            caller_of(context, self._key), request.division_code,
+            _from_date(request.start_date, request.HasField("start_date")),
+            _from_date(request.end_date, request.HasField("end_date")))
+        return pb.GetStatisticsResponse(total=_statistics(report.total),
+                                        children=[_statistics(row) for row in report.children])
