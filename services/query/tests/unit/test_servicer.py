@@ -1,0 +1,130 @@
+"""The gRPC face: who and where a caller is (fingerprint, place), the policy table, and the
+messages the servicer builds (redacted edges carry no quantity or time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agritrace.query.v1 import query_pb2 as pb
+from agritrace_kernel.auth.principal import acting_as
+from agritrace_query.entrypoints.grpc_servicer import (
+    QueryServicer,
+    caller_of,
+    fingerprint_key,
+    network_place,
+    peer_address,
+)
+from agritrace_query.entrypoints.policy import POLICIES, SERVICE
+from agritrace_testing.fakes import load_beside
+
+side = load_beside(__file__, "read_side.py", "agritrace_query_unit_read_side")
+KEY = fingerprint_key(b"k" * 32)
+
+
+class Context:
+    """The two things the servicer reads of a grpc.ServicerContext."""
+
+    def __init__(self, peer: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._peer = peer
+        self._metadata = metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_peer_addresses_and_network_places() -> None:
+    assert peer_address("ipv4:203.0.113.7:51234") == "203.0.113.7"
+    assert peer_address("ipv6:[2001:db8:1:2::7]:51234") == "2001:db8:1:2::7"
+    assert peer_address("unix:/tmp/socket") == ""
+    assert network_place("203.0.113.7") == "ip:203.0.113.0/24"
+    assert network_place("2001:db8:1:2::7") == "ip:2001:db8:1::/48"
+    assert network_place("") == ""
+
+
+def test_an_anonymous_caller_is_a_keyed_fingerprint_never_its_address() -> None:
+    context: Any = Context("ipv4:203.0.113.7:5000", (("user-agent", "scanner/1"),))
+    first = caller_of(context, KEY)
+    assert first.asker.account.startswith("anon:") and len(first.asker.account) == 21
+    assert "203.0.113.7" not in repr(first)
+    assert first.place == "ip:203.0.113.0/24"
+    # The same client again (another port): the same fingerprint; another key: another one.
+    again = caller_of(Context("ipv4:203.0.113.7:6000", (("user-agent", "scanner/1"),)), KEY)
+    assert again.asker.account == first.asker.account
+    other_key = caller_of(context, fingerprint_key(b"x" * 32))
+    assert other_key.asker.account != first.asker.account
+    other_agent = caller_of(Context("ipv4:203.0.113.7:5000", (("user-agent", "b"),)), KEY)
+    assert other_agent.asker.account != first.asker.account
+
+
+def test_a_declared_scan_division_is_the_place() -> None:
+    declared = caller_of(Context("ipv4:203.0.113.7:5000", (("x-scan-division", "330106"),)),
+                         KEY)
+    assert declared.place == "330106"
+    junk = caller_of(Context("ipv4:203.0.113.7:5000", (("x-scan-division", "DROP"),)), KEY)
+    assert junk.place == "ip:203.0.113.0/24"
+
+
+def test_a_signed_in_caller_is_its_account() -> None:
+    with acting_as(side.regulator("33")):
+        who = caller_of(Context("ipv4:10.0.0.1:1"), KEY)
+    assert who.asker.account == side.regulator("33").account_id
+    assert who.asker.jurisdiction == "33"
+
+
+def test_policy_anonymous_only_for_the_scan() -> None:
+    POLICIES.check_complete(SERVICE)
+    for method in SERVICE.methods:
+        rule = POLICIES[f"/{SERVICE.full_name}/{method.name}"]
+        assert rule.allows(None) is (method.name == "GetOriginInfo")
+        # Every signed-in kind reaches the use case, which refuses and logs.
+        assert rule.allows(side.operator("S")) and rule.allows(side.regulator("33"))
+
+
+@pytest.fixture
+def servicer(tmp_path: Path) -> Iterator[tuple[QueryServicer, Any]]:
+    model = side.ReadModel.create(tmp_path)
+    chain = side.seed_chain(model)
+    wiring = side.wire(model)
+    yield QueryServicer(wiring.service, b"k" * 32), chain
+    model.close()
+
+
+def test_origin_message(servicer: Any) -> None:
+    service, chain = servicer
+    response = service.GetOriginInfo(pb.GetOriginInfoRequest(code=chain.b1_code),
+                                     Context("ipv4:203.0.113.7:5000"))
+    assert response.status == pb.ORIGIN_STATUS_GENUINE_ACTIVE
+    assert response.origin.producer_division_name == "浙江省 杭州市 西湖区"
+    assert response.origin.certificate.contact_phone_masked == "138****5678"
+    assert response.origin.certificate.issue_date.year == 2024
+    assert response.origin.production_date.day == 28
+    unknown = service.GetOriginInfo(pb.GetOriginInfoRequest(code="nonsense"),
+                                    Context("ipv4:203.0.113.7:5000"))
+    assert unknown.status == pb.ORIGIN_STATUS_MALFORMED and not unknown.HasField("origin")
+
+
+def test_trace_message_redacts_edges(servicer: Any) -> None:
+    service, _ = servicer
+    with acting_as(side.regulator("330106")):
+        response = service.TraceForward(pb.TraceForwardRequest(batch_id="B1"),
+                                        Context("ipv4:10.0.0.1:1"))
+    graph = response.graph
+    assert graph.scope == "JURISDICTION:330106" and not graph.truncated
+    assert graph.start_node_id == f"B1/{side.FARM}"
+    edges = {edge.to_node_id: edge for edge in graph.edges}
+    shipped_by_farm = edges[f"B1/{side.WHOLESALER}"]
+    assert not shipped_by_farm.redacted and shipped_by_farm.quantity == "10"
+    assert shipped_by_farm.HasField("occur_time")
+    far = edges[f"B2/{side.RETAILER}"]
+    assert far.redacted and far.quantity == "" and not far.HasField("occur_time")
+    assert far.record_id == "" and far.kind == pb.EDGE_KIND_SHIPMENT
+    nodes = {node.node_id: node for node in graph.nodes}
+    assert nodes[f"B2/{side.RETAILER}"].redacted
+    assert nodes[f"B2/{side.RETAILER}"].division_code == "310104"
