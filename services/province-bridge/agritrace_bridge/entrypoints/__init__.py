@@ -1,0 +1,1 @@
+"""Entry points of the bridge process: its command line."""

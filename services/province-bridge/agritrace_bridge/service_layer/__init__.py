@@ -1,0 +1,1 @@
+"""The bridge's use cases and the ports they need."""

@@ -1,0 +1,99 @@
+"""Fixtures of the bridge's unit tests: simulated provinces served on 127.0.0.1 (port 0) for
+the length of one test, and the REST adapter pointed at them. Every server started here is
+stopped when its test ends, hanging requests included."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agritrace_bridge.adapters.rest import RestProvincialPlatform
+from agritrace_bridge.simulator import (
+    Faults,
+    SimulatedPlatform,
+    SimulatorServer,
+    SubjectGenerator,
+)
+
+API_KEY = "test-bridge-key-37"
+# httpx builds a TLS context for every client, even one that only speaks plain HTTP; loading
+# the CA bundle each time costs a tenth of a second, so the tests' clients share one.
+TLS = ssl.create_default_context()
+
+
+@pytest.fixture
+def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
+    """Starts a simulated province: start_simulator(province="37", subjects=50, ...)."""
+    servers: list[SimulatorServer] = []
+
+    def start(province: str = "37", subjects: int = 50, *, seed: int = 1,
+              shared_with: str = "", shared: int = 0, faults: Faults | None = None,
+              record_rate: int = 0, **platform: Any) -> SimulatorServer:
+        generator = SubjectGenerator(province=province, seed=seed, count=subjects,
+                                     shared_with=shared_with, shared=shared)
+        server = SimulatorServer(SimulatedPlatform(generator, faults=faults, **platform),
+                                 API_KEY, record_rate=record_rate)
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def simulator(start_simulator: Callable[..., SimulatorServer]) -> SimulatorServer:
+    return start_simulator()
+
+
+@pytest.fixture
+def http(simulator: SimulatorServer) -> Iterator[httpx.Client]:
+    """A plain HTTP client of the simulator, with the bridge key."""
+    with httpx.Client(base_url=simulator.url, timeout=5, verify=TLS,
+                      headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        yield client
+
+
+@pytest.fixture
+def platform(simulator: SimulatorServer) -> Iterator[RestProvincialPlatform]:
+    """The REST adapter of the simulator (short timeouts: hangs are injected)."""
+    adapter = RestProvincialPlatform(simulator.url, API_KEY, "37",
+                                     timeout=httpx.Timeout(2.0, connect=1.0))
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    """An HTTP client without a base URL or key, for calls the other fixtures do not make."""
+    with httpx.Client(timeout=5, verify=TLS) as plain:
+        yield plain
+
+
+@pytest.fixture
+def admin(client: httpx.Client) -> Callable[..., httpx.Response]:
+    """admin(server, method, path, json): a call to the simulator's admin endpoint, the way
+    an operator changes faults and data while it runs."""
+
+    def call(server: SimulatorServer, method: str, path: str, body: Any = None
+             ) -> httpx.Response:
+        response = client.request(method, f"{server.url}/admin/{path}", json=body,
+                                  headers={"Authorization": f"Bearer {API_KEY}"})
+        response.raise_for_status()
+        return response
+
+    return call
+
+
+@pytest.fixture
+def set_faults(admin: Callable[..., httpx.Response]) -> Callable[..., None]:
+    """set_faults(server, fail_every=3, ...) through the admin endpoint."""
+
+    def change(server: SimulatorServer, **faults: Any) -> None:
+        admin(server, "PATCH", "faults", faults)
+
+    return change
