@@ -37,6 +37,9 @@ def build_platform(settings: Settings) -> Platform:
     from agritrace_flow.entrypoints import grpc_server as flow_server
     from agritrace_flow.entrypoints.policy import POLICIES as FLOW_POLICIES
     from agritrace_kernel.registry_client import InProcessSubjectDirectory
+    from agritrace_query import bootstrap as query_bootstrap
+    from agritrace_query.entrypoints import grpc_server as query_server
+    from agritrace_query.entrypoints.policy import POLICIES as QUERY_POLICIES
     from agritrace_registry import bootstrap as registry_bootstrap
     from agritrace_registry.entrypoints import grpc_server as registry_server
     from agritrace_registry.entrypoints.policy import POLICIES as REGISTRY_POLICIES
@@ -49,22 +52,24 @@ def build_platform(settings: Settings) -> Platform:
     registry_bootstrap.migrate(settings)
     coding_bootstrap.migrate(settings)
     flow_bootstrap.migrate(settings)
+    query_bootstrap.migrate(settings)
     sso = sso_bootstrap.bootstrap(settings, publisher=bus)
     registry = registry_bootstrap.bootstrap(settings, publisher=bus)
     subjects = InProcessSubjectDirectory(registry.service.get_subject)
     coding = coding_bootstrap.bootstrap(settings, publisher=bus, subjects=subjects)
     flow = flow_bootstrap.bootstrap(settings, publisher=bus, subjects=subjects,
                                     coding=InProcessCodeService(coding.service))
+    query = query_bootstrap.bootstrap(settings, publisher=bus)
     generated = sso_bootstrap.ensure_admin(sso, settings)
     apps: list[sso_bootstrap.SsoApp | registry_bootstrap.RegistryApp
-               | coding_bootstrap.CodingApp | flow_bootstrap.FlowApp]
-    apps = [sso, registry, coding, flow]
-    for subscriber in (sso, registry):
+               | coding_bootstrap.CodingApp | flow_bootstrap.FlowApp | query_bootstrap.QueryApp]
+    apps = [sso, registry, coding, flow, query]
+    for subscriber in (sso, registry, query):
         for subscription in subscriber.subscriptions:
             bus.subscribe(subscription)
     auth = sso_server.authentication(
         sso, SSO_POLICIES.merged(REGISTRY_POLICIES, CODING_POLICIES, FLOW_POLICIES,
-                                 log_service.POLICIES))
+                                 QUERY_POLICIES, log_service.POLICIES))
     # One event-log servicer for every service that writes events (a gRPC service name can be
     # added to a server only once).
     sources = [registry.store, coding.store, flow.store]
@@ -74,12 +79,14 @@ def build_platform(settings: Settings) -> Platform:
     server = create_server(
         settings.grpc_address,
         [sso_server.registration(sso), registry_server.registration(registry),
-         coding_server.registration(coding), flow_server.registration(flow), event_log],
+         coding_server.registration(coding), flow_server.registration(flow),
+         query_server.registration(query), event_log],
         max_workers=settings.grpc_max_workers,
         extra_interceptors=[auth.interceptor],
     )
     auth.start()
     sweeper.start()
+    query.start()  # the query log's writer; query.close drains it
     server.on_stop.extend([auth.stop, sweeper.stop])
     for app in apps:
         if app.relay is not None:
@@ -113,6 +120,7 @@ def main() -> int:
             f"  gRPC      {host}:{server.port}  (agritrace.sso.v1.SsoService, "
             "agritrace.registry.v1.RegistryService,\n"
             "            agritrace.coding.v1.CodingService, agritrace.flow.v1.FlowService,\n"
+            "            agritrace.query.v1.QueryService,\n"
             "            agritrace.events.v1.EventLogService (registry, coding, flow),\n"
             "            grpc.health.v1.Health, reflection)\n"
             f"  metrics   {metrics}\n"
