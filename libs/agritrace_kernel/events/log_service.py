@@ -23,13 +23,17 @@ from agritrace_kernel.auth.policy import PolicyTable, authenticated
 from agritrace_kernel.auth.principal import PrincipalKind
 from agritrace_kernel.db import as_utc
 from agritrace_kernel.errors import InvalidArgument
-from agritrace_kernel.events.store import fetch_log, newest_position
+from agritrace_kernel.events.store import fetch_log, log_sizes, newest_position
 from agritrace_kernel.grpc_kit.server import HealthCheck, ServiceRegistration
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EventLogService"]
 SERVICE_NAME = SERVICE.full_name
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 5000
+# A page stops before this many bytes of payloads (but holds at least one event): coding
+# events list up to 10,000 codes (~200 kB), an import batch's up to 5,000 subjects, and a
+# page must stay under gRPC's default 4 MB message limit of the clients reading it.
+MAX_PAGE_BYTES = 2_000_000
 
 # A log holds every event of a source, across all subjects and jurisdictions: for services
 # (a consumer rebuilding its read model) and operations administrators only.
@@ -88,13 +92,26 @@ class EventLog:
         size = paging.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _position_after(page_token, source)
         with sessions() as session:
-            # The newest position first: the page then never reaches past it.
             newest = newest_position(session)
-            rows = fetch_log(session, after, size + 1)
-        events = [LoggedEvent.of(row) for row in rows[:size]]
-        more = len(rows) > size
-        token = paging.encode_token([source, events[-1].position]) if more else ""
+            candidates = log_sizes(session, after, size + 1)
+            taken = _within_budget(candidates[:size])
+            rows = fetch_log(session, after, candidates[taken - 1][0]) if taken else []
+        events = [LoggedEvent.of(row) for row in rows]
+        more = len(candidates) > taken
+        token = paging.encode_token([source, events[-1].position]) if more and events else ""
+        # Rows committed between the two reads may lie beyond `newest`.
         return LogPage(events, token, max(newest, events[-1].position if events else 0))
+
+
+def _within_budget(sizes: Sequence[tuple[int, int]]) -> int:
+    """How many of the next rows (id, payload bytes) a page takes: all of them, or as many as
+    stay within MAX_PAGE_BYTES, never none."""
+    total = 0
+    for taken, (_, length) in enumerate(sizes):
+        total += length
+        if total > MAX_PAGE_BYTES:
+            return max(taken, 1)
+    return len(sizes)
 
 
 def _position_after(page_token: str, source: str) -> int:

@@ -51,16 +51,12 @@ class EventStore:
         self._session = session
 
     def append_outbox(self, event: Event) -> None:
-        self._session.execute(
-            outbox.insert().values(
-                event_id=event.event_id,
-                source=event.source,
-                name=event.name,
-                payload=json.dumps(event.payload, ensure_ascii=False, sort_keys=True),
-                trace_context=json.dumps(event.trace_context),
-                occurred_at=event.occurred_at,
-            )
-        )
+        self._session.execute(outbox.insert().values(**_outbox_row(event)))
+
+    def append_outbox_many(self, events: Sequence[Event]) -> None:
+        """Many events in one statement (a multi-row INSERT), in order."""
+        if events:
+            self._session.execute(outbox.insert(), [_outbox_row(event) for event in events])
 
     def claim(self, consumer: str, event_id: str) -> bool:
         """Records that `consumer` handles `event_id`; False if it already did (a duplicate).
@@ -75,6 +71,17 @@ class EventStore:
         except IntegrityError:
             return False
         return True
+
+
+def _outbox_row(event: Event) -> dict[str, object]:
+    return {
+        "event_id": event.event_id,
+        "source": event.source,
+        "name": event.name,
+        "payload": json.dumps(event.payload, ensure_ascii=False, sort_keys=True),
+        "trace_context": json.dumps(event.trace_context),
+        "occurred_at": event.occurred_at,
+    }
 
 
 def row_to_event(row: sa.Row[tuple[object, ...]]) -> Event:
@@ -120,11 +127,25 @@ def count_unpublished(session: Session) -> int:
     )
 
 
-def fetch_log(session: Session, after: int, limit: int) -> Sequence[sa.Row[tuple[object, ...]]]:
-    """The event log: outbox rows after position `after` in id order, published or not (the
-    relay marks rows, it never deletes them)."""
+def log_sizes(session: Session, after: int, limit: int) -> list[tuple[int, int]]:
+    """(id, payload bytes) of the outbox rows after position `after`, in id order: what a page
+    of the event log can hold is decided before any payload is read."""
+    if session.get_bind().dialect.name == "postgresql":
+        size = sa.func.octet_length(outbox.c.payload)  # from the TOAST header, no detoasting
+    else:
+        size = sa.func.length(sa.cast(outbox.c.payload, sa.LargeBinary))  # UTF-8 bytes
+    rows = session.execute(
+        sa.select(outbox.c.id, size).where(outbox.c.id > after).order_by(outbox.c.id)
+        .limit(limit)
+    ).all()
+    return [(int(ident), int(length or 0)) for ident, length in rows]
+
+
+def fetch_log(session: Session, after: int, last: int) -> Sequence[sa.Row[tuple[object, ...]]]:
+    """The event log: outbox rows with `after` < id <= `last` in id order, published or not
+    (the relay marks rows, it never deletes them)."""
     return session.execute(
-        sa.select(outbox).where(outbox.c.id > after).order_by(outbox.c.id).limit(limit)
+        sa.select(outbox).where(outbox.c.id > after, outbox.c.id <= last).order_by(outbox.c.id)
     ).all()
 
 

@@ -198,3 +198,27 @@ def test_over_grpc_the_messages_carry_every_field_and_errors_name_the_field(
     assert rest.next_page_token == ""
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert set(violations(raised.value)) == {"source"}
+
+
+def sized_event(number: int, length: int) -> Event:
+    return Event("coding", "codes_issued", {"n": number, "codes": "x" * length})
+
+
+def test_a_page_stops_at_its_byte_budget_but_holds_at_least_one_event(
+        sources: dict[str, sessionmaker[Session]], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Budget 1,000 bytes: two 400-byte payloads fit, a third does not; a 2,500-byte one
+    # goes alone.
+    monkeypatch.setattr(log_service, "MAX_PAGE_BYTES", 1000)
+    write(sources["coding"], sized_event(1, 400), sized_event(2, 400), sized_event(3, 400),
+          sized_event(4, 2500), sized_event(5, 10))
+    log = EventLog(sources)
+
+    pages: list[list[int]] = []
+    token = ""
+    while True:
+        page = log.list_events("coding", page_size=10, page_token=token)
+        pages.append([json.loads(e.payload_json)["n"] for e in page.events])
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == [[1, 2], [3], [4], [5]]
