@@ -103,7 +103,6 @@ def _jwks_source(args: argparse.Namespace) -> Callable[[], str] | None:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    configure_logging("text", args.log_level)
     try:
         generator = SubjectGenerator(province=args.province, seed=args.seed,
                                      count=args.subjects, shared_with=args.shared_with,
@@ -112,6 +111,7 @@ def simulate(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"simulate: {error}", file=sys.stderr)
         return 2
+    configure_logging("text", args.log_level)
     platform = SimulatedPlatform(generator, platform_id=args.platform_id, batches=args.batches,
                                  initial_records=args.initial_records, faults=faults,
                                  jwks_source=_jwks_source(args))

@@ -61,7 +61,7 @@ def http(simulator: SimulatorServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def platform(simulator: SimulatorServer) -> Iterator[RestProvincialPlatform]:
     """The REST adapter of the simulator (short timeouts: hangs are injected)."""
-    adapter = RestProvincialPlatform(simulator.url, API_KEY, "37",
+    adapter = RestProvincialPlatform(simulator.url, API_KEY, "37", verify=TLS,
                                      timeout=httpx.Timeout(2.0, connect=1.0))
     yield adapter
     adapter.close()
