@@ -1,0 +1,184 @@
+"""The origin-view cache and unknown-scan counter: one contract, kept by the Redis adapter
+(against the Redis at 127.0.0.1:6379, under a key prefix of its own per test) and by the
+in-process LRU."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from agritrace_query.adapters.cache import (
+    KEY_PREFIX,
+    InMemoryOriginCache,
+    OriginCache,
+    RedisOriginCache,
+    origin_cache,
+)
+from agritrace_query.service_layer.projection_ports import batch_key, code_key
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+VIEW = {"status": "GENUINE_ACTIVE", "product": "龙井茶", "flags": ["A", "B"], "n": 3}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = f"{KEY_PREFIX}test-{uuid.uuid4().hex}:"
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request: pytest.FixtureRequest) -> Iterator[OriginCache]:
+    if request.param == "memory":
+        yield InMemoryOriginCache()
+        return
+    adapter = RedisOriginCache(REDIS_URL, request.getfixturevalue("redis_prefix"))
+    yield adapter
+    adapter.close()
+
+
+def test_a_view_comes_back_as_it_was_set(cache: OriginCache) -> None:
+    assert cache.get(code_key("33K7MXH2TA9WPRC6")) is None
+    cache.set(code_key("33K7MXH2TA9WPRC6"), VIEW, 60)
+    assert cache.get(code_key("33K7MXH2TA9WPRC6")) == VIEW
+
+
+def test_a_view_got_cannot_be_changed_through_the_dict(cache: OriginCache) -> None:
+    cache.set(batch_key("B1"), VIEW, 60)
+    got = cache.get(batch_key("B1"))
+    assert got is not None
+    got["flags"].append("C")
+    assert cache.get(batch_key("B1")) == VIEW
+
+
+def test_invalidation_drops_the_views_of_the_codes_and_batches_named(
+        cache: OriginCache) -> None:
+    for key in (code_key("C1"), code_key("C2"), batch_key("B1"), batch_key("B2")):
+        cache.set(key, VIEW, 60)
+    cache.invalidate(["C1"], ["B2"])
+    assert cache.get(code_key("C1")) is None and cache.get(batch_key("B2")) is None
+    assert cache.get(code_key("C2")) == VIEW and cache.get(batch_key("B1")) == VIEW
+    cache.invalidate([], [])
+
+
+def test_invalidating_thousands_of_codes_at_once(cache: OriginCache) -> None:
+    codes = [f"C{n}" for n in range(2500)]
+    for code in codes[::500]:
+        cache.set(code_key(code), VIEW, 60)
+    cache.invalidate(codes, [])
+    assert all(cache.get(code_key(code)) is None for code in codes[::500])
+
+
+def test_clear_drops_every_view_but_keeps_the_scan_counts(cache: OriginCache) -> None:
+    cache.set(code_key("C1"), VIEW, 60)
+    cache.set(batch_key("B1"), VIEW, 60)
+    cache.count_unknown_scan("330106", 600)
+    cache.clear()
+    assert cache.get(code_key("C1")) is None and cache.get(batch_key("B1")) is None
+    assert cache.count_unknown_scan("330106", 600) == 2
+
+
+def test_unknown_scans_are_counted_per_place(cache: OriginCache) -> None:
+    assert [cache.count_unknown_scan("330106", 600) for _ in range(3)] == [1, 2, 3]
+    assert cache.count_unknown_scan("192.0.2.0/24", 600) == 1
+
+
+def test_scans_counted_from_many_threads_are_all_counted(cache: OriginCache) -> None:
+    def scan() -> None:
+        for _ in range(25):
+            cache.count_unknown_scan("330106", 600)
+
+    threads = [threading.Thread(target=scan) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.count_unknown_scan("330106", 600) == 201
+
+
+# -- expiry ----------------------------------------------------------------------------------
+
+def test_in_memory_views_expire_after_their_ttl() -> None:
+    clock = Clock()
+    cache = InMemoryOriginCache(clock=clock)
+    cache.set(code_key("C1"), VIEW, 30)
+    clock.now += 29.9
+    assert cache.get(code_key("C1")) == VIEW
+    clock.now += 0.1
+    assert cache.get(code_key("C1")) is None
+    assert len(cache) == 0
+
+
+def test_in_memory_scan_window_starts_with_the_first_scan_and_ends_by_itself() -> None:
+    clock = Clock()
+    cache = InMemoryOriginCache(clock=clock)
+    cache.count_unknown_scan("330106", 600)
+    clock.now += 599
+    assert cache.count_unknown_scan("330106", 600) == 2  # a scan does not extend the window
+    clock.now += 1
+    assert cache.count_unknown_scan("330106", 600) == 1
+
+
+def test_in_memory_cache_keeps_the_most_recently_used_views_within_its_bound() -> None:
+    cache = InMemoryOriginCache(max_entries=2, max_places=2)
+    cache.set(code_key("C1"), VIEW, 60)
+    cache.set(code_key("C2"), VIEW, 60)
+    cache.get(code_key("C1"))
+    cache.set(code_key("C3"), VIEW, 60)
+    assert cache.get(code_key("C2")) is None
+    assert cache.get(code_key("C1")) == VIEW and cache.get(code_key("C3")) == VIEW
+    for place in ("a", "b", "c"):
+        cache.count_unknown_scan(place, 600)
+    assert cache.count_unknown_scan("a", 600) == 1  # forgotten beyond the bound
+
+
+def test_redis_views_and_scan_windows_carry_their_expiry(redis_prefix: str) -> None:
+    import redis
+
+    cache = RedisOriginCache(REDIS_URL, redis_prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    cache.set(code_key("C1"), VIEW, 30)
+    assert 29_000 < client.pttl(redis_prefix + code_key("C1")) <= 30_000
+    cache.count_unknown_scan("330106", 600)
+    client.expire(redis_prefix + "unknown-scans:330106", 100)  # time has passed
+    cache.count_unknown_scan("330106", 600)
+    assert client.ttl(redis_prefix + "unknown-scans:330106") <= 100  # not extended
+    client.close()
+    cache.close()
+
+
+def test_redis_keys_live_under_the_query_prefix() -> None:
+    adapter = origin_cache(REDIS_URL)
+    assert isinstance(adapter, RedisOriginCache) and adapter._prefix == "agritrace:query:"
+    assert isinstance(origin_cache(None), InMemoryOriginCache)
+
+
+def test_an_unreachable_redis_misses_and_never_raises() -> None:
+    cache = RedisOriginCache("redis://127.0.0.1:1/0", "agritrace:query:test:")
+    cache.set(code_key("C1"), VIEW, 60)
+    assert cache.get(code_key("C1")) is None
+    cache.invalidate(["C1"], ["B1"])
+    cache.clear()
+    assert cache.count_unknown_scan("330106", 600) == 0
+    assert not cache.ping()
