@@ -60,9 +60,9 @@ def http(simulator: SimulatorServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def platform(simulator: SimulatorServer) -> Iterator[RestProvincialPlatform]:
-    """The REST adapter of the simulator (short timeouts: hangs are injected)."""
+    """The REST adapter of the simulator."""
     adapter = RestProvincialPlatform(simulator.url, API_KEY, "37", verify=TLS,
-                                     timeout=httpx.Timeout(2.0, connect=1.0))
+                                     timeout=httpx.Timeout(5.0, connect=2.0))
     yield adapter
     adapter.close()
 
