@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from agritrace_kernel.db import as_utc, bulk_insert
 from agritrace_query.adapters import orm
-from agritrace_query.adapters.read_store import utc
+from agritrace_query.adapters.read_store import prefix_of, utc
 from agritrace_query.domain.query_log import (
     GENESIS,
     LogEntry,
@@ -87,7 +87,7 @@ class SqlAlchemyQueryLog:
         return int(self.session.scalar(sa.select(sa.func.max(_q.seq))) or 0)
 
     def scans(self, division_code: str, group_length: int, period: Period) -> dict[str, int]:
-        grouped = sa.func.substr(_q.target_division, 1, group_length)
+        grouped = prefix_of(_q.target_division, group_length)
         conditions = [_q.rpc == "GetOriginInfo", _q.logged_at >= utc(period.start_time),
                       _q.logged_at < utc(period.end_time),
                       sa.func.length(_q.target_division) >= group_length]

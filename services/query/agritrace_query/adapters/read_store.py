@@ -107,6 +107,12 @@ _BATCH_COLUMNS = (_b.batch_id, _b.subject_id, _b.subject_division, _b.product_co
                   _b.origin_division, _b.flags)
 
 
+def prefix_of(column: sa.ColumnElement[str], length: int) -> sa.ColumnElement[str]:
+    """The first `length` characters, with the length inlined: PostgreSQL only groups by an
+    expression it can see is the selected one, and two bound parameters are not."""
+    return sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(int(length))))
+
+
 def _under(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
     return column.startswith(prefix) if prefix else sa.true()
 
@@ -191,7 +197,7 @@ class SqlAlchemyReadStore:
 
     def rollup(self, division_code: str, group_length: int, period: Period) -> Rollup:
         def grouped(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
-            return sa.func.substr(column, 1, group_length)
+            return prefix_of(column, group_length)
 
         subjects = orm.subjects.c
         registered = self.session.execute(

@@ -6,11 +6,15 @@ modules with agritrace_testing.fakes.load_beside (test folders are not packages)
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 import sqlalchemy as sa
 
 from agritrace_coding.domain.codes import new_codes
@@ -29,6 +33,7 @@ from agritrace_query.service_layer.services import Caller, QueryService
 from agritrace_testing.fakes import FixedClock
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass
@@ -39,10 +44,14 @@ class ReadModel:
     scan_engine: sa.Engine
     sessions: Any
     readers: Any
+    drop: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, directory: Path) -> ReadModel:
-        target = DatabaseTarget(url=f"sqlite:///{directory / 'query.db'}", schema=None)
+        return cls.on(DatabaseTarget(url=f"sqlite:///{directory / 'query.db'}", schema=None))
+
+    @classmethod
+    def on(cls, target: DatabaseTarget) -> ReadModel:
         engine = db.create_engine(target, pool_size=2)
         with engine.begin() as connection:
             orm.metadata.create_all(connection)
@@ -51,6 +60,27 @@ class ReadModel:
         return cls(engine, scan_engine, db.session_factory(engine),
                    db.reader_session_factory(engine))
 
+    @classmethod
+    def postgres(cls) -> ReadModel:
+        """In a throwaway schema of PostgreSQL's `test` database (dropped by close; a schema
+        is much quicker to make than a database); skips the test when there is no
+        PostgreSQL at 127.0.0.1:5432."""
+        schema = f"query_unit_{uuid.uuid4().hex[:10]}"
+        try:
+            with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
+                admin.execute(f'CREATE SCHEMA "{schema}"')
+        except psycopg.OperationalError:
+            pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+
+        def drop() -> None:
+            with psycopg.connect(POSTGRES, autocommit=True) as admin:
+                admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        model = cls.on(DatabaseTarget("postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                                      schema))
+        model.drop = drop
+        return model
+
     def insert(self, table: sa.Table, *rows: dict[str, Any]) -> None:
         with self.engine.begin() as connection:
             connection.execute(table.insert(), list(rows))
@@ -58,6 +88,8 @@ class ReadModel:
     def close(self) -> None:
         self.scan_engine.dispose()
         self.engine.dispose()
+        if self.drop is not None:
+            self.drop()
 
     # -- rows with sensible defaults --------------------------------------------------------
 
@@ -103,6 +135,15 @@ class ReadModel:
             "output_batch_id": output, "subject_id": subject_id, "kind": "REPACK",
             "quantity": "10", "unit": "KG", "occurred_at": T0 + timedelta(hours=5)}
             for batch_id in inputs))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
+    """A fresh read model on each database the service runs on (a test module takes it with
+    `model = side.model`)."""
+    found = ReadModel.create(tmp_path) if request.param == "sqlite" else ReadModel.postgres()
+    yield found
+    found.close()
 
 
 class ListSink:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,11 +95,7 @@ def test_a_range_links_to_the_entry_before_it() -> None:
 # -- the store and the writer on SQLite ---------------------------------------------------------
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Iterator[Any]:
-    model = side.ReadModel.create(tmp_path)
-    yield model
-    model.close()
+model = side.model  # each test on SQLite and on PostgreSQL
 
 
 def stored(model: Any) -> list[Any]:

@@ -5,9 +5,7 @@ jurisdiction filter, and what each call leaves in the log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,11 +39,7 @@ class CountingOrigins:
         return found
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Iterator[Any]:
-    model = side.ReadModel.create(tmp_path)
-    yield model
-    model.close()
+model = side.model  # each test on SQLite and on PostgreSQL
 
 
 @pytest.fixture

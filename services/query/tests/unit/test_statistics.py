@@ -3,9 +3,7 @@ scans over a period in China days, the usage rate, and the request's validation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,11 +72,7 @@ def test_bad_requests_name_their_field(division: str, start: date | None, end: d
     assert [v.field for v in raised.value.violations] == [field]
 
 
-@pytest.fixture
-def model(tmp_path: Path) -> Iterator[Any]:
-    model = side.ReadModel.create(tmp_path)
-    yield model
-    model.close()
+model = side.model  # each test on SQLite and on PostgreSQL
 
 
 def test_figures_from_the_read_model(model: Any) -> None:

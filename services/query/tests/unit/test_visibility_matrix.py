@@ -1,7 +1,8 @@
 """The permission matrix: every QueryService RPC × every kind of asker, on the cross-province
 chain of read_side.py (farm and wholesaler in 浙江 杭州, processor and retailer in 上海, an
 outsider in 广东). Each cell asserts what the asker gets - the error, or the scope and exactly
-which nodes it sees and which of them are redacted - and that the call was logged."""
+which nodes it sees and which of them are redacted - and that the call was logged. It runs on
+SQLite and on PostgreSQL (skipped without one)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,12 @@ ALL_NODES = {("B1", FARM), ("B1", WHOLESALER), ("B1", PROCESSOR), ("B2", PROCESS
              ("B2", RETAILER)}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    model = side.ReadModel.create(Path(tmp_path_factory.mktemp("matrix")))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same matrix on both databases the service runs on."""
+    model = (side.ReadModel.create(Path(tmp_path_factory.mktemp("matrix")))
+             if request.param == "sqlite" else side.ReadModel.postgres())
     chain = side.seed_chain(model)
     wiring = side.wire(model, real_log=True)
     yield wiring, chain
