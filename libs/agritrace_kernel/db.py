@@ -163,10 +163,13 @@ class SqlAlchemyUnitOfWork:
     def commit(self) -> None:
         wrote_events = bool(self._pending_events)
         trace_context = inject_context()
-        for pending in self._pending_events:
-            self.events.append_outbox(
-                pending if pending.trace_context else replace(pending, trace_context=trace_context)
-            )
+        events = [pending if pending.trace_context
+                  else replace(pending, trace_context=trace_context)
+                  for pending in self._pending_events]
+        if len(events) == 1:
+            self.events.append_outbox(events[0])
+        else:
+            self.events.append_outbox_many(events)
         self._pending_events = []
         try:
             self.session.commit()
@@ -249,9 +252,17 @@ def bulk_insert(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
         driver = connection.connection.driver_connection
         assert driver is not None
         statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([row[column] for column in columns])
+        try:
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row([row[column] for column in columns])
+        except connection.dialect.loaded_dbapi.IntegrityError as error:
+            # What the unit of work reports for an INSERT's IntegrityError (COPY goes to the
+            # driver directly, past SQLAlchemy's wrapping).
+            raise AlreadyExists(
+                "a concurrent request created the same record; read it or retry",
+                reason="CONCURRENT_DUPLICATE",
+            ) from error
     else:
         connection.execute(table.insert(), list(rows))
 
