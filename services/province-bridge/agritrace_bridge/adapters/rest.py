@@ -150,7 +150,8 @@ def _failure(method: str, path: str, response: httpx.Response) -> PlatformError:
     reason = problem.reason if problem is not None and problem.reason else f"HTTP_{status}"
     detail = problem.detail or problem.title if problem is not None else response.reason_phrase
     message = f"{method} {path}: {status} {detail}"
-    log.info("provincial platform answered %s %s with %s (%s)", method, path, status, reason)
+    # Debug only: the caller decides whether a failure is worth a log line (and retries).
+    log.debug("provincial platform answered %s %s with %s (%s)", method, path, status, reason)
     if status in RETRYABLE_STATUSES:
         return PlatformUnavailable(message, reason=reason, status=status, problem=problem,
                                    retry_after=_retry_after(response))

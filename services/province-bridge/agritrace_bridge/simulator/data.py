@@ -44,6 +44,10 @@ EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 UNKNOWN_DIVISION = "999999"
 # Own subjects' organisation numbers come from [0, 50M), shared ones from above: never equal.
 _SHARED_BASE = 50_000_000
+# Subjects one simulated province may hold (subjects added at run time included): keeps every
+# generated identifier unique and every birth date in the past (see `subject`).
+MAX_SUBJECTS = 10_000_000
+_BIRTH_DAYS = 18_000  # births spread over 1950-01-01 .. 1999-04-14
 _MAX_SHARED = 100_000
 _ORG_SPACE = 100_000_000
 # i -> (i + offset) * 7919 mod 10^8 is a bijection (7919 is prime to 10^8) that looks unordered.
@@ -161,8 +165,8 @@ class SubjectGenerator:
             raise ValueError("the overlap set needs another province (--shared-with)")
         if not 0 <= self.shared <= min(self.count, _MAX_SHARED):
             raise ValueError(f"the overlap set holds 0 to min(subjects, {_MAX_SHARED})")
-        if not 0 <= self.count < _SHARED_BASE:
-            raise ValueError(f"a simulated province holds fewer than {_SHARED_BASE} subjects")
+        if not 0 <= self.count <= MAX_SUBJECTS:
+            raise ValueError(f"a simulated province holds at most {MAX_SUBJECTS} subjects")
 
     @property
     def own(self) -> int:
@@ -183,9 +187,11 @@ class SubjectGenerator:
         person_name = _person_name(rng)
         credit_code = resident_id = ""
         if person:
-            # (county, birth date) differs for every index: the numbers never collide.
-            birth = date(1950, 1, 1) + timedelta(days=index // len(counties))
-            resident_id = make_resident_id(county.code, birth, rng.randrange(1000))
+            # (county, birth date, sequence // 10) differs for every index, so the numbers
+            # never collide; the last sequence digit is random (its parity is the sex).
+            rounds, day = divmod(index // len(counties), _BIRTH_DAYS)
+            birth = date(1950, 1, 1) + timedelta(days=day)
+            resident_id = make_resident_id(county.code, birth, rounds * 10 + rng.randrange(10))
             name = person_name if kind is SubjectKind.INDIVIDUAL_FARMER else \
                 f"{person_name}{_ORG_SUFFIX[kind]}"
         else:

@@ -31,7 +31,12 @@ from agritrace_bridge.contract import (
     TraceRecord,
     TraceRecordPage,
 )
-from agritrace_bridge.simulator.data import SubjectGenerator, invent_batch_ids, trace_record
+from agritrace_bridge.simulator.data import (
+    MAX_SUBJECTS,
+    SubjectGenerator,
+    invent_batch_ids,
+    trace_record,
+)
 from agritrace_kernel.auth.tokens import (
     PLATFORM_AUDIENCE_PREFIX,
     KeySetCache,
@@ -269,7 +274,7 @@ class SimulatedPlatform:
 
     def add_subjects(self, count: int) -> int:
         with self._lock:
-            self._subject_count += count
+            self._subject_count = min(self._subject_count + count, MAX_SUBJECTS)
             return self._subject_count
 
     def set_batches(self, batch_ids: list[str]) -> None:

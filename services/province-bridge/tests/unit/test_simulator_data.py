@@ -7,6 +7,7 @@ import pytest
 
 from agritrace_bridge.contract import SubjectKind
 from agritrace_bridge.simulator.data import (
+    MAX_SUBJECTS,
     UNKNOWN_DIVISION,
     SubjectGenerator,
     gb11714_check_char,
@@ -46,6 +47,18 @@ def test_subjects_are_valid_by_the_registry_rules_and_unique() -> None:
     assert len(set(resident_ids)) == len(resident_ids) > 500
     assert {SubjectKind(s.kind) for s in subjects} == set(SubjectKind)
     assert [s.source_record_id for s in subjects] == sorted(s.source_record_id for s in subjects)
+
+
+def test_identifiers_stay_valid_up_to_the_largest_province() -> None:
+    # Shanghai has the fewest counties, so its birth dates and sequences go furthest.
+    generator = SubjectGenerator(province="31", seed=1, count=MAX_SUBJECTS)
+    people = [s for s in map(generator.subject, range(MAX_SUBJECTS - 400, MAX_SUBJECTS))
+              if s.resident_id]
+    assert len(people) > 100
+    for person in people:
+        parse_resident_id(person.resident_id)
+    with pytest.raises(ValueError):
+        SubjectGenerator(province="31", seed=1, count=MAX_SUBJECTS + 1)
 
 
 def test_the_same_seed_gives_the_same_subjects_and_another_seed_others() -> None:
