@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from agritrace_query.service_layer.projection_ports import (
 log = logging.getLogger(__name__)
 
 CONSUMER = "query"
+RETRY_DELAYS = (0.05, 0.2, 1.0)  # seconds before each further attempt at a failed event
 CHINA_TIME = timezone(timedelta(hours=8))
 Clock = Callable[[], datetime]
 Projection = Callable[[Event, ProjectionStore], Touched]
@@ -466,15 +468,32 @@ def invalidate(cache: OriginCache, touched: Touched) -> None:
 
 class ProjectionHandler:
     """A subscription's handler: the projection inside the inbox's transaction, then the lag
-    observed and the touched origin views dropped."""
+    observed and the touched origin views dropped.
+
+    A failed attempt (a deadlock between handlers bumping the same counters, a dropped
+    connection) left nothing behind, so it is tried again a few times: a nameko worker acks
+    an event whose handler raised, and the read model would miss it until a rebuild."""
 
     def __init__(self, uow_factory: Callable[[], ProjectionUnitOfWork], cache: OriginCache,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, retry_delays: Sequence[float] = RETRY_DELAYS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._uow_factory = uow_factory
         self._cache = cache
         self._clock = clock
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
 
     def __call__(self, event: Event) -> None:
+        for delay in self._retry_delays:
+            try:
+                return self._handle(event)
+            except Exception:
+                log.warning("projecting an event failed; trying again", exc_info=True,
+                            extra={"event_id": event.event_id, "event": event.routing_key})
+                self._sleep(delay)
+        return self._handle(event)
+
+    def _handle(self, event: Event) -> None:
         applied: list[Touched] = []
 
         def handle(event: Event, uow: ProjectionUnitOfWork) -> None:

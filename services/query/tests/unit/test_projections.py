@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_kernel.events.model import Event
 from agritrace_query.adapters import orm
@@ -22,6 +23,7 @@ from agritrace_query.service_layer.projection_ports import batch_key, code_key
 from agritrace_query.service_layer.projections import (
     CONSUMER,
     PROJECTIONS,
+    ProjectionHandler,
     china_day,
     subscriptions,
 )
@@ -29,6 +31,7 @@ from agritrace_testing.fakes import FixedClock, load_beside
 
 support = load_beside(__file__, "test_projections_support.py", "agritrace_query_projection_support")
 engine = support.engine
+sessions = support.sessions
 uow_factory = support.uow_factory
 T0 = support.T0
 DAY = china_day(T0)
@@ -436,16 +439,35 @@ def test_the_read_model_lag_is_observed_per_source_once_per_event(
     assert _lag_sum("coding") == pytest.approx(before_sum + 2.0)
 
 
-def test_a_failing_projection_leaves_nothing_and_the_event_can_be_retried(
-        engine: Engine, uow_factory: Callable[[], ProjectionUnitOfWork]) -> None:
+def test_a_failing_attempt_leaves_nothing_and_is_tried_again(
+        engine: Engine, sessions: sessionmaker[Session]) -> None:
+    failures = [RuntimeError("deadlock detected"), RuntimeError("connection reset")]
+
+    class Flaky(ProjectionUnitOfWork):
+        def commit(self) -> None:
+            if failures:
+                raise failures.pop(0)
+            super().commit()
+
+    waits: list[float] = []
+    handler = ProjectionHandler(lambda: Flaky(sessions), InMemoryOriginCache(),
+                                retry_delays=(0.1, 0.5, 2.0), sleep=waits.append)
+    handler(support.codes_issued(S1, [code(1)], at=at(0)))
+    assert waits == [0.1, 0.5]
+    assert len(rows(engine, orm.codes)) == 1
+    assert counts(engine) == {(DAY, "330106", "codes_issued"): 1}
+
+
+def test_an_event_that_keeps_failing_is_given_up_with_nothing_half_written(
+        engine: Engine, sessions: sessionmaker[Session]) -> None:
     class Broken(ProjectionUnitOfWork):
         def commit(self) -> None:
             raise RuntimeError("database went away")
 
-    sessions = uow_factory()._session_factory  # the fixture's sessions
-    issued = support.codes_issued(S1, [code(1)], at=at(0))
+    waits: list[float] = []
+    handler = ProjectionHandler(lambda: Broken(sessions), InMemoryOriginCache(),
+                                retry_delays=(0.1, 0.5), sleep=waits.append)
     with pytest.raises(RuntimeError):
-        Projection(lambda: Broken(sessions))(issued)
+        handler(support.codes_issued(S1, [code(1)], at=at(0)))
+    assert waits == [0.1, 0.5]
     assert rows(engine, orm.codes) == [] and counts(engine) == {}
-    Projection(uow_factory)(issued)
-    assert len(rows(engine, orm.codes)) == 1

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 import agritrace_query
 from agritrace_kernel import db
@@ -69,9 +70,13 @@ def empty(engine: Engine) -> None:
 
 
 @pytest.fixture
-def uow_factory(engine: Engine) -> Callable[[], ProjectionUnitOfWork]:
+def sessions(engine: Engine) -> sessionmaker[Session]:
     empty(engine)
-    sessions = db.session_factory(engine)
+    return db.session_factory(engine)
+
+
+@pytest.fixture
+def uow_factory(sessions: sessionmaker[Session]) -> Callable[[], ProjectionUnitOfWork]:
     return lambda: ProjectionUnitOfWork(sessions)
 
 

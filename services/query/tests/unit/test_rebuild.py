@@ -37,6 +37,7 @@ from agritrace_testing.fakes import load_beside
 support = load_beside(__file__, "test_projections_support.py", "agritrace_query_projection_support")
 projections_tests = load_beside(__file__, "test_projections.py", "agritrace_query_projection_tests")
 engine = support.engine
+sessions = support.sessions
 uow_factory = support.uow_factory
 story = projections_tests.story
 rows, snapshot = support.rows, support.snapshot
