@@ -59,13 +59,17 @@ class QueryLogWriter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Writes everything queued, then ends the thread."""
+        """Writes everything queued, then ends the thread. Never raises: it runs among a
+        server's last steps, which must all run."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            log.exception("stopping with %d query-log records unwritten", len(self._queue))
 
     close = stop
 

@@ -182,6 +182,16 @@ def test_a_failed_write_keeps_the_records_in_order(model: Any) -> None:
     assert [e.record for e in stored(model)] == [record(1), record(2), record(3)]
 
 
+def test_stop_never_raises_even_when_the_database_is_down(model: Any) -> None:
+    writer = QueryLogWriter(FailingOnce(model), interval=60)
+    writer.start()
+    writer.append(record(1))
+    writer.stop()  # its final write fails: logged, not raised
+    assert writer.pending == 1 and stored(model) == []
+    writer.flush()
+    assert [e.record for e in stored(model)] == [record(1)]
+
+
 def test_tampering_with_a_stored_entry_is_detected(model: Any) -> None:
     wiring = side.wire(model, real_log=True)
     admin = side.caller(side.ADMIN)
