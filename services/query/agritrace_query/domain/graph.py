@@ -173,6 +173,10 @@ class _Links:
             if missing:
                 self.batches.update(self.reader.batches(missing))
         if direction is not Direction.FORWARD:
+            # Going upstream past a batch needs its creator (whose node its inputs feed).
+            unknown = [batch_id for batch_id in new if batch_id not in self.batches]
+            if unknown:
+                self.batches.update(self.reader.batches(unknown))
             for link in self.reader.transformations_into(new):
                 self.inputs.setdefault(link.output_batch_id, []).append(link)
             for lineage in self.reader.lineage_parents(new):

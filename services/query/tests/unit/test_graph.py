@@ -124,6 +124,23 @@ def test_backward_follows_transformations_and_the_shipments_before_them() -> Non
                      EdgeKind.TRANSFORMATION]
 
 
+def test_backward_through_two_transformations_and_the_shipments_between() -> None:
+    chain = Chain()
+    chain.add_batch("WHEAT", "FARM")
+    chain.ship("WHEAT", "FARM", "MILL")
+    chain.add_batch("FLOUR", "MILL")
+    chain.transform(["WHEAT"], "FLOUR", "MILL")
+    chain.ship("FLOUR", "MILL", "BAKERY")
+    bread = chain.add_batch("BREAD", "BAKERY")
+    chain.transform(["FLOUR"], "BREAD", "BAKERY")
+    trace = traverse(chain, bread, Direction.BACKWARD, 10)
+    assert trace.depths == {Node("BREAD", "BAKERY"): 0, Node("FLOUR", "BAKERY"): 1,
+                            Node("FLOUR", "MILL"): 2, Node("WHEAT", "MILL"): 3,
+                            Node("WHEAT", "FARM"): 4}
+    forward = traverse(chain, chain.batch_rows["WHEAT"], Direction.FORWARD, 10)
+    assert set(forward.depths) == set(trace.depths)
+
+
 def test_forward_through_code_lineage_without_a_recorded_transformation() -> None:
     chain = Chain()
     whole = chain.add_batch("WHOLE", "FARM")
