@@ -82,6 +82,7 @@ class SqlProjectionStore:
             return []
         seen_at = _utc(seen_at)
         table = orm.subjects
+        self._lock_subjects(latest, exclusive=True)
         inserted = set(self._session.execute(
             self._insert(table).on_conflict_do_nothing(index_elements=["subject_id"])
             .returning(table.c.subject_id),
@@ -126,6 +127,21 @@ class SqlProjectionStore:
                 "division_code": facts.division_code, "province": facts.division_code[:2],
                 "status": facts.status, "version": facts.version}
 
+    def wait_for_subjects(self, subject_ids: Iterable[str]) -> None:
+        self._lock_subjects(subject_ids, exclusive=False)
+
+    def _lock_subjects(self, subject_ids: Iterable[str], *, exclusive: bool) -> None:
+        """Transaction-scoped advisory locks per subject on PostgreSQL: shared by handlers that
+        count for a subject, exclusive for the one storing it; taken in one order. SQLite
+        runs one writing transaction at a time anyway."""
+        ids = sorted(set(subject_ids) - {""})
+        if not self._postgres or not ids:
+            return
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self._session.execute(sa.text(
+            f"SELECT {lock}(hashtext('agritrace_query.subject'), hashtext(id)) "
+            "FROM unnest(CAST(:ids AS text[])) AS id ORDER BY id"), {"ids": ids})
+
     def subject_divisions(self, subject_ids: Iterable[str]) -> dict[str, str]:
         table = orm.subjects
         found: dict[str, str] = {}
@@ -139,7 +155,9 @@ class SqlProjectionStore:
     # -- codes --------------------------------------------------------------------------------
 
     def put_codes(self, codes: Sequence[str], facts: CodeFacts) -> None:
-        unique = list(dict.fromkeys(codes))  # one statement may touch a row only once
+        # Once each (a statement may touch a row only once), in one order for every event, so
+        # concurrent handlers lock shared codes in the same order instead of deadlocking.
+        unique = sorted(set(codes))
         if not unique:
             return
         table = orm.codes

@@ -153,6 +153,12 @@ class ProjectionStore(Protocol):
         """The division of each subject the read model knows."""
         ...
 
+    def wait_for_subjects(self, subject_ids: Iterable[str]) -> None:
+        """Until this transaction ends, no other stores these subjects (sight_subjects waits),
+        and this one sees them if another stored them meanwhile: so a count held for a
+        subject not known yet is seen by the handler that stores it."""
+        ...
+
     def put_codes(self, codes: Sequence[str], facts: CodeFacts) -> None: ...
 
     def code_subjects(self, codes: Sequence[str]) -> dict[str, int]:

@@ -116,8 +116,20 @@ class _Place:
     known: bool = True
 
 
+def _divisions(store: ProjectionStore, subject_ids: Iterable[str]) -> dict[str, str]:
+    """The divisions of the subjects the read model knows; for the others, what it learns
+    until this transaction ends is seen by the handler storing them (see _sight)."""
+    wanted = set(subject_ids) - {""}
+    found = store.subject_divisions(wanted)
+    unknown = wanted - set(found)
+    if unknown:
+        store.wait_for_subjects(unknown)
+        found |= store.subject_divisions(unknown)
+    return found
+
+
 def _place(store: ProjectionStore, subject_id: str, province: str = "") -> _Place:
-    division = store.subject_divisions([subject_id]).get(subject_id) if subject_id else None
+    division = _divisions(store, [subject_id]).get(subject_id)
     return _Place(subject_id, division or _province_division(province), division is not None)
 
 
@@ -253,7 +265,7 @@ def on_codes_activated(event: Event, store: ProjectionStore) -> Touched:
     subject_ids = _texts(event.payload, "subject_ids")
     per_subject = ({subject_ids[0]: len(codes)} if len(set(subject_ids)) == 1
                    else store.code_subjects(codes))
-    divisions = store.subject_divisions(per_subject)
+    divisions = _divisions(store, per_subject)
     provinces = sorted(set(_texts(event.payload, "provinces")))
     fallback = _province_division(provinces[0]) if len(provinces) == 1 else ""
     day = china_day(event.occurred_at)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -471,3 +472,16 @@ def test_an_event_that_keeps_failing_is_given_up_with_nothing_half_written(
         handler(support.codes_issued(S1, [code(1)], at=at(0)))
     assert waits == [0.1, 0.5]
     assert rows(engine, orm.codes) == [] and counts(engine) == {}
+
+
+def test_handlers_running_concurrently_build_the_same_read_model(
+        engine: Engine, uow_factory: Callable[[], ProjectionUnitOfWork]) -> None:
+    Projection(uow_factory)(*story())
+    expected = snapshot(engine)
+    support.empty(engine)
+    events = story() * 2  # every event delivered twice, as after a redelivery
+    random.Random(7).shuffle(events)
+    project = Projection(uow_factory)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(project, events))
+    assert snapshot(engine) == expected
