@@ -5,11 +5,15 @@ stopped when its test ends, hanging requests included."""
 from __future__ import annotations
 
 import ssl
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import OKPKey
 
 from agritrace_bridge.adapters.rest import RestProvincialPlatform
 from agritrace_bridge.simulator import (
@@ -59,12 +63,27 @@ def http(simulator: SimulatorServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def platform(simulator: SimulatorServer) -> Iterator[RestProvincialPlatform]:
+def rest_adapter() -> Iterator[Callable[..., RestProvincialPlatform]]:
+    """rest_adapter(url, api_key=API_KEY, province="37", **options): REST adapters closed
+    when the test ends."""
+    adapters: list[RestProvincialPlatform] = []
+
+    def make(url: str, api_key: str = API_KEY, province: str = "37", **options: Any
+             ) -> RestProvincialPlatform:
+        options.setdefault("timeout", httpx.Timeout(5.0, connect=2.0))
+        adapters.append(RestProvincialPlatform(url, api_key, province, verify=TLS, **options))
+        return adapters[-1]
+
+    yield make
+    for adapter in adapters:
+        adapter.close()
+
+
+@pytest.fixture
+def platform(simulator: SimulatorServer,
+             rest_adapter: Callable[..., RestProvincialPlatform]) -> RestProvincialPlatform:
     """The REST adapter of the simulator."""
-    adapter = RestProvincialPlatform(simulator.url, API_KEY, "37", verify=TLS,
-                                     timeout=httpx.Timeout(5.0, connect=2.0))
-    yield adapter
-    adapter.close()
+    return rest_adapter(simulator.url)
 
 
 @pytest.fixture
@@ -97,3 +116,36 @@ def set_faults(admin: Callable[..., httpx.Response]) -> Callable[..., None]:
         admin(server, "PATCH", "faults", faults)
 
     return change
+
+
+class NationalKeys:
+    """An Ed25519 key standing in for sso's signing key, and tokens shaped like the ones
+    ExchangeToken signs with it."""
+
+    def __init__(self) -> None:
+        self.key = OKPKey.generate_key("Ed25519", parameters={"kid": "k1", "use": "sig",
+                                                              "alg": "EdDSA"})
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.key.as_dict(private=False)]}
+
+    def token(self, audience: str = "platform:province-37", *, lifetime: int = 900) -> str:
+        now = int(time.time())
+        claims = {"iss": "agritrace-sso", "sub": "acct_1", "aud": audience, "iat": now,
+                  "exp": now + lifetime, "jti": "j1", "sid": "sess_1", "kind": "REGULATOR",
+                  "username": "reviewer37", "subject_id": "", "jurisdiction": "37",
+                  "roles": ["REVIEWER"]}
+        with warnings.catch_warnings():  # joserfc warns that RFC 9864 renames "EdDSA"
+            warnings.simplefilter("ignore")
+            return jwt.encode({"alg": "EdDSA", "kid": "k1"}, claims, self.key,
+                              algorithms=["EdDSA"])
+
+    def exchanged_token(self) -> str:
+        """The conformance suite's TokenSource."""
+        return self.token()
+
+
+@pytest.fixture
+def national_keys() -> NationalKeys:
+    return NationalKeys()

@@ -23,6 +23,7 @@ from agritrace_bridge.simulator import SimulatorServer
 
 SetFaults = Callable[..., None]
 Admin = Callable[..., httpx.Response]
+RestAdapter = Callable[..., RestProvincialPlatform]
 
 
 def record(record_id: str = "evt-1", kind: str = "SUBJECT_REVIEWED") -> NationalRecord:
@@ -109,40 +110,36 @@ def test_a_failing_platform_is_retryable_and_says_when(
 
 
 def test_a_hanging_platform_times_out_as_retryable(
-        simulator: SimulatorServer, set_faults: SetFaults) -> None:
+        simulator: SimulatorServer, set_faults: SetFaults, rest_adapter: RestAdapter) -> None:
     set_faults(simulator, timeout_every=1, hang_seconds=5)
-    adapter = RestProvincialPlatform(simulator.url, "test-bridge-key-37", "37",
-                                     timeout=httpx.Timeout(0.3, connect=1.0))
+    adapter = rest_adapter(simulator.url, timeout=httpx.Timeout(0.3, connect=1.0))
     started = time.monotonic()
     with pytest.raises(PlatformUnavailable) as timed_out:
         adapter.list_trace_records()
     assert timed_out.value.reason == "TIMEOUT" and time.monotonic() - started < 3
-    adapter.close()
 
 
 def test_a_platform_that_is_down_or_gone_is_unreachable(
         simulator: SimulatorServer, set_faults: SetFaults,
-        platform: RestProvincialPlatform) -> None:
+        platform: RestProvincialPlatform, rest_adapter: RestAdapter) -> None:
     set_faults(simulator, down=True)
     with pytest.raises(PlatformUnavailable) as down:
         platform.health()
     assert down.value.reason == "UNREACHABLE"
     url = simulator.url
     simulator.stop()
-    gone = RestProvincialPlatform(url, "key", "37", timeout=1.0)
+    gone = rest_adapter(url, timeout=1.0)
     with pytest.raises(PlatformUnavailable) as refused:
         gone.health()
     assert refused.value.reason == "UNREACHABLE"
-    gone.close()
 
 
-def test_a_wrong_key_is_rejected_for_good(simulator: SimulatorServer) -> None:
-    adapter = RestProvincialPlatform(simulator.url, "not-the-key", "37")
+def test_a_wrong_key_is_rejected_for_good(simulator: SimulatorServer,
+                                          rest_adapter: RestAdapter) -> None:
     with pytest.raises(PlatformRejected) as rejected:
-        adapter.list_subjects()
+        rest_adapter(simulator.url, "not-the-key").list_subjects()
     assert rejected.value.status == 401 and rejected.value.reason == "UNAUTHENTICATED"
     assert not rejected.value.retryable
-    adapter.close()
 
 
 def test_pagination_that_does_not_move_on_is_a_contract_violation(
@@ -155,24 +152,21 @@ def test_pagination_that_does_not_move_on_is_a_contract_violation(
 
 
 def test_a_complete_listing_through_failures_and_timeouts_when_retried(
-        start_simulator: Callable[..., SimulatorServer], set_faults: SetFaults) -> None:
+        start_simulator: Callable[..., SimulatorServer], set_faults: SetFaults,
+        rest_adapter: RestAdapter) -> None:
     server = start_simulator(subjects=300)
     set_faults(server, fail_every=3, timeout_every=7, hang_seconds=2)
-    adapter = RestProvincialPlatform(server.url, "test-bridge-key-37", "37",
-                                     timeout=httpx.Timeout(0.2, connect=1.0))
+    adapter = rest_adapter(server.url, timeout=httpx.Timeout(0.2, connect=1.0))
     ids = all_subjects(adapter, 20, retry=True)
-    adapter.close()
     assert len(ids) == 300 == len(set(ids))
     assert int(str(server.platform.stats()["injected_failures"])) >= 5
 
 
 def test_the_wrong_province_or_a_malformed_answer_violates_the_contract(
-        simulator: SimulatorServer) -> None:
-    other = RestProvincialPlatform(simulator.url, "test-bridge-key-37", "11")
+        simulator: SimulatorServer, rest_adapter: RestAdapter) -> None:
     with pytest.raises(ContractViolation) as wrong:
-        other.health()
+        rest_adapter(simulator.url, province="11").health()
     assert wrong.value.reason == "WRONG_PROVINCE"
-    other.close()
 
     def garbage(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"subjects": [{"name": "no id"}]})

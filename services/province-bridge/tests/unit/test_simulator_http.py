@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
-from joserfc.jwk import OKPKey
 
 from agritrace_bridge.contract import (
     MAX_PAGE_SIZE,
@@ -182,42 +179,26 @@ def test_a_pushed_record_is_stored_once(http: httpx.Client) -> None:
 # -- exchanged SSO tokens -----------------------------------------------------------------
 
 
-def national_key() -> OKPKey:
-    return OKPKey.generate_key("Ed25519", parameters={"kid": "k1", "use": "sig",
-                                                      "alg": "EdDSA"})
-
-
-def exchanged_token(key: OKPKey, audience: str, *, lifetime: int = 900) -> str:
-    """A token shaped like the ones sso's ExchangeToken signs."""
-    now = int(time.time())
-    claims = {"iss": "agritrace-sso", "sub": "acct_1", "aud": audience, "iat": now,
-              "exp": now + lifetime, "jti": "j1", "sid": "sess_1", "kind": "REGULATOR",
-              "username": "reviewer37", "subject_id": "", "jurisdiction": "37",
-              "roles": ["REVIEWER"]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return jwt.encode({"alg": "EdDSA", "kid": "k1"}, claims, key, algorithms=["EdDSA"])
-
-
 def verify(http: httpx.Client, token: str) -> httpx.Response:
     return http.post("/v1/sso/verify", json={"token": token})
 
 
 def test_an_exchanged_token_verifies_against_the_national_keys(
-        simulator: SimulatorServer, http: httpx.Client, admin: Admin) -> None:
-    key = national_key()
-    token = exchanged_token(key, "platform:province-37")
+        simulator: SimulatorServer, http: httpx.Client, admin: Admin,
+        national_keys: Any) -> None:
+    token = national_keys.token()
     unavailable = verify(http, token)
     assert unavailable.status_code == 503
     assert problem_of(unavailable).reason == "KEYS_UNAVAILABLE"
-    admin(simulator, "PUT", "jwks", {"keys": [key.as_dict(private=False)]})
+    admin(simulator, "PUT", "jwks", national_keys.jwks)
     answer = TokenVerification.model_validate_json(verify(http, token).content)
     assert answer.active and answer.username == "reviewer37" and answer.jurisdiction == "37"
     assert answer.audience == "platform:province-37"
-    cases: dict[str, Any] = {
-        "TOKEN_WRONG_AUDIENCE": exchanged_token(key, "agritrace"),
-        "TOKEN_EXPIRED": exchanged_token(key, "platform:province-37", lifetime=-3600),
-        "TOKEN_INVALID": exchanged_token(national_key(), "platform:province-37")[:-4] + "AAAA",
+    other_key = type(national_keys)()
+    cases: dict[str, str] = {
+        "TOKEN_WRONG_AUDIENCE": national_keys.token("agritrace"),
+        "TOKEN_EXPIRED": national_keys.token(lifetime=-3600),
+        "TOKEN_INVALID": other_key.token(),
     }
     for reason, bad in cases.items():
         refused = TokenVerification.model_validate_json(verify(http, bad).content)
