@@ -10,7 +10,6 @@ model by mistake does not leak it.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -267,7 +266,3 @@ class Problem(_Document):
                    status=status, detail=detail, reason=reason,
                    invalid_params=invalid_params or [])
 
-
-def utc_text(moment: datetime) -> str:
-    """RFC 3339 with a Z, the form the contract writes times in."""
-    return moment.isoformat().replace("+00:00", "Z")

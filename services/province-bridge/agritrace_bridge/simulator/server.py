@@ -10,7 +10,6 @@ import hmac
 import json
 import logging
 import threading
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -197,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _no_route(method: str) -> Answer:
-    return problem(HTTPStatus.NOT_FOUND, "NOT_FOUND", "Not found",
+    return problem(404, "NOT_FOUND", "Not found",
                    f"no {method} endpoint at this path")
 
 

@@ -14,12 +14,15 @@ from agritrace_bridge.simulator.data import (
     invent_batch_ids,
     trace_record,
 )
+from agritrace_kernel.errors import InvalidArgument
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_registry.domain.identifiers import (
     normalize_phone,
     parse_credit_code,
     parse_resident_id,
 )
+from agritrace_registry.domain.model import RegistrationInput, validate_registration
+from agritrace_registry.domain.model import SubjectKind as RegistrySubjectKind
 
 CATALOG = DivisionCatalog.bundled()
 ORGANISATIONS = {SubjectKind.ENTERPRISE, SubjectKind.COOPERATIVE, SubjectKind.PROCESSOR,
@@ -47,6 +50,26 @@ def test_subjects_are_valid_by_the_registry_rules_and_unique() -> None:
     assert len(set(resident_ids)) == len(resident_ids) > 500
     assert {SubjectKind(s.kind) for s in subjects} == set(SubjectKind)
     assert [s.source_record_id for s in subjects] == sorted(s.source_record_id for s in subjects)
+
+
+def test_subjects_pass_the_registrys_validation_except_the_invalid_ones() -> None:
+    generator = SubjectGenerator(province="11", seed=3, count=400, shared_with="37",
+                                 shared=50, invalid_every=40)
+    for index in range(400):
+        subject = generator.subject(index)
+        data = RegistrationInput(
+            kind=RegistrySubjectKind[subject.kind], name=subject.name,
+            credit_code=subject.credit_code, resident_id=subject.resident_id,
+            division_code=subject.division_code, address=subject.address,
+            legal_representative=subject.legal_representative,
+            contact_phone=subject.contact_phone)
+        if subject.division_code == UNKNOWN_DIVISION:
+            with pytest.raises(InvalidArgument) as refused:
+                validate_registration(data, CATALOG)
+            assert [v.field for v in refused.value.violations] == \
+                ["registration.division_code"]
+        else:
+            assert validate_registration(data, CATALOG).review_flags == ()
 
 
 def test_identifiers_stay_valid_up_to_the_largest_province() -> None:
