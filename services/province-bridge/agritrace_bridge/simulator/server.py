@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -241,8 +242,14 @@ class SimulatorServer:
         self._server.server_close()
 
     def _grow(self) -> None:
-        while not self._stopping.wait(1.0):
-            self.platform.add_trace_records(self.record_rate)
+        """`record_rate` records a second, added every tenth of a second (a steady stream, not
+        a burst a second)."""
+        started = time.monotonic()
+        added = 0
+        while not self._stopping.wait(0.1):
+            due = int((time.monotonic() - started) * self.record_rate)
+            self.platform.add_trace_records(due - added)
+            added = due
 
     def wait(self) -> None:
         """Blocks until `stop` is called (from a signal handler, say)."""
