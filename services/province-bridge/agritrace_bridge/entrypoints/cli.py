@@ -1,8 +1,9 @@
-"""`python -m agritrace_bridge simulate|faults ...`.
+"""`python -m agritrace_bridge simulate|faults|openapi ...`.
 
 `simulate` serves a simulated provincial platform until SIGINT or SIGTERM and prints, first,
 its URL and then its bridge key (``api_key=...``), one per line, so scripts and tests can
-read them. `faults` changes the faults of a running simulator."""
+read them. `faults` changes the faults of a running simulator. `openapi` prints the contract
+as an OpenAPI 3.1 document."""
 
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("url")
     faults.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE, ""))
     _fault_options(faults, defaults=False)
+
+    commands.add_parser("openapi", help="print the contract as an OpenAPI 3.1 document")
     return parser
 
 
@@ -146,4 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         return simulate(args)
+    if args.command == "openapi":
+        from agritrace_bridge.openapi import document_text
+
+        sys.stdout.write(document_text())
+        return 0
     return change_faults(args)

@@ -1,6 +1,6 @@
 """The simulated platform on HTTP (stdlib ThreadingHTTPServer): the contract's /v1 API with the
 faults in force, and /admin to change faults and data while it runs. Both need the bridge
-key as a bearer token, except /v1/health.
+key as a bearer token, except /v1/health and the contract itself (/v1/openapi.json).
 
 Logs name the method, path and status only: bodies hold personal data."""
 
@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agritrace_bridge import openapi
 from agritrace_bridge.contract import PROBLEM_CONTENT_TYPE, Problem
 from agritrace_bridge.simulator.platform import (
     Answer,
@@ -102,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             return Answer(0, None)
         if path == "/v1/health" and method == "GET":
             return platform.injected_failure(number, faults) or platform.health()
+        if path == "/v1/openapi.json" and method == "GET":
+            return Answer(200, openapi.document())
         denied = self._authorized()
         if denied is not None:
             return denied
