@@ -157,8 +157,7 @@ class DropFolderProvincialPlatform:
         with self._lock:
             rows, end, files = self._read("subjects", page_token, size, "page_token")
             total = sum(self._count(taken) for taken in files)
-            done = end is None or (end[0] == files[-1].number
-                                   and end[1] >= self._count(files[-1]))
+            done = end is None or not self._remaining(files, end)
             if done:
                 self._finish(files, None)
         return SubjectPage(subjects=rows, total_size=total,
@@ -170,9 +169,7 @@ class DropFolderProvincialPlatform:
             records, end, files = self._read("trace-records", cursor, size, "cursor")
             if end is None:
                 return TraceRecordPage(records=[], next_cursor=cursor)
-            more = any(taken.number > end[0] or
-                       (taken.number == end[0] and end[1] < self._count(taken))
-                       for taken in files)
+            more = self._remaining(files, end)
         return TraceRecordPage(records=records, next_cursor=_position(end), has_more=more)
 
     def _read(self, kind: Kind, token: str, size: int, field: str
@@ -198,6 +195,12 @@ class DropFolderProvincialPlatform:
             if len(rows) >= size:
                 break
         return rows, position, files
+
+    def _remaining(self, files: list[_Taken], position: tuple[int, int]) -> bool:
+        """Whether any row of these files lies at or after `position`."""
+        return any(taken.number > position[0]
+                   or (taken.number == position[0] and position[1] < self._count(taken))
+                   for taken in files)
 
     def _rows(self, taken: _Taken) -> list[Any]:
         if self._cache is not None and self._cache[0] == taken.number:

@@ -100,6 +100,14 @@ def test_subjects_are_paged_across_files_in_arrival_order_and_moved_aside(
     assert person.resident_id == PERSON_ID and PERSON_ID not in repr(person)
 
 
+def test_a_position_past_every_file_ends_the_listing(
+        folder: DropFolderProvincialPlatform) -> None:
+    drop(folder, "subjects.csv", subject_rows(0, 2), SUBJECT_COLUMNS)
+    assert len(folder.list_subjects().subjects) == 2
+    beyond = folder.list_subjects("000009:0")  # a file an operator removed, say
+    assert beyond.subjects == [] and beyond.next_page_token == ""
+
+
 def test_an_empty_folder_lists_nothing(folder: DropFolderProvincialPlatform) -> None:
     assert folder.list_subjects().subjects == []
     empty = folder.list_trace_records()
