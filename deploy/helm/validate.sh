@@ -6,15 +6,16 @@
 #     and README.md's values table is current (tools/values_doc.py);
 #   * with Helm 3 and Helm 4 (the real binaries, shipped inside PyPI wheels of the AWS CDK
 #     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
-#     value file in agritrace/ci/ (defaults: registry, sso, coding and flow; worker disabled;
-#     HPA + ServiceMonitor + NetworkPolicy; several services with sso, the registry and coding
-#     elsewhere);
+#     value file in agritrace/ci/ (defaults: registry, sso, coding, flow and query; worker
+#     disabled; HPA + ServiceMonitor + NetworkPolicy; several services with sso, the registry and
+#     coding elsewhere; query alone, with a chart-created Secret and restricted egress);
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
 #     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
 #     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
 #   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso, no
-#     registry, no coding for flow, no or a bad resolver URL for coding or flow, Kubernetes <
-#     1.27, ...) must make rendering fail: values.schema.json and the templates' own checks are
+#     registry, no coding for flow, no flow for query, query without Redis or without its
+#     worker, no or a bad resolver URL for coding or flow, Kubernetes < 1.27, ...) must make
+#     rendering fail: values.schema.json and the templates' own checks are
 #     enforced;
 #   * `helm package` builds the chart without its ci/ files.
 #
@@ -120,13 +121,16 @@ EOF
 # --- checks --------------------------------------------------------------------------------
 
 # Scenarios: value file, the Secrets that exist outside the release, expected object counts.
-# default: registry and sso (server + worker each), coding and flow (server only, no worker).
+# default: registry, sso and query (server + worker each), coding and flow (server only, no
+# worker), query's rebuild task (a suspended CronJob).
 # multi-service: flow, query and two province bridges; sso, the registry and coding elsewhere.
+# query: query alone (server, worker, rebuild task), everything it calls elsewhere.
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=8 Job=5 PodDisruptionBudget=6 Pod=4 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
-  "worker-disabled||Deployment=5 Service=5 ConfigMap=4 ServiceAccount=8 Job=5 PodDisruptionBudget=5 Pod=4 Secret=2 HorizontalPodAutoscaler=0"
-  "full|agritrace-secrets|Deployment=6 Service=6 Job=5 PodDisruptionBudget=6 HorizontalPodAutoscaler=6 ServiceMonitor=4 NetworkPolicy=4 Secret=0"
-  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=5 Service=5 ConfigMap=4 ServiceAccount=7 Job=3 PodDisruptionBudget=4 Pod=4 Secret=0"
+  "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
+  "worker-disabled||Deployment=7 Service=7 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=7 Pod=5 Secret=2 HorizontalPodAutoscaler=0"
+  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0"
+  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=7 Job=3 CronJob=1 PodDisruptionBudget=5 Pod=4 Secret=0"
+  "query||Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 CronJob=1 PodDisruptionBudget=2 Pod=1 Secret=2 NetworkPolicy=1"
 )
 
 static_checks() {
@@ -250,10 +254,11 @@ helm_checks() {
   expect_failure "$helm" "chart-created Secret without the admin password" "sso.adminPassword" \
     -f "$CHART/ci/worker-disabled-values.yaml" --set sso.adminPassword=
   expect_failure "$helm" "chart-created Secret without a new service's sso password" \
-    "sso.servicePasswords.query" -f "$CHART/ci/worker-disabled-values.yaml" --set services.query.enabled=true
+    "sso.servicePasswords.province-bridge-gd" -f "$CHART/ci/worker-disabled-values.yaml" \
+    --set services.province-bridge-gd.enabled=true
   # Values cannot unset a key of a value file on every Helm (Helm 4 validates the null): drop it.
   local service
-  for service in coding flow; do
+  for service in coding flow query; do
     grep -v "^    $service:" "$CHART/ci/worker-disabled-values.yaml" >"$rendered/no-$service-password-values.yaml"
     expect_failure "$helm" "chart-created Secret without $service's sso password" \
       "sso.servicePasswords.$service" -f "$rendered/no-$service-password-values.yaml"
@@ -266,6 +271,19 @@ helm_checks() {
     --set registryService.address=http://registry
   expect_failure "$helm" "flow enabled, coding disabled and no codingService.address" \
     "services.flow calls the coding service" "${ok[@]}" --set services.coding.enabled=false
+  expect_failure "$helm" "query enabled, flow disabled and no flowService.address" \
+    "services.query calls the flow service" "${ok[@]}" --set services.flow.enabled=false
+  expect_failure "$helm" "flowService.address not HOST:PORT" "flowService" "${ok[@]}" \
+    --set flowService.address=http://flow
+  expect_failure "$helm" "query without Redis" "services.query runs the query service, which needs Redis" \
+    "${ok[@]}" --set redis.enabled=false
+  expect_failure "$helm" "query without its worker" "services.query.worker.enabled is false" \
+    "${ok[@]}" --set services.query.worker.enabled=false
+  expect_failure "$helm" "a task without args" "args" "${ok[@]}" \
+    --set 'services.query.tasks.rebuild.args=null'
+  expect_failure "$helm" "a task name not a DNS label" "does not match" "${ok[@]}" \
+    --set 'services.query.tasks.Re_build.args={rebuild}' \
+    --set services.query.tasks.Re_build.resources.limits.memory=1Gi
   expect_failure "$helm" "codingService.address not HOST:PORT" "codingService" "${ok[@]}" \
     --set codingService.address=http://coding
   expect_failure "$helm" "codingService.address without a port" "codingService" "${ok[@]}" \

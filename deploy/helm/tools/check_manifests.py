@@ -13,9 +13,12 @@
    port (or an external host); the coding and flow services: a registry address and a
    well-formed AGRITRACE_RESOLVER_BASE_URL; flow (and only the modules known to call coding):
    an AGRITRACE_CODING_ADDRESS that reaches a rendered coding Service's gRPC port (or an
-   external host); no worker Deployment for a module without a worker command; and, where
-   NetworkPolicies are rendered, that they let each of those addresses through (the client's
-   egress and the target's ingress).
+   external host); query (and only the modules known to call flow): an AGRITRACE_FLOW_ADDRESS
+   that reaches a rendered flow Service's gRPC port (or an external host); no worker Deployment
+   for a module without a worker command, and one for a module that needs it (query); the
+   query service's AGRITRACE_REDIS_URL from a Secret and its rebuild task; tasks (CronJobs)
+   that never run by themselves; and, where NetworkPolicies are rendered, that they let each
+   of those addresses through (the client's egress and the target's ingress).
 3. --expect KIND=N: how many objects of a kind the scenario must produce.
 
 Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
@@ -55,11 +58,22 @@ HOOK_PHASES = {"pre-install", "pre-upgrade"}
 RESOLVER_BASE_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
 # Modules that must be given AGRITRACE_REGISTRY_ADDRESS and AGRITRACE_RESOLVER_BASE_URL.
 REGISTRY_AND_RESOLVER_MODULES = {"agritrace_coding", "agritrace_flow"}
-# The modules that call the coding service (codingClient.enabled): they must be given
-# AGRITRACE_CODING_ADDRESS, and no other module may be. Add a module when it starts calling coding.
-CODING_CLIENT_MODULES = {"agritrace_flow"}
+# The modules that call the coding and the flow service (codingClient.enabled,
+# flowClient.enabled): they must be given AGRITRACE_CODING_ADDRESS or AGRITRACE_FLOW_ADDRESS, and
+# no other module may be. Add a module when it starts calling one of them.
+PEER_CLIENT_MODULES = {
+    "coding": {"agritrace_flow", "agritrace_query"},
+    "flow": {"agritrace_query"},
+}
 # Modules whose `python -m <module>` has no worker command (serve and migrate only).
 MODULES_WITHOUT_WORKER = {"agritrace_coding", "agritrace_flow"}
+# Modules that do not work without their worker (query: the worker builds the read model).
+MODULES_NEEDING_WORKER = {"agritrace_query"}
+# Modules that need AGRITRACE_REDIS_URL, from a Secret, in every process (query: the origin-view
+# cache its worker invalidates, the counterfeit-scan counters its replicas share).
+MODULES_NEEDING_REDIS = {"agritrace_query"}
+# On-demand tasks (suspended CronJobs) a module must have, by their args.
+MODULES_TASKS = {"agritrace_query": [["rebuild"]]}
 # Jobs by app.kubernetes.io/component: expected hook phases and args.
 JOBS = {
     "migrate": (HOOK_PHASES, ["migrate"]),
@@ -71,19 +85,31 @@ def ident(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
 
 
-def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+def pod_template(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod (metadata and spec) an object runs: a Pod itself, a workload's template."""
     kind = obj["kind"]
     if kind == "Pod":
-        return obj["spec"]
+        return obj
     if kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-        return obj["spec"]["template"]["spec"]
+        return obj["spec"]["template"]
+    if kind == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]
     return None
 
 
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
+    template = pod_template(obj)
+    return template["spec"] if template else None
+
+
 def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
-    if obj["kind"] == "Pod":
-        return obj["metadata"].get("labels", {})
-    return obj["spec"]["template"]["metadata"].get("labels", {})
+    template = pod_template(obj)
+    return template["metadata"].get("labels", {}) if template else {}
+
+
+def container_of(workload: dict[str, Any]) -> dict[str, Any]:
+    """The (first) container of a workload's pods."""
+    return (pod_spec(workload) or {"containers": [{}]})["containers"][0]
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -109,9 +135,17 @@ def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> 
 
 
 def module_of(workload: dict[str, Any]) -> str:
-    """The Python module a Deployment runs (`python -m <module> ...`)."""
-    command = workload["spec"]["template"]["spec"]["containers"][0].get("command", [])
+    """The Python module a workload runs (`python -m <module> ...`)."""
+    command = container_of(workload).get("command", [])
     return command[2] if len(command) > 2 else ""
+
+
+def app_name(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/name", ""))
+
+
+def component_of(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
 
 
 class Checker:
@@ -277,8 +311,8 @@ class Checker:
                     )
 
     def config_of(self, deployment: dict[str, Any]) -> dict[str, str]:
-        """The environment a Deployment's container gets from its ConfigMaps."""
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        """The environment a workload's container gets from its ConfigMaps."""
+        container = container_of(deployment)
         config: dict[str, str] = {}
         for source in container.get("envFrom", []):
             if "configMapRef" in source:
@@ -379,17 +413,22 @@ class Checker:
             names = ", ".join(ident(p) for p in ingress)
             self.error(deployment, f"{variable}: {names} admits no gRPC from these pods")
 
+    def callers(self) -> list[dict[str, Any]]:
+        """The workloads whose processes call other services: Deployments and tasks (CronJobs)."""
+        return list(self.by_kind.get("Deployment", {}).values()) + list(
+            self.by_kind.get("CronJob", {}).values()
+        )
+
     def sso(self) -> None:
-        """Servers and workers given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC port
-        and sign in with a service account whose password comes from a Secret; sso itself
+        """Servers, workers and tasks given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC
+        port and sign in with a service account whose password comes from a Secret; sso itself
         verifies with its own keys and gets neither."""
-        for deployment in self.by_kind.get("Deployment", {}).values():
-            container = deployment["spec"]["template"]["spec"]["containers"][0]
+        for deployment in self.callers():
+            container = container_of(deployment)
             config = self.config_of(deployment)
             env = {e["name"]: e for e in container.get("env", [])}
-            name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
             address = config.get("AGRITRACE_SSO_ADDRESS")
-            if name.endswith("-sso"):
+            if app_name(deployment).endswith("-sso"):
                 if address or "AGRITRACE_SERVICE_PASSWORD" in env:
                     self.error(deployment, "sso is given an sso address or a service account")
                 continue
@@ -403,13 +442,13 @@ class Checker:
             self.reaches(deployment, "AGRITRACE_SSO_ADDRESS", address, "sso")
 
     def registry(self) -> None:
-        """Servers and workers given AGRITRACE_REGISTRY_ADDRESS (ConfigMap) reach the registry's
-        gRPC port; the registry and sso get none. The coding and flow services (python -m
-        agritrace_coding, agritrace_flow) must have a registry address and a well-formed
-        resolver base URL, and any AGRITRACE_RESOLVER_BASE_URL given must be well-formed."""
-        for deployment in self.by_kind.get("Deployment", {}).values():
+        """Servers, workers and tasks given AGRITRACE_REGISTRY_ADDRESS (ConfigMap) reach the
+        registry's gRPC port; the registry and sso get none. The coding and flow services
+        (python -m agritrace_coding, agritrace_flow) must have a registry address and a
+        well-formed resolver base URL, and any AGRITRACE_RESOLVER_BASE_URL given must be
+        well-formed."""
+        for deployment in self.callers():
             config = self.config_of(deployment)
-            name = deployment["metadata"]["labels"].get("app.kubernetes.io/name", "")
             module = module_of(deployment)
             address = config.get("AGRITRACE_REGISTRY_ADDRESS")
             resolver = config.get("AGRITRACE_RESOLVER_BASE_URL")
@@ -420,31 +459,76 @@ class Checker:
                     self.error(deployment, f"{module} without AGRITRACE_REGISTRY_ADDRESS")
                 if not resolver:
                     self.error(deployment, f"{module} without AGRITRACE_RESOLVER_BASE_URL")
-            if name.endswith(("-registry", "-sso")):
+            if app_name(deployment).endswith(("-registry", "-sso")):
                 if address:
                     self.error(deployment, "the registry or sso is given a registry address")
                 continue
             if address:
                 self.reaches(deployment, "AGRITRACE_REGISTRY_ADDRESS", address, "registry")
 
-    def coding(self) -> None:
-        """The modules that call the coding service (CODING_CLIENT_MODULES: flow) are given an
-        AGRITRACE_CODING_ADDRESS (ConfigMap) that reaches coding's gRPC port; no other module
-        is given one (coding itself, the registry, sso and the rest do not opt in)."""
-        for deployment in self.by_kind.get("Deployment", {}).values():
-            module = module_of(deployment)
-            address = self.config_of(deployment).get("AGRITRACE_CODING_ADDRESS")
-            if module in CODING_CLIENT_MODULES:
-                if not address:
-                    self.error(deployment, f"{module} without AGRITRACE_CODING_ADDRESS")
-                    continue
-                self.reaches(deployment, "AGRITRACE_CODING_ADDRESS", address, "coding")
-            elif address:
-                self.error(
-                    deployment,
-                    f"AGRITRACE_CODING_ADDRESS given to {module or 'a service'}, which does not "
-                    f"call the coding service (only {', '.join(sorted(CODING_CLIENT_MODULES))})",
-                )
+    def peers(self) -> None:
+        """The modules that call the coding or the flow service (PEER_CLIENT_MODULES: flow and
+        query call coding, query calls flow) are given an AGRITRACE_CODING_ADDRESS or
+        AGRITRACE_FLOW_ADDRESS (ConfigMap) that reaches the target's gRPC port; no other module
+        is given one."""
+        for target, modules in PEER_CLIENT_MODULES.items():
+            variable = f"AGRITRACE_{target.upper()}_ADDRESS"
+            for deployment in self.callers():
+                module = module_of(deployment)
+                address = self.config_of(deployment).get(variable)
+                if module in modules:
+                    if not address:
+                        self.error(deployment, f"{module} without {variable}")
+                        continue
+                    self.reaches(deployment, variable, address, target)
+                elif address:
+                    self.error(
+                        deployment,
+                        f"{variable} given to {module or 'a service'}, which does not call the "
+                        f"{target} service (only {', '.join(sorted(modules))})",
+                    )
+
+    def needs(self) -> None:
+        """What some modules cannot run without: their worker (MODULES_NEEDING_WORKER), Redis
+        from a Secret in every process (MODULES_NEEDING_REDIS), their tasks (MODULES_TASKS)."""
+        deployments = list(self.by_kind.get("Deployment", {}).values())
+        tasks = list(self.by_kind.get("CronJob", {}).values())
+        for server in deployments:
+            if component_of(server) != "server":
+                continue
+            module, name = module_of(server), app_name(server)
+            if module in MODULES_NEEDING_WORKER and not any(
+                app_name(d) == name and component_of(d) == "worker" for d in deployments
+            ):
+                self.error(server, f"python -m {module} needs its worker, which is not rendered")
+            for args in MODULES_TASKS.get(module, []):
+                if not any(
+                    app_name(t) == name and container_of(t).get("args", [])[: len(args)] == args
+                    for t in tasks
+                ):
+                    self.error(server, f"no task (CronJob) running python -m {module} {args}")
+        for workload in deployments + tasks:
+            module = module_of(workload)
+            if module not in MODULES_NEEDING_REDIS:
+                continue
+            env = {e["name"]: e for e in container_of(workload).get("env", [])}
+            if "secretKeyRef" not in env.get("AGRITRACE_REDIS_URL", {}).get("valueFrom", {}):
+                self.error(workload, f"{module}: AGRITRACE_REDIS_URL does not come from a Secret")
+
+    def tasks(self) -> None:
+        """Tasks are suspended CronJobs of the component `task` running `python -m <module>`,
+        which never run by themselves: an operator creates a Job from them."""
+        for task in self.by_kind.get("CronJob", {}).values():
+            if task["spec"].get("suspend") is not True:
+                self.error(task, "a task must be suspended (it runs only when started by hand)")
+            pod_component = pod_labels(task).get("app.kubernetes.io/component")
+            if component_of(task) != "task" or pod_component != "task":
+                self.error(task, "component is not task")
+            container = container_of(task)
+            if container.get("command", [])[:2] != ["python", "-m"] or not container.get("args"):
+                self.error(task, "command is not python -m <module> <args>")
+            if (pod_spec(task) or {}).get("restartPolicy") not in ("Never", "OnFailure"):
+                self.error(task, "restartPolicy must be Never or OnFailure")
 
     def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
         spec = pod_spec(obj) or {}
@@ -558,7 +642,9 @@ def run_checks(
     checker.services()
     checker.sso()
     checker.registry()
-    checker.coding()
+    checker.peers()
+    checker.needs()
+    checker.tasks()
     return checker, validated
 
 
@@ -650,18 +736,23 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         worker = first(o, "Deployment", "worker")
         worker["spec"]["template"]["spec"]["containers"][0]["command"][2] = "agritrace_flow"
 
-    def flow_egress_to_coding(o: list[dict[str, Any]]) -> None:
-        def to_coding(rule: dict[str, Any]) -> bool:
+    def drop_egress(o: list[dict[str, Any]], client: str, target: str) -> None:
+        """Removes the egress rules of the client's policy to the target's pods."""
+
+        def to_target(rule: dict[str, Any]) -> bool:
             return any(
                 peer.get("podSelector", {})
                 .get("matchLabels", {})
                 .get("app.kubernetes.io/name", "")
-                .endswith("-coding")
+                .endswith(f"-{target}")
                 for peer in rule.get("to", [])
             )
 
-        spec = of(o, "NetworkPolicy", "-flow")["spec"]
-        spec["egress"] = [rule for rule in spec["egress"] if not to_coding(rule)]
+        spec = of(o, "NetworkPolicy", f"-{client}")["spec"]
+        spec["egress"] = [rule for rule in spec["egress"] if not to_target(rule)]
+
+    def flow_egress_to_coding(o: list[dict[str, Any]]) -> None:
+        drop_egress(o, "flow", "coding")
 
     def coding_ingress_from_flow(o: list[dict[str, Any]]) -> None:
         def from_clients(rule: dict[str, Any]) -> bool:
@@ -669,6 +760,72 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
 
         spec = of(o, "NetworkPolicy", "-coding")["spec"]
         spec["ingress"] = [rule for rule in spec["ingress"] if not from_clients(rule)]
+
+    def query(o: list[dict[str, Any]], kind: str, component: str) -> dict[str, Any]:
+        """The query service's object of a kind and component (its server, worker, task)."""
+        return next(
+            x
+            for x in o
+            if x["kind"] == kind and app_name(x).endswith("-query") and component_of(x) == component
+        )
+
+    def env_of(workload: dict[str, Any]) -> list[dict[str, Any]]:
+        return container_of(workload)["env"]  # type: ignore[no-any-return]
+
+    def query_without_redis(o: list[dict[str, Any]]) -> None:
+        server_env = env_of(query(o, "Deployment", "server"))
+        server_env[:] = [e for e in server_env if e["name"] != "AGRITRACE_REDIS_URL"]
+
+    def query_redis_in_clear(o: list[dict[str, Any]]) -> None:
+        for entry in env_of(query(o, "Deployment", "worker")):
+            if entry["name"] == "AGRITRACE_REDIS_URL":
+                entry.pop("valueFrom")
+                entry["value"] = "redis://:password@redis:6379/0"
+
+    def query_without_worker(o: list[dict[str, Any]]) -> None:
+        # The worker and what exists for it alone (its Service, budget, autoscaler).
+        name = query(o, "Deployment", "worker")["metadata"]["name"]
+        o[:] = [x for x in o if x["metadata"]["name"] != name]
+
+    def query_without_rebuild(o: list[dict[str, Any]]) -> None:
+        o.remove(query(o, "CronJob", "task"))
+
+    def task_scheduled(o: list[dict[str, Any]]) -> None:
+        query(o, "CronJob", "task")["spec"]["suspend"] = False
+
+    def rebuild_without_password(o: list[dict[str, Any]]) -> None:
+        task_env = env_of(query(o, "CronJob", "task"))
+        task_env[:] = [e for e in task_env if e["name"] != "AGRITRACE_SERVICE_PASSWORD"]
+
+    def flow_address_port(o: list[dict[str, Any]]) -> None:
+        data = of(o, "ConfigMap", "-query")["data"]
+        data["AGRITRACE_FLOW_ADDRESS"] = data["AGRITRACE_FLOW_ADDRESS"].rpartition(":")[0] + ":9464"
+
+    def query_without_flow_address(o: list[dict[str, Any]]) -> None:
+        of(o, "ConfigMap", "-query")["data"].pop("AGRITRACE_FLOW_ADDRESS")
+
+    def flow_address_on_coding(o: list[dict[str, Any]]) -> None:
+        address = of(o, "ConfigMap", "-query")["data"]["AGRITRACE_FLOW_ADDRESS"]
+        of(o, "ConfigMap", "-coding")["data"]["AGRITRACE_FLOW_ADDRESS"] = address
+
+    def query_egress_to_flow(o: list[dict[str, Any]]) -> None:
+        drop_egress(o, "query", "flow")
+
+    def drop_admitted(o: list[dict[str, Any]], target: str, key: str, value: str) -> None:
+        """Removes a value from the `key In [...]` expressions admitting the target's clients."""
+        for rule in of(o, "NetworkPolicy", f"-{target}")["spec"]["ingress"]:
+            for peer in rule.get("from", []):
+                for expression in peer.get("podSelector", {}).get("matchExpressions", []):
+                    if expression["key"] == key:
+                        expression["values"] = [v for v in expression["values"] if v != value]
+
+    def flow_ingress_from_query(o: list[dict[str, Any]]) -> None:
+        drop_admitted(
+            o, "flow", "app.kubernetes.io/name", app_name(query(o, "ConfigMap", "service"))
+        )
+
+    def coding_ingress_from_tasks(o: list[dict[str, Any]]) -> None:
+        drop_admitted(o, "coding", "app.kubernetes.io/component", "task")
 
     def bootstrap_phase(o: list[dict[str, Any]]) -> None:
         job = first(o, "Job", "bootstrap-admin")
@@ -712,15 +869,48 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         for o in objects
     ):
         mutations.append(bootstrap_phase)
+    # These must be reported by the rule they break (the text of its message), not merely by
+    # some other check that the change happens to upset.
+    expected = {
+        query_without_redis: "AGRITRACE_REDIS_URL does not come from a Secret",
+        query_redis_in_clear: "AGRITRACE_REDIS_URL does not come from a Secret",
+        query_without_worker: "needs its worker",
+        query_without_rebuild: "no task (CronJob) running python -m agritrace_query ['rebuild']",
+        task_scheduled: "must be suspended",
+        rebuild_without_password: "AGRITRACE_SERVICE_PASSWORD does not come from a Secret",
+        flow_address_port: "AGRITRACE_FLOW_ADDRESS",
+        query_without_flow_address: "without AGRITRACE_FLOW_ADDRESS",
+        flow_address_on_coding: "does not call the flow service",
+        query_egress_to_flow: "allows no egress to Deployment/",
+        flow_ingress_from_query: "admits no gRPC from these pods",
+        coding_ingress_from_tasks: "admits no gRPC from these pods",
+    }
+    if {("ConfigMap", "query"), ("CronJob", "rebuild")} <= names:
+        mutations += [
+            query_without_redis,
+            query_redis_in_clear,
+            query_without_worker,
+            query_without_rebuild,
+            task_scheduled,
+            rebuild_without_password,
+        ]
+    if {("ConfigMap", "query"), ("ConfigMap", "flow"), ("ConfigMap", "coding")} <= names:
+        mutations += [flow_address_port, query_without_flow_address, flow_address_on_coding]
+    if {("NetworkPolicy", "query"), ("NetworkPolicy", "flow"), ("CronJob", "rebuild")} <= names:
+        mutations += [query_egress_to_flow, flow_ingress_from_query, coding_ingress_from_tasks]
     failed = 0
     for mutate in mutations:
         broken = copy.deepcopy(objects)
         mutate(broken)
         checker, _ = run_checks(broken, kube_versions, existing)
-        if checker.errors:
-            print(f"    caught {mutate.__name__}: {checker.errors[0]}")
+        want = expected.get(mutate)
+        found = [e for e in checker.errors if want is None or want in e]
+        if found:
+            print(f"    caught {mutate.__name__}: {found[0]}")
         else:
             print(f"      FAIL self-test: {mutate.__name__} was not reported")
+            for problem in checker.errors[:3]:
+                print(f"        (only: {problem})")
             failed += 1
     return 1 if failed else 0
 

@@ -4,7 +4,7 @@ Helpers of the agritrace chart.
 Every per-service template ranges over .Values.services and resolves each entry with
 "agritrace.resolveService", which deep-merges it over .Values.serviceDefaults. Templates then
 pass a context dict (root, svc, component) to the naming, label and pod helpers below, where
-component is one of server, worker, migrate or test.
+component is one of server, worker, task, migrate or test.
 */}}
 
 {{/* Chart name, overridable with nameOverride. */}}
@@ -238,32 +238,35 @@ Fails when neither exists. Context: root.
 {{- end -}}
 
 {{/*
-Whether a service calls the coding service (gets AGRITRACE_CODING_ADDRESS): "true" or empty.
-Only the services with codingClient.enabled (flow) do; never the coding entry itself.
-Context: root, svc.
+Whether a service calls the coding or the flow service (.target: "coding" or "flow"; gets
+AGRITRACE_CODING_ADDRESS or AGRITRACE_FLOW_ADDRESS): "true" or empty. Only the services with
+codingClient.enabled (flow, query) or flowClient.enabled (query) do; never the target itself.
+Context: root, svc, target.
 */}}
-{{- define "agritrace.codingClient" -}}
-{{- if and (ne .svc.name "coding") .svc.codingClient.enabled -}}true{{- end -}}
+{{- define "agritrace.peerClient" -}}
+{{- if and (ne .svc.name .target) (get .svc (printf "%sClient" .target)).enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/*
-host:port of the coding service for its clients (AGRITRACE_CODING_ADDRESS):
-codingService.address, else the coding Service of this release, <fullname>-coding:<port>.
-Fails when neither exists, naming the client. Context: root, client (the calling service's
-name, for the message).
+host:port of the coding or the flow service (.target) for its clients: <target>Service.address,
+else the <target> Service of this release, <fullname>-<target>:<port>. Fails when neither
+exists, naming the client. Context: root, target, client (the calling service's name, for the
+message).
 */}}
-{{- define "agritrace.codingAddress" -}}
+{{- define "agritrace.peerAddress" -}}
 {{- $root := .root -}}
-{{- if $root.Values.codingService.address -}}
-{{- $root.Values.codingService.address -}}
+{{- $values := printf "%sService" .target -}}
+{{- $address := (get $root.Values $values).address -}}
+{{- if $address -}}
+{{- $address -}}
 {{- else -}}
-{{- $coding := dict -}}
-{{- $_ := include "agritrace.resolveService" (dict "root" $root "name" "coding" "out" $coding) -}}
-{{- if not (and (hasKey $root.Values.services "coding") $coding.enabled) -}}
+{{- $peer := dict -}}
+{{- $_ := include "agritrace.resolveService" (dict "root" $root "name" .target "out" $peer) -}}
+{{- if not (and (hasKey $root.Values.services .target) $peer.enabled) -}}
 {{- $who := ternary (printf "services.%s" .client) "a service" (not (empty .client)) -}}
-{{- fail (printf "\n\nagritrace: %s calls the coding service (codingClient.enabled), but services.coding is disabled and codingService.address is empty. Enable services.coding, or set codingService.address to HOST:PORT of the gRPC port of a coding service running elsewhere.\n" $who) -}}
+{{- fail (printf "\n\nagritrace: %s calls the %s service (%sClient.enabled), but services.%s is disabled and %s.address is empty. Enable services.%s, or set %s.address to HOST:PORT of the gRPC port of a %s service running elsewhere.\n" $who .target .target .target $values .target $values .target) -}}
 {{- end -}}
-{{- printf "%s:%d" (include "agritrace.componentName" (dict "root" $root "svc" $coding "component" "server")) (int $coding.server.service.port) -}}
+{{- printf "%s:%d" (include "agritrace.componentName" (dict "root" $root "svc" $peer "component" "server")) (int $peer.server.service.port) -}}
 {{- end -}}
 {{- end -}}
 
@@ -279,6 +282,18 @@ code URLs in EPCIS exports) require. Context: root, svc.
 {{- fail (printf "\n\nagritrace: services.%s runs the coding service and resolver.baseUrl is empty: set it to the public base URL printed in every label's QR code, e.g. https://trace.moa.gov.cn (labels once printed cannot be corrected).\n" .svc.name) -}}
 {{- else if eq .svc.module "agritrace_flow" -}}
 {{- fail (printf "\n\nagritrace: services.%s runs the flow service and resolver.baseUrl is empty: set it to the public base URL of the trace-code resolver, e.g. https://trace.moa.gov.cn; flow's EPCIS exports print code URLs under it, which must match the labels coding prints.\n" .svc.name) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails when a service that cannot work without the shared Redis runs with redis.enabled false:
+the query service (module agritrace_query), whose worker invalidates the origin-view cache its
+servers read and whose replicas count counterfeit scans together. Prints nothing. Context:
+root, svc.
+*/}}
+{{- define "agritrace.requireRedis" -}}
+{{- if and (eq .svc.module "agritrace_query") (not .root.Values.redis.enabled) -}}
+{{- fail (printf "\n\nagritrace: services.%s runs the query service, which needs Redis (AGRITRACE_REDIS_URL): its worker invalidates the origin views its servers cache there, and its replicas count counterfeit scans there together. Set redis.enabled to true (with redis.url, or the key secrets.keys.redisUrl in the existing Secret).\n" .svc.name) -}}
 {{- end -}}
 {{- end -}}
 
@@ -382,12 +397,15 @@ inlines it). Context: root, svc.
 {{- if include "agritrace.registryClient" . -}}
 {{- $_ := set $data "AGRITRACE_REGISTRY_ADDRESS" (include "agritrace.registryAddress" .root) -}}
 {{- end -}}
-{{- if include "agritrace.codingClient" . -}}
-{{- $_ := set $data "AGRITRACE_CODING_ADDRESS" (include "agritrace.codingAddress" (dict "root" .root "client" .svc.name)) -}}
+{{- range $target := list "coding" "flow" -}}
+{{- if include "agritrace.peerClient" (dict "root" $.root "svc" $.svc "target" $target) -}}
+{{- $_ := set $data (printf "AGRITRACE_%s_ADDRESS" (upper $target)) (include "agritrace.peerAddress" (dict "root" $.root "target" $target "client" $.svc.name)) -}}
+{{- end -}}
 {{- end -}}
 {{- with include "agritrace.resolverBaseUrl" . -}}
 {{- $_ := set $data "AGRITRACE_RESOLVER_BASE_URL" . -}}
 {{- end -}}
+{{- include "agritrace.requireRedis" . -}}
 {{- with $v.otel.endpoint -}}
 {{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
 {{- end -}}
@@ -402,8 +420,8 @@ inlines it). Context: root, svc.
 
 {{/*
 Environment of a container besides the ConfigMap: pod identity for OpenTelemetry, then the
-secret references; servers and workers of services that authenticate against sso also get
-their account's password. Context: root, svc, component; secretName overrides the Secret.
+secret references; servers, workers and tasks of services that authenticate against sso also
+get their account's password. Context: root, svc, component; secretName overrides the Secret.
 */}}
 {{- define "agritrace.env" -}}
 {{- $v := .root.Values -}}
@@ -444,7 +462,7 @@ their account's password. Context: root, svc, component; secretName overrides th
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $v.secrets.keys.piiKey }}
-{{- if and (has .component (list "server" "worker")) (include "agritrace.ssoClient" .) }}
+{{- if and (has .component (list "server" "worker" "task")) (include "agritrace.ssoClient" .) }}
 - name: AGRITRACE_SERVICE_PASSWORD
   valueFrom:
     secretKeyRef:
