@@ -11,11 +11,14 @@ with one identity and two provenances for each.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import itertools
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from typing import TypeVar
 
 from agritrace_bridge.contract import (
     Feed,
@@ -39,7 +42,9 @@ from agritrace_registry.domain.identifiers import (
     resident_id_check_char,
 )
 
+T = TypeVar("T")
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_MASK64 = (1 << 64) - 1
 # A division code no catalogue holds: the registry rejects such a record (--invalid-every).
 UNKNOWN_DIVISION = "999999"
 # Own subjects' organisation numbers come from [0, 50M), shared ones from above: never equal.
@@ -86,6 +91,42 @@ _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁�
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰建国志红海燕"
 
 
+class Draws:
+    """A deterministic stream of random draws keyed by a string (SplitMix64 seeded from
+    BLAKE2b). random.Random would do, but seeding its Mersenne Twister costs as much as the
+    rest of a subject, and every listing pass generates each subject anew."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, key: str) -> None:
+        self._state = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(),
+                                     "big")
+
+    def _next(self) -> int:
+        self._state = (self._state + 0x9E3779B97F4A7C15) & _MASK64
+        z = self._state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+
+    def randrange(self, n: int) -> int:
+        """0 <= x < n (the modulo bias is below 2^-40 for the n used here)."""
+        return self._next() % n
+
+    def randint(self, low: int, high: int) -> int:
+        return low + self.randrange(high - low + 1)
+
+    def choice(self, items: Sequence[T]) -> T:
+        return items[self.randrange(len(items))]
+
+    def random(self) -> float:
+        return (self._next() >> 11) / (1 << 53)
+
+    def weighted(self, items: Sequence[T], cumulative: Sequence[int]) -> T:
+        """An item drawn with the weights whose running totals are `cumulative`."""
+        return items[bisect.bisect_right(cumulative, self.randrange(cumulative[-1]))]
+
+
 def _counties(province: str) -> tuple[Division, ...]:
     return _county_table()[province]
 
@@ -128,11 +169,11 @@ def make_resident_id(division: str, birth: date, sequence: int) -> str:
     return first17 + resident_id_check_char(first17)
 
 
-def _person_name(rng: random.Random) -> str:
+def _person_name(rng: Draws) -> str:
     return rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(rng.randint(1, 2)))
 
 
-def _mobile(rng: random.Random) -> str:
+def _mobile(rng: Draws) -> str:
     return f"1{rng.randint(3, 9)}{rng.randrange(10**9):09d}"
 
 
@@ -140,8 +181,8 @@ _KINDS = tuple(kind for kind, _ in _OWN_KINDS)
 _CUMULATIVE = tuple(itertools.accumulate(weight for _, weight in _OWN_KINDS))
 
 
-def _pick_kind(rng: random.Random) -> SubjectKind:
-    return rng.choices(_KINDS, cum_weights=_CUMULATIVE)[0]
+def _pick_kind(rng: Draws) -> SubjectKind:
+    return rng.weighted(_KINDS, _CUMULATIVE)
 
 
 @dataclass(frozen=True)
@@ -179,7 +220,7 @@ class SubjectGenerator:
         """Subject `index` (0-based); indices past `count` are subjects added later."""
         if self.own <= index < self.count:
             return self._shared_subject(index, index - self.own)
-        rng = random.Random(f"{self.seed}/{self.province}/{index}")
+        rng = Draws(f"{self.seed}/{self.province}/{index}")
         counties = _counties(self.province)
         county = counties[index % len(counties)]
         kind = _pick_kind(rng)
@@ -214,7 +255,7 @@ class SubjectGenerator:
     def _shared_subject(self, index: int, shared_index: int) -> Subject:
         # Keyed on the pair, not on this province: both simulators compute the same subject.
         low, high = sorted((self.province, self.shared_with))
-        rng = random.Random(f"{self.seed}/shared/{low}-{high}/{shared_index}")
+        rng = Draws(f"{self.seed}/shared/{low}-{high}/{shared_index}")
         counties = _counties(low)
         county = counties[shared_index % len(counties)]
         kind = rng.choice(_SHARED_KINDS)
@@ -245,7 +286,7 @@ _STEP_DAY = (0, 10, 20, 40, 45)
 def invent_batch_ids(province: str, seed: int, count: int) -> list[str]:
     """Batch ids in the shape of the flow service's (B + province + 13 characters), for a
     simulator that was told no real batches."""
-    rng = random.Random(f"{seed}/{province}/batches")
+    rng = Draws(f"{seed}/{province}/batches")
     return ["B" + province + "".join(rng.choice(SUBJECT_ID_ALPHABET) for _ in range(13))
             for _ in range(count)]
 
@@ -259,7 +300,7 @@ def trace_record(province: str, seed: int, batch_ids: list[str], number: int) ->
     steps = _PLANT_STEPS if plant else _ANIMAL_STEPS
     step = (number // len(batch_ids)) % len(steps)
     cycle = number // (len(batch_ids) * len(steps))
-    rng = random.Random(f"{seed}/{province}/record/{number}")
+    rng = Draws(f"{seed}/{province}/record/{number}")
     start = EPOCH + timedelta(days=60 * cycle, hours=batch_index % 24)
     occurred = start + timedelta(days=_STEP_DAY[step], minutes=rng.randrange(600))
     activity = _activity(steps[step], rng)
@@ -267,11 +308,11 @@ def trace_record(province: str, seed: int, batch_ids: list[str], number: int) ->
                        occur_time=occurred, activity=activity, update_time=occurred)
 
 
-def _kg(rng: random.Random, low: int, high: int) -> Quantity:
+def _kg(rng: Draws, low: int, high: int) -> Quantity:
     return Quantity(amount=f"{rng.randint(low, high)}.{rng.randrange(10)}", unit="KG")
 
 
-def _activity(kind: str, rng: random.Random) -> (
+def _activity(kind: str, rng: Draws) -> (
     Planting | Fertiliser | Pesticide | Feed | VeterinaryDrug | Harvest | Slaughter | Inspection
 ):
     if kind == "PLANTING":

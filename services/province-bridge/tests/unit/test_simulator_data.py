@@ -9,6 +9,7 @@ from agritrace_bridge.contract import SubjectKind
 from agritrace_bridge.simulator.data import (
     MAX_SUBJECTS,
     UNKNOWN_DIVISION,
+    Draws,
     SubjectGenerator,
     gb11714_check_char,
     invent_batch_ids,
@@ -124,6 +125,17 @@ def test_every_nth_subject_can_carry_an_unknown_division() -> None:
 def test_impossible_generators_are_refused(arguments: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SubjectGenerator(**arguments)  # type: ignore[arg-type]
+
+
+def test_draws_are_deterministic_in_range_and_weighted() -> None:
+    first, again, other = Draws("1/37/5"), Draws("1/37/5"), Draws("1/37/6")
+    assert [first.randrange(1000) for _ in range(50)] == \
+        [again.randrange(1000) for _ in range(50)] != [other.randrange(1000) for _ in range(50)]
+    draws = Draws("spread")
+    assert {draws.randint(3, 9) for _ in range(500)} == set(range(3, 10))
+    assert all(0 <= draws.random() < 1 for _ in range(500))
+    picked = [draws.weighted("abc", (1, 1, 4)) for _ in range(3000)]  # weights 1, 0, 3
+    assert "b" not in picked and 0.65 < picked.count("c") / len(picked) < 0.85
 
 
 def test_production_records_follow_a_life_cycle_whose_intervals_pass() -> None:
