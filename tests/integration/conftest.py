@@ -101,7 +101,9 @@ class Platform:
     sso_address: str = ""
     coding_address: str = ""
     flow_address: str = ""
+    query_address: str = ""
     coding_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
+    query_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
     admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -246,9 +248,11 @@ def postgres_database() -> Iterator[str]:
 
 def _microservices(tmp: Path, database_url: str) -> Platform:
     """sso first (migrate, first administrator, server), service accounts for the registry,
-    coding and flow, then the registry (migrate, server, worker), coding and flow (migrate,
-    server) authenticating callers against sso."""
+    coding, flow and query, then the registry (migrate, server, worker), coding and flow
+    (migrate, server) and query (migrate, server, worker) authenticating callers against
+    sso."""
     sso_port, port, coding_port, flow_port = free_port(), free_port(), free_port(), free_port()
+    query_port = free_port()
     common = {
         **os.environ,
         "AGRITRACE_DATABASE_URL": database_url,
@@ -277,14 +281,23 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
                 "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
                 "AGRITRACE_CODING_ADDRESS": f"127.0.0.1:{coding_port}",
                 "AGRITRACE_METRICS_PORT": str(free_port())}
+    query_metrics = free_port()
+    query_env = {**env, "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{query_port}",
+                 "AGRITRACE_SERVICE_USERNAME": "svc-query",
+                 "AGRITRACE_REGISTRY_ADDRESS": f"127.0.0.1:{port}",
+                 "AGRITRACE_CODING_ADDRESS": f"127.0.0.1:{coding_port}",
+                 "AGRITRACE_FLOW_ADDRESS": f"127.0.0.1:{flow_port}",
+                 "AGRITRACE_METRICS_PORT": str(query_metrics)}
     platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
                         sso_address=f"127.0.0.1:{sso_port}",
                         coding_address=f"127.0.0.1:{coding_port}",
                         flow_address=f"127.0.0.1:{flow_port}",
-                        coding_metrics_port=coding_metrics)
+                        query_address=f"127.0.0.1:{query_port}",
+                        coding_metrics_port=coding_metrics,
+                        query_metrics_port=query_metrics)
     for command in (["agritrace_sso", "migrate"], ["agritrace_sso", "bootstrap-admin"],
                     ["agritrace_registry", "migrate"], ["agritrace_coding", "migrate"],
-                    ["agritrace_flow", "migrate"]):
+                    ["agritrace_flow", "migrate"], ["agritrace_query", "migrate"]):
         subprocess.run([sys.executable, "-m", *command], env=sso_env, cwd=ROOT, check=True,
                        capture_output=True)
     sso = start("sso-server", ["-m", "agritrace_sso", "serve"], sso_env, tmp, platform)
@@ -294,7 +307,7 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
     with grpc.insecure_channel(platform.sso_address) as channel:
         stub = sso_pb2_grpc.SsoServiceStub(channel)
         admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=ADMIN_PASSWORD))
-        for service in ("registry", "coding", "flow"):
+        for service in ("registry", "coding", "flow", "query"):
             stub.CreateAccount(sso_pb2.CreateAccountRequest(
                 request_id=f"svc-{service}", password=SERVICE_PASSWORD,
                 account=sso_pb2.Account(username=f"svc-{service}",
@@ -307,6 +320,9 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
           {**env, "AGRITRACE_METRICS_PORT": str(worker_metrics)}, tmp, platform)
     start("coding-server", ["-m", "agritrace_coding", "serve"], coding_env, tmp, platform)
     start("flow-server", ["-m", "agritrace_flow", "serve"], flow_env, tmp, platform)
+    start("query-server", ["-m", "agritrace_query", "serve"], query_env, tmp, platform)
+    start("query-worker", ["-m", "agritrace_query", "worker"],
+          {**query_env, "AGRITRACE_METRICS_PORT": str(free_port())}, tmp, platform)
     return platform
 
 
@@ -319,7 +335,8 @@ def _all_in_one(tmp: Path) -> Platform:
         "AGRITRACE_METRICS_PORT": str(metrics_port),
         "AGRITRACE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
-    platform = Platform("all_in_one", f"127.0.0.1:{port}", metrics_port, env=env)
+    platform = Platform("all_in_one", f"127.0.0.1:{port}", metrics_port, env=env,
+                        query_address=f"127.0.0.1:{port}")
     start("platform", ["-m", "agritrace_platform"], env, tmp, platform)
     return platform
 
@@ -337,7 +354,8 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         server = running.processes.get("registry-server") or running.processes["platform"]
         wait_serving(running.address, server)
         for name, address in (("coding-server", running.coding_address),
-                              ("flow-server", running.flow_address)):
+                              ("flow-server", running.flow_address),
+                              ("query-server", running.query_address)):
             if name in running.processes:
                 wait_serving(address, running.processes[name])
         running.connect()
