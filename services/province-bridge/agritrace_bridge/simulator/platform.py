@@ -109,6 +109,10 @@ class _StaticKeySet:
         self.jwks: str | None = None
         self._fetch = fetch
 
+    @property
+    def configured(self) -> bool:
+        return self._fetch is not None or self.jwks is not None
+
     def fetch_jwks(self) -> str:
         if self._fetch is not None:
             return self._fetch()
@@ -174,8 +178,7 @@ class SimulatedPlatform:
             return self._requests, self.faults
 
     def injected_failure(self, number: int, faults: Faults) -> Answer | None:
-        """The failure request `number` must show, if any: a dropped answer for a hang, a
-        fault status for a failure."""
+        """The answer request `number` must fail with under `fail_every`, if any."""
         if faults.fail_every and number % faults.fail_every == 0:
             with self._lock:
                 self._injected += 1
@@ -257,12 +260,15 @@ class SimulatedPlatform:
             token = TokenVerifyRequest.model_validate_json(body).token
         except ValueError as error:
             return _invalid_body(error)
+        keys_unavailable = problem(503, "KEYS_UNAVAILABLE", "National keys unavailable",
+                                   "the platform holds no national public keys yet",
+                                   headers={"Retry-After": "5"})
+        if not self._keys.configured:  # not even a source: nothing to load, nothing to log
+            return keys_unavailable
         try:
             principal = self._verifier.verify(token)
         except KeysUnavailable:
-            return problem(503, "KEYS_UNAVAILABLE", "National keys unavailable",
-                           "the platform holds no national public keys yet",
-                           headers={"Retry-After": "5"})
+            return keys_unavailable
         except Unauthenticated as error:
             return Answer(200, TokenVerification(active=False, reason=error.reason))
         return Answer(200, TokenVerification(
