@@ -1,8 +1,16 @@
-"""`python -m agritrace_bridge simulate|faults ...` (see entrypoints/cli.py)."""
+"""`python -m agritrace_bridge migrate` (the bridge, like every service's process) and
+`python -m agritrace_bridge simulate|faults|openapi ...` (see entrypoints/cli.py)."""
 
 import sys
 
 from agritrace_bridge.entrypoints.cli import main
+from agritrace_kernel.process import service_main
+
+SERVICE_COMMANDS = {
+    "migrate": "agritrace_bridge.bootstrap:migrate",
+}
 
 if __name__ == "__main__":
+    if sys.argv[1:2] and sys.argv[1] in SERVICE_COMMANDS:
+        sys.exit(service_main("province-bridge", sys.argv[1:], SERVICE_COMMANDS))
     sys.exit(main())

@@ -22,6 +22,11 @@ from agritrace_bridge.simulator import (
     SimulatorServer,
     SubjectGenerator,
 )
+from agritrace_testing.fakes import load_beside, unit_test_fixtures
+
+# The in-memory fakes of the bridge's ports (fakes.py; this folder is no package).
+fakes = load_beside(__file__, "fakes.py", "agritrace_bridge_unit_fakes")
+globals().update(unit_test_fixtures(fakes))  # fake, clock, database, uow_factory
 
 API_KEY = "test-bridge-key-37"
 # httpx builds a TLS context for every client, even one that only speaks plain HTTP; loading
