@@ -77,3 +77,15 @@ def test_the_outbox_takes_many_events_in_one_append_in_order(engine: sa.Engine) 
                                     .order_by(outbox.c.id)).all()
     assert [row.event_id for row in stored] == [event.event_id for event in events]
     assert stored[3].payload == '{"n": 3, "名": "番茄"}'
+
+
+def test_bulk_insert_values_takes_rows_as_values_in_column_order(engine: sa.Engine) -> None:
+    with db.SqlAlchemyUnitOfWork(db.session_factory(engine)) as uow:
+        db.bulk_insert_values(uow.session, rows_table, ("value", "key"),
+                              [(n, f"v{n}") for n in range(5)])
+        db.bulk_insert_values(uow.session, rows_table, ("value", "key"), [])
+        uow.commit()
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(rows_table.c.key, rows_table.c.value)
+                                    .order_by(rows_table.c.seq)).all()
+    assert stored == [(f"v{n}", n) for n in range(5)]
