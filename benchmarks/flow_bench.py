@@ -22,7 +22,8 @@ province's production records), as a provincial bridge would call it:
    as they arrive sends them; `grouped` sends each message's batches, then its shipments,
    then its production records, as a bridge syncing table by table does. The service stores
    a message's production records together after its other records, in one transaction
-   (record_internal_traces); every other record is its own use case.
+   (record_internal_traces), and each run of batches and shipments in a message together, in
+   order, in one transaction (record_batches_and_shipments).
    Baseline, measured in the same run: one COPY (+ commit) of the rows the service ends up
    storing for the stream (internal_traces, batch_history, batches, holdings, shipments,
    request_log, event_outbox: same columns, similar content, one outbox event per message's
@@ -101,19 +102,22 @@ ACTIVITIES = (("fertiliser", 30), ("harvest", 25), ("pesticide", 20), ("inspecti
               ("planting", 5))
 FAILED_INSPECTION_SHARE = 0.005
 # py-spy frames of the servicer: which kind of record the CaptureRecords thread works on.
-PROFILE_KINDS = {"batch": "FlowServicer._create_batch (",
-                 "shipment": "FlowServicer._record_shipment (",
-                 "internal_trace": "FlowServicer._traces ("}
+# A run of batches and shipments is handled together: its bulk reads and writes (preload,
+# apply, commit) count for "stream"; the "batches and shipments" part below is the whole run.
+PROFILE_KINDS = {"batch": ("FlowService._batch_step (", "FlowService._finish_batch ("),
+                 "shipment": ("FlowService._shipment_step (", "FlowService._finish_shipment ("),
+                 "internal_trace": ("FlowServicer._traces (",)}
 # What the thread's time went to (inclusive: a sample counts for every frame on its stack).
-PROFILE_PARTS = (("flag_traces", "SqlAlchemyFlowStore.flag_traces ("),
+PROFILE_PARTS = (("batches and shipments", "FlowServicer._run ("),
+                 ("applications", "SqlAlchemyFlowStore.applications ("),
                  ("commit", "SqlAlchemyUnitOfWork.commit ("),
                  ("of which outbox INSERTs", "EventStore.append_outbox ("),
                  ("find_traces", "SqlAlchemyFlowStore.find_traces ("),
                  ("get_batches", "SqlAlchemyFlowStore.get_batches ("),
                  ("add_traces (COPY)", "SqlAlchemyFlowStore.add_traces ("),
                  ("add_history", "SqlAlchemyFlowStore.add_history ("),
-                 ("set_flags", "SqlAlchemyFlowStore.set_flags ("),
-                 ("interval_flags", "interval_flags ("),
+                 ("set_flag_states", "SqlAlchemyFlowStore.set_flag_states ("),
+                 ("flags_after", "flags_after ("),
                  ("trace_input", "trace_input ("),
                  ("subject look-ups", "FlowService._subject ("))
 KIND_NAMES = {"batch": "CreateBatch", "shipment": "RecordShipment",
@@ -686,7 +690,8 @@ class KindProfile:
                 continue
             count = int(count_text)
             self.samples += count
-            kind = next((k for k, f in PROFILE_KINDS.items() if f in stack), "stream")
+            kind = next((k for k, frames in PROFILE_KINDS.items()
+                         if any(f in stack for f in frames)), "stream")
             self.by_kind[kind] += count
             for part, frame in PROFILE_PARTS:
                 if frame in stack:
@@ -898,7 +903,8 @@ def _capture_phase(report: Report, console: Console, db: ThrowawayDatabase,
             "CaptureRecords thread): " + ", ".join(
                 f"{KIND_NAMES[k]} {spent[k]:.1f} s = {per_kind[k]:,.0f}/s "
                 f"({spent[k] / kinds[k] * 1e3:.2f} ms per record)" for k in KIND_NAMES if kinds[k])
-            + f", the stream itself {spent['stream']:.1f} s\n"
+            + f", the stream itself (with the runs' bulk reads and writes) "
+            f"{spent['stream']:.1f} s\n"
             "    of the CaptureRecords thread's time: " + ", ".join(
                 f"{label} {profile.share(label):.0%}" for label, _ in PROFILE_PARTS))
     else:

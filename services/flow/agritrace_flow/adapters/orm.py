@@ -36,6 +36,9 @@ batches = sa.Table(
     sa.Column("flags", sa.String(200), nullable=False, server_default=""),
     sa.Column("code_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("created_at", TZ, nullable=False),
+    # The latest harvest or slaughter record's time: with `flags`, what judging the flags of
+    # further records needs to know of the earlier ones (migration 0002).
+    sa.Column("ended_at", TZ, nullable=True),
     sa.Index("ix_batches_subject", "subject_id", "created_at"),
     sa.Index("ix_batches_product", "product_code", "created_at"),
 )
@@ -112,12 +115,14 @@ internal_traces = sa.Table(
     metadata,
     sa.Column("source_province", sa.String(2), primary_key=True),
     sa.Column("source_record_id", sa.String(64), primary_key=True),
-    sa.Column("batch_id", sa.String(16), nullable=False, index=True),
+    sa.Column("batch_id", sa.String(16), nullable=False),
     sa.Column("activity", sa.String(16), nullable=False),
     sa.Column("occurred_at", TZ, nullable=False),
     sa.Column("details", sa.Text(), nullable=False, server_default="{}"),
     sa.Column("interval_days", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("passed", sa.Boolean(), nullable=False, server_default=sa.true()),
+    # A batch's records, and of one kind (its pesticide and drug applications) directly.
+    sa.Index("ix_internal_traces_batch_activity", "batch_id", "activity"),
 )
 
 history = sa.Table(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_flow.adapters import orm
 from agritrace_flow.domain.model import (
-    FLAG_ACTIVITIES,
     Activity,
     Batch,
     Certificate,
@@ -29,10 +28,22 @@ from agritrace_flow.domain.model import (
     Unit,
 )
 from agritrace_flow.service_layer.ports import HistoryEntry
-from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert, matching
-from agritrace_kernel.idempotency import SqlAlchemyRequestLog
+from agritrace_kernel.db import (
+    SqlAlchemyUnitOfWork,
+    as_utc,
+    bulk_insert,
+    bulk_insert_values,
+    matching,
+)
+from agritrace_kernel.idempotency import RequestRecord, SqlAlchemyRequestLog
 
 _b = orm.batches.c
+_TRACE_COLUMNS = ("source_province", "source_record_id", "batch_id", "activity", "occurred_at",
+                  "details", "interval_days", "passed")
+_HISTORY_COLUMNS = ("batch_id", "occurred_at", "kind", "subject_id", "other_subject_id",
+                    "record_id", "summary")
+# json.dumps(..., ensure_ascii=False, sort_keys=True) without building an encoder per call.
+_details_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 
 
 def _quantity(amount: Any, unit: str) -> Quantity:
@@ -41,6 +52,26 @@ def _quantity(amount: Any, unit: str) -> Quantity:
 
 def _codes(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
+
+
+def _batch_row(batch: Batch) -> dict[str, Any]:
+    certificate = batch.certificate
+    return {
+        "batch_id": batch.batch_id, "subject_id": batch.subject_id,
+        "subject_division": batch.subject_division, "product_code": batch.product_code,
+        "product_name": batch.product_name, "category": batch.category,
+        "amount": batch.quantity.amount, "unit": batch.quantity.unit.value,
+        "production_date": batch.production_date, "origin_division": batch.origin_division,
+        "certificate_id": certificate.certificate_id if certificate else None,
+        "producer_name": certificate.producer_name if certificate else None,
+        "contact_phone_masked": certificate.contact_phone_masked if certificate else None,
+        "certificate_issue_date": certificate.issue_date if certificate else None,
+        "commitment": certificate.commitment if certificate else None,
+        "certificate_basis": certificate.basis.value if certificate else None,
+        "test_result": certificate.test_result if certificate else None,
+        "parent_batch_ids": " ".join(batch.parent_batch_ids), "flags": " ".join(batch.flags),
+        "code_count": batch.code_count, "created_at": batch.created_at,
+        "ended_at": batch.ended_at}
 
 
 def _batch(row: sa.RowMapping) -> Batch:
@@ -60,7 +91,8 @@ def _batch(row: sa.RowMapping) -> Batch:
         production_date=row["production_date"], origin_division=row["origin_division"],
         certificate=certificate, parent_batch_ids=_codes(row["parent_batch_ids"]),
         flags=_codes(row["flags"]), code_count=row["code_count"],
-        created_at=as_utc(row["created_at"]))
+        created_at=as_utc(row["created_at"]),
+        ended_at=as_utc(row["ended_at"]) if row["ended_at"] else None)
 
 
 def _shipment(row: sa.RowMapping) -> Shipment:
@@ -94,53 +126,73 @@ class SqlAlchemyFlowStore:
         self.session = session
 
     def _rows(self, query: sa.Select[Any]) -> list[sa.RowMapping]:
-        return list(self.session.execute(query).mappings())
+        return list(self.session.execute(query).mappings().all())
+
+    def _update_many(self, table: sa.Table, keys: tuple[str, ...], values: tuple[str, ...],
+                     rows: Sequence[tuple[Any, ...]]) -> None:
+        """UPDATEs of many rows (`keys` then `values` columns each): one statement joining
+        the rows as arrays on PostgreSQL, an executemany elsewhere."""
+        if not rows:
+            return
+        columns = keys + values
+        dialect = self.session.get_bind().dialect
+        if dialect.name == "postgresql":
+            arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])"
+                               for c in columns)
+            self.session.execute(sa.text(
+                f"UPDATE {table.name} AS t SET {', '.join(f'{c} = v.{c}' for c in values)} "
+                f"FROM unnest({arrays}) AS v({', '.join(columns)}) "
+                f"WHERE {' AND '.join(f't.{c} = v.{c}' for c in keys)}"),
+                {c: [row[i] for row in rows] for i, c in enumerate(columns)})
+            return
+        statement = table.update().where(*(table.c[c] == sa.bindparam(f"b_{c}") for c in keys))
+        self.session.execute(statement.values({c: sa.bindparam(f"b_{c}") for c in values}),
+                             [{f"b_{c}": v for c, v in zip(columns, row, strict=True)}
+                              for row in rows])
 
     # -- batches ----------------------------------------------------------------------------
 
     def add_batch(self, batch: Batch, codes: Sequence[str]) -> None:
-        certificate = batch.certificate
-        self.session.execute(orm.batches.insert().values(
-            batch_id=batch.batch_id, subject_id=batch.subject_id,
-            subject_division=batch.subject_division, product_code=batch.product_code,
-            product_name=batch.product_name, category=batch.category,
-            amount=batch.quantity.amount, unit=batch.quantity.unit.value,
-            production_date=batch.production_date, origin_division=batch.origin_division,
-            certificate_id=certificate.certificate_id if certificate else None,
-            producer_name=certificate.producer_name if certificate else None,
-            contact_phone_masked=certificate.contact_phone_masked if certificate else None,
-            certificate_issue_date=certificate.issue_date if certificate else None,
-            commitment=certificate.commitment if certificate else None,
-            certificate_basis=certificate.basis.value if certificate else None,
-            test_result=certificate.test_result if certificate else None,
-            parent_batch_ids=" ".join(batch.parent_batch_ids), flags=" ".join(batch.flags),
-            code_count=batch.code_count, created_at=batch.created_at))
+        self.add_batches([(batch, codes)])
+
+    def add_batches(self, batches: Sequence[tuple[Batch, Sequence[str]]]) -> None:
+        bulk_insert(self.session, orm.batches, [_batch_row(batch) for batch, _ in batches])
         bulk_insert(self.session, orm.batch_codes,
-                    [{"code": code, "batch_id": batch.batch_id} for code in codes])
+                    [{"code": code, "batch_id": batch.batch_id}
+                     for batch, codes in batches for code in codes])
 
     def get_batch(self, batch_id: str) -> Batch | None:
         rows = self._rows(sa.select(orm.batches).where(_b.batch_id == batch_id))
         return _batch(rows[0]) if rows else None
 
     def get_batches(self, batch_ids: Sequence[str]) -> dict[str, Batch]:
+        return self._batches_by(_b.batch_id, batch_ids)
+
+    def _batches_by(self, column: sa.Column[str], values: Sequence[str]) -> dict[str, Batch]:
+        """The batches whose `column` is among `values`, by that value."""
         found: dict[str, Batch] = {}
-        for condition in matching(self.session, _b.batch_id, list(batch_ids)):
+        for condition in matching(self.session, column, list(values)):
             for row in self._rows(sa.select(orm.batches).where(condition)):
-                found[row["batch_id"]] = _batch(row)
+                found[row[column.name]] = _batch(row)
         return found
 
     def batch_by_certificate(self, certificate_id: str) -> Batch | None:
         rows = self._rows(sa.select(orm.batches).where(_b.certificate_id == certificate_id))
         return _batch(rows[0]) if rows else None
 
+    def batches_by_certificate(self, certificate_ids: Sequence[str]) -> dict[str, Batch]:
+        return self._batches_by(_b.certificate_id, certificate_ids)
+
     def batch_codes(self, batch_id: str) -> list[str]:
         return list(self.session.scalars(
             sa.select(orm.batch_codes.c.code).where(orm.batch_codes.c.batch_id == batch_id)
             .order_by(orm.batch_codes.c.code)))
 
-    def set_flags(self, batch_id: str, flags: Sequence[str]) -> None:
-        self.session.execute(orm.batches.update().where(_b.batch_id == batch_id)
-                             .values(flags=" ".join(flags)))
+    def set_flag_states(self, states: Sequence[tuple[str, Sequence[str], datetime | None]]
+                        ) -> None:
+        self._update_many(orm.batches, ("batch_id",), ("flags", "ended_at"),
+                          [(batch_id, " ".join(flags), ended_at)
+                           for batch_id, flags, ended_at in states])
 
     def batches_between(self, *, subject_id: str = "", product_code: str = "",
                         start: datetime | None = None,
@@ -164,6 +216,26 @@ class SqlAlchemyFlowStore:
                                                          h.subject_id == subject_id))
         return _quantity(rows[0]["amount"], rows[0]["unit"]) if rows else None
 
+    def holdings(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Quantity]:
+        h = orm.holdings.c
+        wanted = set(keys)
+        found: dict[tuple[str, str], Quantity] = {}
+        for condition in matching(self.session, h.batch_id, sorted({b for b, _ in wanted})):
+            for row in self._rows(sa.select(orm.holdings).where(condition)):
+                key = (row["batch_id"], row["subject_id"])
+                if key in wanted:
+                    found[key] = _quantity(row["amount"], row["unit"])
+        return found
+
+    def put_holdings(self, new: Sequence[tuple[str, str, Quantity]],
+                     changed: Sequence[tuple[str, str, Quantity]]) -> None:
+        bulk_insert(self.session, orm.holdings, [
+            {"batch_id": batch_id, "subject_id": subject_id, "amount": quantity.amount,
+             "unit": quantity.unit.value} for batch_id, subject_id, quantity in new])
+        self._update_many(orm.holdings, ("batch_id", "subject_id"), ("amount", "unit"),
+                          [(batch_id, subject_id, quantity.amount, quantity.unit.value)
+                           for batch_id, subject_id, quantity in changed])
+
     def set_holding(self, batch_id: str, subject_id: str, quantity: Quantity) -> None:
         h = orm.holdings.c
         updated = self.session.execute(
@@ -177,18 +249,27 @@ class SqlAlchemyFlowStore:
     # -- shipments and entries --------------------------------------------------------------
 
     def add_shipment(self, shipment: Shipment) -> None:
-        self.session.execute(orm.shipments.insert().values(
-            shipment_id=shipment.shipment_id, batch_id=shipment.batch_id,
-            seller_subject_id=shipment.seller_subject_id,
-            buyer_subject_id=shipment.buyer_subject_id, codes=" ".join(shipment.codes),
-            amount=shipment.quantity.amount, unit=shipment.quantity.unit.value,
-            ship_time=shipment.ship_time, transport_document=shipment.transport_document,
-            received_at=shipment.received_at))
+        self.add_shipments([shipment])
+
+    def add_shipments(self, shipments: Sequence[Shipment]) -> None:
+        bulk_insert(self.session, orm.shipments, [{
+            "shipment_id": s.shipment_id, "batch_id": s.batch_id,
+            "seller_subject_id": s.seller_subject_id, "buyer_subject_id": s.buyer_subject_id,
+            "codes": " ".join(s.codes), "amount": s.quantity.amount,
+            "unit": s.quantity.unit.value, "ship_time": s.ship_time,
+            "transport_document": s.transport_document, "received_at": s.received_at}
+            for s in shipments])
 
     def get_shipment(self, shipment_id: str) -> Shipment | None:
-        rows = self._rows(sa.select(orm.shipments)
-                          .where(orm.shipments.c.shipment_id == shipment_id))
-        return _shipment(rows[0]) if rows else None
+        return self.get_shipments([shipment_id]).get(shipment_id)
+
+    def get_shipments(self, shipment_ids: Sequence[str]) -> dict[str, Shipment]:
+        found: dict[str, Shipment] = {}
+        for condition in matching(self.session, orm.shipments.c.shipment_id,
+                                  list(shipment_ids)):
+            for row in self._rows(sa.select(orm.shipments).where(condition)):
+                found[row["shipment_id"]] = _shipment(row)
+        return found
 
     def shipments_of(self, batch_id: str) -> list[Shipment]:
         s = orm.shipments.c
@@ -265,11 +346,10 @@ class SqlAlchemyFlowStore:
     # -- internal trace ---------------------------------------------------------------------
 
     def add_traces(self, traces: Sequence[InternalTrace]) -> None:
-        bulk_insert(self.session, orm.internal_traces, [{
-            "source_province": t.source_province, "source_record_id": t.source_record_id,
-            "batch_id": t.batch_id, "activity": t.activity.value, "occurred_at": t.occurred_at,
-            "details": json.dumps(t.details, ensure_ascii=False, sort_keys=True),
-            "interval_days": t.interval_days, "passed": t.passed} for t in traces])
+        bulk_insert_values(self.session, orm.internal_traces, _TRACE_COLUMNS, [
+            (t.source_province, t.source_record_id, t.batch_id, t.activity.value,
+             t.occurred_at, _details_json(t.details), t.interval_days, t.passed)
+            for t in traces])
 
     def find_traces(self, keys: Sequence[tuple[str, str]]
                     ) -> dict[tuple[str, str], InternalTrace]:
@@ -292,22 +372,19 @@ class SqlAlchemyFlowStore:
             sa.select(orm.internal_traces).where(c.batch_id == batch_id)
             .order_by(c.occurred_at, c.source_record_id))]
 
-    def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
-        """Only what judging flags needs (no details: bulk captures call this per message);
-        inspections only when failed."""
+    def applications(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+        """Only what judging flags needs (no details: bulk captures call this per message)."""
         c = orm.internal_traces.c
         found: dict[str, list[InternalTrace]] = {batch_id: [] for batch_id in batch_ids}
-        judged = [a.value for a in FLAG_ACTIVITIES if a is not Activity.INSPECTION]
-        relevant = sa.or_(c.activity.in_(judged),
-                          sa.and_(c.activity == Activity.INSPECTION.value, sa.not_(c.passed)))
+        kinds = [a.value for a in Activity if a.has_interval]
         columns = (c.source_province, c.source_record_id, c.batch_id, c.activity,
-                   c.occurred_at, c.interval_days, c.passed)
+                   c.occurred_at, c.interval_days)
         for condition in matching(self.session, c.batch_id, list(batch_ids)):
-            for row in self.session.execute(sa.select(*columns).where(condition, relevant)):
+            for row in self.session.execute(sa.select(*columns).where(
+                    condition, c.activity.in_(kinds), c.interval_days != 0)).all():
                 found[row.batch_id].append(InternalTrace(
                     row.source_province, row.source_record_id, row.batch_id,
-                    Activity(row.activity), as_utc(row.occurred_at), {}, row.interval_days,
-                    row.passed))
+                    Activity(row.activity), as_utc(row.occurred_at), {}, row.interval_days))
         return found
 
     # -- imported EPCIS events --------------------------------------------------------------
@@ -336,11 +413,11 @@ class SqlAlchemyFlowStore:
     # -- history ----------------------------------------------------------------------------
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
-        if entries:
-            self.session.execute(orm.history.insert(), [
-                {"batch_id": e.batch_id, "occurred_at": e.occurred_at, "kind": e.kind,
-                 "subject_id": e.subject_id, "other_subject_id": e.other_subject_id,
-                 "record_id": e.record_id, "summary": e.summary[:500]} for e in entries])
+        # COPY on PostgreSQL: `seq` (the order among entries of one instant) takes its
+        # default in row order, as a multi-row INSERT would.
+        bulk_insert_values(self.session, orm.history, _HISTORY_COLUMNS, [
+            (e.batch_id, e.occurred_at, e.kind, e.subject_id, e.other_subject_id, e.record_id,
+             e.summary[:500]) for e in entries])
 
     def history(self, batch_id: str, after: tuple[datetime, int] | None,
                 limit: int) -> list[HistoryEntry]:
@@ -355,9 +432,28 @@ class SqlAlchemyFlowStore:
                              r["summary"], r["seq"]) for r in rows]
 
 
+class FlowRequestLog(SqlAlchemyRequestLog):
+    """The kernel's request log, plus the bulk reads and writes of a capture message."""
+
+    def find_many(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        c = self.table.c
+        found: dict[str, RequestRecord] = {}
+        for condition in matching(self.session, c.request_id, list(request_ids)):
+            for row in self.session.execute(sa.select(self.table).where(condition)).mappings():
+                found[row["request_id"]] = RequestRecord(row["operation"], row["fingerprint"],
+                                                         row["result_id"])
+        return found
+
+    def record_many(self, records: Sequence[tuple[str, RequestRecord]]) -> None:
+        now = datetime.now(UTC)
+        bulk_insert(self.session, self.table, [
+            {"request_id": request_id, "operation": r.operation, "fingerprint": r.fingerprint,
+             "result_id": r.result_id, "created_at": now} for request_id, r in records])
+
+
 class FlowUnitOfWork(SqlAlchemyUnitOfWork):
     flow: SqlAlchemyFlowStore
-    requests: SqlAlchemyRequestLog
+    requests: FlowRequestLog
 
     def __init__(self, session_factory: sessionmaker[Session],
                  after_commit: Callable[[], None] | None = None) -> None:
@@ -365,4 +461,4 @@ class FlowUnitOfWork(SqlAlchemyUnitOfWork):
 
     def _open(self, session: Session) -> None:
         self.flow = SqlAlchemyFlowStore(session)
-        self.requests = SqlAlchemyRequestLog(session, orm.request_log)
+        self.requests = FlowRequestLog(session, orm.request_log)

@@ -4,6 +4,7 @@ any framework."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -116,6 +117,9 @@ class Batch:
     flags: tuple[str, ...] = ()
     code_count: int = 0
     created_at: datetime | None = None
+    # The latest harvest or slaughter record's time (None before one): with `flags`, all
+    # that judging the flags of further records needs to know of the earlier ones.
+    ended_at: datetime | None = None
 
     @property
     def province(self) -> str:
@@ -260,14 +264,29 @@ def interval_flags(records: list[InternalTrace], production_date: date) -> set[s
     """Flags of a batch's internal trace: an application whose interval had not passed by the
     harvest or slaughter (the latest such record, or the batch's production date), and a
     failed inspection."""
+    return _judge(records, latest_end(records), production_date)
+
+
+def latest_end(records: Iterable[InternalTrace],
+               ended_at: datetime | None = None) -> datetime | None:
+    """The end of production: the latest harvest or slaughter among `records` and `ended_at`
+    (an earlier end, None if none); None when there is none."""
     ends = [r.occurred_at for r in records if r.activity.ends_production]
+    if ended_at is not None:
+        ends.append(ended_at)
+    return max(ends) if ends else None
+
+
+def _judge(records: Iterable[InternalTrace], end: datetime | None,
+           production_date: date) -> set[str]:
+    """The flags `records` raise when production ended at `end` (None: on the production
+    date)."""
     flags: set[str] = set()
     for record in records:
         if record.activity is Activity.INSPECTION and not record.passed:
             flags.add(FAILED_INSPECTION)
         if not record.activity.has_interval or not record.interval_days:
             continue
-        end = max(ends) if ends else None
         if end is not None:
             too_early = record.safe_from > end and record.occurred_at <= end
         else:  # the production date is a Chinese calendar date
@@ -275,3 +294,35 @@ def interval_flags(records: list[InternalTrace], production_date: date) -> set[s
         if too_early:
             flags.add(INTERVAL_FLAGS[record.activity])
     return flags
+
+
+def end_moves(ended_at: datetime | None, new: Iterable[InternalTrace]) -> bool:
+    """Whether `new` records move a batch's end of production (then flags_after needs the
+    batch's earlier applications)."""
+    return latest_end(new, ended_at) != ended_at
+
+
+def flags_after(flags: Iterable[str], ended_at: datetime | None,
+                new: Sequence[InternalTrace], production_date: date,
+                applications: Sequence[InternalTrace] | None = None,
+                ) -> tuple[set[str], datetime | None]:
+    """A batch's flags and end of production after `new` records, judged from its flags and
+    end of production before them — equal to interval_flags (and latest_end) of all its
+    records, old and new, when `flags` and `ended_at` are those of the old ones:
+    - a failed inspection, old (its flag) or new, flags the batch whatever comes after;
+    - while the end of production stays where it was, every old application keeps its
+      verdict (the old flags say which kinds were too early), so only the new records are
+      judged;
+    - when it moves, every application is judged again against the new end: `applications`
+      must then hold the old ones (pesticide and drug records with an interval)."""
+    end = latest_end(new, ended_at)
+    old = set(flags)
+    judged: Sequence[InternalTrace] = new
+    kept = old & {FAILED_INSPECTION}
+    if end == ended_at:
+        kept |= old & set(INTERVAL_FLAGS.values())
+    elif applications is None:
+        raise ValueError("the end of production moved: the earlier applications are needed")
+    else:
+        judged = [*applications, *new]
+    return kept | _judge(judged, end, production_date), end

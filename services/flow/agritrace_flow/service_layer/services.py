@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Generic, TypeVar
 
@@ -28,7 +28,8 @@ from agritrace_flow.domain.model import (
     TransformationInput,
     TransformationKind,
     check_balance,
-    interval_flags,
+    end_moves,
+    flags_after,
 )
 from agritrace_flow.domain.products import ProductCatalog
 from agritrace_flow.service_layer import access
@@ -87,9 +88,13 @@ def id_for_request(prefix: str, province: str, request_id: str, scope: str) -> s
 def require_batch(uow: UnitOfWork, batch_id: str, field: str = "batch_id") -> Batch:
     """The batch a request names in `field`: INVALID_ARGUMENT when missing, NOT_FOUND when
     unknown."""
+    return _require_batch(uow.flow.get_batch, batch_id, field)
+
+
+def _require_batch(get: Callable[[str], Batch | None], batch_id: str, field: str) -> Batch:
     if not batch_id.strip():
         raise InvalidArgument.of(field, "is required")
-    batch = uow.flow.get_batch(batch_id.strip())
+    batch = get(batch_id.strip())
     if batch is None:
         raise NotFound(f"batch {batch_id} does not exist", reason="BATCH_NOT_FOUND",
                        metadata={"field": field})
@@ -184,6 +189,181 @@ class Result(Generic[T]):
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class BatchCommand:
+    """A CreateBatch of a capture message."""
+
+    request_id: str
+    data: BatchInput
+
+
+@dataclass(frozen=True)
+class ShipmentCommand:
+    """A RecordShipment of a capture message."""
+
+    request_id: str
+    data: ShipmentInput
+
+
+Command = BatchCommand | ShipmentCommand
+CommandOutcome = Result[Batch] | Result[Shipment] | DomainError
+
+
+@dataclass(frozen=True)
+class _NewBatch:
+    """A batch that passed every check before the write: what the write needs."""
+
+    request_id: str
+    operation_print: str
+    batch: Batch
+    codes: list[str]
+
+
+@dataclass(frozen=True)
+class _NewShipment:
+    request_id: str
+    operation_print: str
+    shipment: Shipment
+    seller: SubjectInfo
+    buyer: SubjectInfo
+
+
+class _Seen:
+    """What the commands of a use case see of the store: read when first asked (or in bulk
+    up front, `preload`), then as the earlier commands of the same run changed it — so
+    commands handled together see exactly what they would see handled one after the other.
+    Reads go to `uow`, or each to a unit of work of its own from `factory` (the single
+    commands' short read-only look-ups). A RequestLog, for earlier_result."""
+
+    def __init__(self, *, uow: UnitOfWork | None = None,
+                 factory: Callable[[], UnitOfWork] | None = None) -> None:
+        self._uow = uow
+        self._factory = factory
+        self.requests: dict[str, RequestRecord | None] = {}
+        self.batches: dict[str, Batch | None] = {}
+        self.certificates: dict[str, Batch | None] = {}
+        self.shipments: dict[str, Shipment | None] = {}
+        self.held: dict[tuple[str, str], Quantity | None] = {}
+        self.stored_holdings: set[tuple[str, str]] = set()  # keys the store has a row for
+        self.moved: list[tuple[str, str]] = []  # holdings changed by the run, in order
+
+    def _read(self, read: Callable[[UnitOfWork], T]) -> T:
+        if self._uow is not None:
+            return read(self._uow)
+        assert self._factory is not None
+        with self._factory() as uow:
+            return read(uow)
+
+    # -- the request log (RequestLog) -----------------------------------------------------
+
+    def find(self, request_id: str) -> RequestRecord | None:
+        if request_id not in self.requests:
+            self.requests[request_id] = self._read(lambda uow: uow.requests.find(request_id))
+        return self.requests[request_id]
+
+    def record(self, request_id: str, record: RequestRecord) -> None:
+        self.requests[request_id] = record
+
+    # -- records ------------------------------------------------------------------------------
+
+    def batch(self, batch_id: str) -> Batch | None:
+        if batch_id not in self.batches:
+            self.batches[batch_id] = self._read(lambda uow: uow.flow.get_batch(batch_id))
+        return self.batches[batch_id]
+
+    def certificate_holder(self, certificate_id: str, *, drawn: bool = False) -> Batch | None:
+        """The batch carrying a certificate. For an id the service just `drawn` (65 random
+        bits), a run asks only its own batches: the store's unique key refuses a clash, and
+        the run's commands are then handled again one by one, asking the store."""
+        if drawn and self._uow is not None:
+            return self.certificates.get(certificate_id)
+        if certificate_id not in self.certificates:
+            self.certificates[certificate_id] = self._read(
+                lambda uow: uow.flow.batch_by_certificate(certificate_id))
+        return self.certificates[certificate_id]
+
+    def shipment(self, shipment_id: str) -> Shipment | None:
+        if shipment_id not in self.shipments:
+            self.shipments[shipment_id] = self._read(
+                lambda uow: uow.flow.get_shipment(shipment_id))
+        return self.shipments[shipment_id]
+
+    def holding(self, batch_id: str, subject_id: str) -> Quantity | None:
+        key = (batch_id, subject_id)
+        if key not in self.held:
+            self.held[key] = self._read(lambda uow: uow.flow.holding(batch_id, subject_id))
+            if self.held[key] is not None:
+                self.stored_holdings.add(key)
+        return self.held[key]
+
+    def hold(self, batch_id: str, subject_id: str, quantity: Quantity) -> None:
+        key = (batch_id, subject_id)
+        if key not in self.moved:
+            self.moved.append(key)
+        self.held[key] = quantity
+
+    def created(self, batch: Batch) -> None:
+        self.batches[batch.batch_id] = batch
+        if batch.certificate is not None:
+            self.certificates[batch.certificate.certificate_id] = batch
+
+    # -- bulk reads -----------------------------------------------------------------------------
+
+    def preload(self, commands: Sequence[Command]) -> None:
+        """Reads what `commands` will ask about in a few bulk reads (only with `uow`)."""
+        uow = self._uow
+        assert uow is not None
+        request_ids = sorted({c.request_id.strip() for c in commands} - {""})
+        found = uow.requests.find_many(request_ids)
+        self.requests.update({ident: found.get(ident) for ident in request_ids})
+        earlier = {r.operation: set[str]() for r in found.values()}
+        for record in found.values():
+            earlier[record.operation].add(record.result_id)
+        shipments = [c.data for c in commands if isinstance(c, ShipmentCommand)]
+        batch_ids = sorted({s.batch_id.strip() for s in shipments} | earlier.get("batch", set()))
+        batches = uow.flow.get_batches(batch_ids)
+        self.batches.update({ident: batches.get(ident) for ident in batch_ids})
+        shipment_ids = sorted(earlier.get("ship", set()))
+        stored = uow.flow.get_shipments(shipment_ids)
+        self.shipments.update({ident: stored.get(ident) for ident in shipment_ids})
+        certificates = sorted({c.data.certificate.certificate_id.strip() for c in commands
+                               if isinstance(c, BatchCommand) and c.data.certificate} - {""})
+        holders = uow.flow.batches_by_certificate(certificates)
+        self.certificates.update({ident: holders.get(ident) for ident in certificates})
+        keys = sorted({(s.batch_id.strip(), subject.strip()) for s in shipments
+                       for subject in (s.seller_subject_id, s.buyer_subject_id)})
+        held = uow.flow.holdings(keys)
+        self.held.update({key: held.get(key) for key in keys})
+        self.stored_holdings.update(held)
+
+
+@dataclass
+class _Writes:
+    """The rows and events of the commands that passed, written together."""
+
+    batches: list[tuple[Batch, list[str]]] = field(default_factory=list)
+    shipments: list[Shipment] = field(default_factory=list)
+    requests: list[tuple[str, RequestRecord]] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def apply(self, uow: UnitOfWork, seen: _Seen) -> None:
+        uow.flow.add_batches(self.batches)
+        uow.flow.add_shipments(self.shipments)
+        new: list[tuple[str, str, Quantity]] = []
+        changed: list[tuple[str, str, Quantity]] = []
+        for batch_id, subject_id in seen.moved:
+            quantity = seen.held[(batch_id, subject_id)]
+            assert quantity is not None
+            stored = (batch_id, subject_id) in seen.stored_holdings
+            (changed if stored else new).append((batch_id, subject_id, quantity))
+        uow.flow.put_holdings(new, changed)
+        uow.requests.record_many(self.requests)
+        uow.flow.add_history(self.history)
+        for event in self.events:
+            uow.publish(event)
+
+
 class FlowService:
     """Application service: the use cases, with their collaborators injected."""
 
@@ -232,19 +412,38 @@ class FlowService:
 
     def create_batch(self, request_id: str, data: BatchInput, *,
                      actor: Actor = None) -> Result[Batch]:
+        step = self._batch_step(_Seen(factory=self.reader_factory), request_id, data, actor)
+        if isinstance(step, Result):
+            return step
+        return self._write_alone(lambda seen, writes: self._finish_batch(seen, writes, step))
+
+    def _write_alone(self, finish: Callable[[_Seen, _Writes], Result[T]]) -> Result[T]:
+        """The write of one command in a unit of work of its own (nothing for a replay)."""
+        with self.uow_factory() as uow:
+            seen, writes = _Seen(uow=uow), _Writes()
+            result = finish(seen, writes)
+            if not result.replayed:
+                writes.apply(uow, seen)
+                uow.commit()
+        return result
+
+    def _batch_step(self, seen: _Seen, request_id: str, data: BatchInput,
+                    actor: Actor) -> Result[Batch] | _NewBatch:
+        """A CreateBatch up to its write: the earlier result of a replay, or the checked
+        batch (its codes bound by the coding service already)."""
         request_id = check_request_id(request_id)
         operation_print = fingerprint("batch", data)
-        with self.reader_factory() as uow:
-            earlier = self._replay(uow, request_id, "batch", operation_print)
-            if earlier is not None:
-                return Result(self._batch(uow, earlier), replayed=True)
+        earlier = earlier_result(seen, request_id, "batch", operation_print)
+        if earlier is not None:
+            return Result(_require_batch(seen.batch, earlier, "batch_id"), replayed=True)
         subject = self._subject(data.subject_id, "batch.subject_id")
         access.check_acts_for(actor, subject.subject_id, subject.division_code,
                               "create batches")
         batch = self._new_batch(data, subject, "batch", request_id)
         if batch.certificate is not None:
-            with self.reader_factory() as uow:
-                holder = uow.flow.batch_by_certificate(batch.certificate.certificate_id)
+            assert data.certificate is not None
+            holder = seen.certificate_holder(batch.certificate.certificate_id,
+                                             drawn=not data.certificate.certificate_id.strip())
             if holder is not None:
                 raise AlreadyExists(
                     f"certificate {batch.certificate.certificate_id} was issued with batch "
@@ -253,21 +452,25 @@ class FlowService:
         codes, to_bind = self._bindable_codes(data.codes, subject.subject_id, batch.batch_id)
         if to_bind:
             self.coding.bind(derived_request_id(request_id, "bind"), to_bind, batch.batch_id)
-        batch = replace(batch, code_count=len(codes))
-        with self.uow_factory() as uow:
-            earlier = self._replay(uow, request_id, "batch", operation_print)
-            if earlier is not None:
-                return Result(self._batch(uow, earlier), replayed=True)
-            uow.flow.add_batch(batch, codes)
-            uow.flow.set_holding(batch.batch_id, subject.subject_id, batch.quantity)
-            uow.requests.record(request_id, RequestRecord("batch", operation_print,
-                                                          batch.batch_id))
-            self._history(uow, HistoryEntry(
-                batch.batch_id, self._at(batch), "CREATED", subject.subject_id, "",
-                batch.batch_id, f"{batch.product_name} {batch.quantity} produced in "
-                f"{batch.origin_division}"))
-            uow.publish(Event(SERVICE, "batch_created", self._batch_payload(batch)))
-            uow.commit()
+        return _NewBatch(request_id, operation_print, replace(batch, code_count=len(codes)),
+                         codes)
+
+    def _finish_batch(self, seen: _Seen, writes: _Writes, new: _NewBatch) -> Result[Batch]:
+        earlier = earlier_result(seen, new.request_id, "batch", new.operation_print)
+        if earlier is not None:
+            return Result(_require_batch(seen.batch, earlier, "batch_id"), replayed=True)
+        batch = new.batch
+        seen.created(batch)
+        seen.hold(batch.batch_id, batch.subject_id, batch.quantity)
+        record = RequestRecord("batch", new.operation_print, batch.batch_id)
+        seen.record(new.request_id, record)
+        writes.batches.append((batch, new.codes))
+        writes.requests.append((new.request_id, record))
+        writes.history.append(HistoryEntry(
+            batch.batch_id, self._at(batch), "CREATED", batch.subject_id, "",
+            batch.batch_id, f"{batch.product_name} {batch.quantity} produced in "
+            f"{batch.origin_division}"))
+        writes.events.append(Event(SERVICE, "batch_created", self._batch_payload(batch)))
         return Result(batch)
 
     def _at(self, batch: Batch) -> datetime:
@@ -413,15 +616,28 @@ class FlowService:
 
     def record_shipment(self, request_id: str, data: ShipmentInput, *,
                         actor: Actor = None) -> Result[Shipment]:
+        step = self._shipment_step(_Seen(factory=self.reader_factory), request_id, data,
+                                   actor)
+        if isinstance(step, Result):
+            return step
+        return self._write_alone(lambda seen, writes: self._finish_shipment(seen, writes, step))
+
+    @staticmethod
+    def _shipped(seen: _Seen, shipment_id: str) -> Result[Shipment]:
+        found = seen.shipment(shipment_id)
+        assert found is not None
+        return Result(found, replayed=True)
+
+    def _shipment_step(self, seen: _Seen, request_id: str, data: ShipmentInput,
+                       actor: Actor) -> Result[Shipment] | _NewShipment:
+        """A RecordShipment up to its write: the earlier result of a replay, or the checked
+        shipment."""
         request_id = check_request_id(request_id)
         operation_print = fingerprint("ship", data)
-        with self.reader_factory() as uow:
-            earlier = self._replay(uow, request_id, "ship", operation_print)
-            if earlier is not None:
-                found = uow.flow.get_shipment(earlier)
-                assert found is not None
-                return Result(found, replayed=True)
-            batch = self._batch(uow, data.batch_id, "shipment.batch_id")
+        earlier = earlier_result(seen, request_id, "ship", operation_print)
+        if earlier is not None:
+            return self._shipped(seen, earlier)
+        batch = _require_batch(seen.batch, data.batch_id, "shipment.batch_id")
         seller = self._subject(data.seller_subject_id, "shipment.seller_subject_id")
         buyer = self._subject(data.buyer_subject_id, "shipment.buyer_subject_id")
         if seller.subject_id == buyer.subject_id:
@@ -441,43 +657,91 @@ class FlowService:
             raise InvalidArgument.of("shipment.ship_time", "is in the future")
         shipment = Shipment(self.ids("S", seller.province), batch.batch_id, seller.subject_id,
                             buyer.subject_id, tuple(codes), quantity, ship_time, document)
-        with self.uow_factory() as uow:
-            earlier = self._replay(uow, request_id, "ship", operation_print)
-            if earlier is not None:
-                found = uow.flow.get_shipment(earlier)
-                assert found is not None
-                return Result(found, replayed=True)
-            held = uow.flow.holding(batch.batch_id, seller.subject_id)
-            if held is None or held.amount <= 0:
-                raise FailedPrecondition(
-                    f"{seller.subject_id} holds nothing of batch {batch.batch_id}",
-                    reason="NOT_HELD")
-            if quantity.in_unit_of(held) > held.amount:
-                raise FailedPrecondition(
-                    f"the shipment ({quantity}) is more than {seller.subject_id} holds of the "
-                    f"batch ({held})", reason="INSUFFICIENT_QUANTITY")
-            uow.flow.set_holding(batch.batch_id, seller.subject_id, held.minus(quantity))
-            buyer_held = uow.flow.holding(batch.batch_id, buyer.subject_id)
-            uow.flow.set_holding(batch.batch_id, buyer.subject_id,
-                                 buyer_held.plus(quantity) if buyer_held else quantity)
-            uow.flow.add_shipment(shipment)
-            uow.requests.record(request_id, RequestRecord("ship", operation_print,
-                                                          shipment.shipment_id))
-            cross = seller.province != buyer.province
-            self._history(uow, HistoryEntry(
-                batch.batch_id, ship_time, "SHIPPED", seller.subject_id, buyer.subject_id,
-                shipment.shipment_id, f"{quantity} to {buyer.subject_id}"
-                + (f" ({seller.province}→{buyer.province})" if cross else "")))
-            uow.publish(Event(SERVICE, "batch_shipped", {
-                "shipment_id": shipment.shipment_id, "batch_id": batch.batch_id,
-                "seller_subject_id": seller.subject_id, "buyer_subject_id": buyer.subject_id,
-                "seller_province": seller.province, "buyer_province": buyer.province,
-                "cross_province": cross, "quantity": str(quantity.amount),
-                "unit": quantity.unit.value, "codes": list(codes),
-                "ship_time": ship_time.isoformat(),
-            }))
-            uow.commit()
+        return _NewShipment(request_id, operation_print, shipment, seller, buyer)
+
+    def _finish_shipment(self, seen: _Seen, writes: _Writes,
+                         new: _NewShipment) -> Result[Shipment]:
+        earlier = earlier_result(seen, new.request_id, "ship", new.operation_print)
+        if earlier is not None:
+            return self._shipped(seen, earlier)
+        shipment, seller, buyer = new.shipment, new.seller, new.buyer
+        batch_id, quantity = shipment.batch_id, shipment.quantity
+        held = seen.holding(batch_id, seller.subject_id)
+        if held is None or held.amount <= 0:
+            raise FailedPrecondition(
+                f"{seller.subject_id} holds nothing of batch {batch_id}", reason="NOT_HELD")
+        if quantity.in_unit_of(held) > held.amount:
+            raise FailedPrecondition(
+                f"the shipment ({quantity}) is more than {seller.subject_id} holds of the "
+                f"batch ({held})", reason="INSUFFICIENT_QUANTITY")
+        seen.hold(batch_id, seller.subject_id, held.minus(quantity))
+        buyer_held = seen.holding(batch_id, buyer.subject_id)
+        seen.hold(batch_id, buyer.subject_id,
+                  buyer_held.plus(quantity) if buyer_held else quantity)
+        seen.shipments[shipment.shipment_id] = shipment
+        record = RequestRecord("ship", new.operation_print, shipment.shipment_id)
+        seen.record(new.request_id, record)
+        writes.shipments.append(shipment)
+        writes.requests.append((new.request_id, record))
+        cross = seller.province != buyer.province
+        writes.history.append(HistoryEntry(
+            batch_id, shipment.ship_time, "SHIPPED", seller.subject_id, buyer.subject_id,
+            shipment.shipment_id, f"{quantity} to {buyer.subject_id}"
+            + (f" ({seller.province}→{buyer.province})" if cross else "")))
+        writes.events.append(Event(SERVICE, "batch_shipped", {
+            "shipment_id": shipment.shipment_id, "batch_id": batch_id,
+            "seller_subject_id": seller.subject_id, "buyer_subject_id": buyer.subject_id,
+            "seller_province": seller.province, "buyer_province": buyer.province,
+            "cross_province": cross, "quantity": str(quantity.amount),
+            "unit": quantity.unit.value, "codes": list(shipment.codes),
+            "ship_time": shipment.ship_time.isoformat(),
+        }))
         return Result(shipment)
+
+    # -- batches and shipments of a capture message, together ------------------------------
+
+    def record_batches_and_shipments(self, commands: Sequence[Command], *,
+                                     actor: Actor = None) -> list[CommandOutcome]:
+        """CreateBatch and RecordShipment commands handled in order in one transaction (a
+        capture message's run of them): the store is read in bulk up front and written in
+        bulk at the end; each command sees what the earlier ones did, as if each were its own
+        use case. One outcome per command, in order: the result (REPLAYED or new) or why it
+        was refused, the same error as the command alone gives. Should the write fail
+        (another request raced for one of the keys), every command is handled again on its
+        own, so each gets the answer it would get alone."""
+        outcomes: list[CommandOutcome] = []
+        try:
+            with self.uow_factory() as uow:
+                seen, writes = _Seen(uow=uow), _Writes()
+                seen.preload(commands)
+                for command in commands:
+                    try:
+                        outcomes.append(self._command(seen, writes, command, actor))
+                    except DomainError as error:
+                        outcomes.append(error)
+                if writes.requests:
+                    writes.apply(uow, seen)
+                    uow.commit()
+        except DomainError:
+            return [self._command_alone(command, actor) for command in commands]
+        return outcomes
+
+    def _command(self, seen: _Seen, writes: _Writes, command: Command,
+                 actor: Actor) -> Result[Batch] | Result[Shipment]:
+        if isinstance(command, BatchCommand):
+            step = self._batch_step(seen, command.request_id, command.data, actor)
+            return step if isinstance(step, Result) else self._finish_batch(seen, writes, step)
+        shipped = self._shipment_step(seen, command.request_id, command.data, actor)
+        return shipped if isinstance(shipped, Result) else \
+            self._finish_shipment(seen, writes, shipped)
+
+    def _command_alone(self, command: Command, actor: Actor) -> CommandOutcome:
+        try:
+            if isinstance(command, BatchCommand):
+                return self.create_batch(command.request_id, command.data, actor=actor)
+            return self.record_shipment(command.request_id, command.data, actor=actor)
+        except DomainError as error:
+            return error
 
     def _codes_of_batch(self, codes: Sequence[str], batch_id: str, field: str,
                         states: frozenset[str] = frozenset({"ACTIVE"})) -> list[str]:
@@ -739,7 +1003,7 @@ class FlowService:
             raise outcome
         return outcome
 
-    def _trace(self, data: TraceInput, actor: Actor) -> InternalTrace:
+    def _trace(self, data: TraceInput, actor: Actor, now: datetime) -> InternalTrace:
         province = data.source_province.strip()
         errors = ViolationCollector("record")
         if len(province) != 2 or not province.isdigit():
@@ -753,7 +1017,7 @@ class FlowService:
             errors.add("activity", "is required")
         if data.occurred_at is None:
             errors.add("occur_time", "is required")
-        elif data.occurred_at > self.clock():
+        elif data.occurred_at > now:
             errors.add("occur_time", "is in the future")
         if data.activity is not None and data.activity.has_interval and data.interval_days < 0:
             errors.add("activity", "an interval cannot be negative")
@@ -773,15 +1037,40 @@ class FlowService:
         record was refused. One `internal_trace_recorded` event for the whole call."""
         outcomes: list[Result[list[str]] | DomainError | None] = [None] * len(items)
         checked: list[tuple[int, InternalTrace]] = []
+        now = self.clock()
         for index, data in enumerate(items):
             try:
-                checked.append((index, self._trace(data, actor)))
+                checked.append((index, self._trace(data, actor, now)))
             except DomainError as error:
                 outcomes[index] = error
         if checked:
             with self.uow_factory() as uow:
                 self._store_traces(uow, checked, outcomes)
         return [outcome for outcome in outcomes if outcome is not None]
+
+    @staticmethod
+    def _judge_flags(uow: UnitOfWork, batches: dict[str, Batch], new: list[InternalTrace],
+                     flags: dict[str, list[str]]) -> None:
+        """The flags of the batches `new` records were added to, judged from each batch's
+        flags and end of production before them (domain.flags_after: the same as judging all
+        its records again); its earlier applications are read only for the batches whose end
+        of production moves."""
+        by_batch: dict[str, list[InternalTrace]] = {}
+        for trace in new:
+            if trace.activity in FLAG_ACTIVITIES:  # the others never change a flag
+                by_batch.setdefault(trace.batch_id, []).append(trace)
+        moved = sorted(batch_id for batch_id, records in by_batch.items()
+                       if end_moves(batches[batch_id].ended_at, records))
+        applications = uow.flow.applications(moved) if moved else {}
+        states: list[tuple[str, Sequence[str], datetime | None]] = []
+        for batch_id, records in by_batch.items():
+            batch = batches[batch_id]
+            judged, ended_at = flags_after(batch.flags, batch.ended_at, records,
+                                           batch.production_date, applications.get(batch_id))
+            flags[batch_id] = sorted(judged)
+            if tuple(flags[batch_id]) != batch.flags or ended_at != batch.ended_at:
+                states.append((batch_id, flags[batch_id], ended_at))
+        uow.flow.set_flag_states(states)
 
     def _store_traces(self, uow: UnitOfWork, checked: list[tuple[int, InternalTrace]],
                       outcomes: list[Result[list[str]] | DomainError | None]) -> None:
@@ -818,13 +1107,7 @@ class FlowService:
         flags = {batch_id: list(batch.flags) for batch_id, batch in batches.items()}
         if new:
             uow.flow.add_traces([trace for _, trace in new])
-            # Only records that can raise a flag make the batch's flags worth recomputing.
-            reflag = sorted({t.batch_id for _, t in new if t.activity in FLAG_ACTIVITIES})
-            for batch_id, records in uow.flow.flag_traces(reflag).items():
-                batch = batches[batch_id]
-                flags[batch_id] = sorted(interval_flags(records, batch.production_date))
-                if tuple(flags[batch_id]) != batch.flags:
-                    uow.flow.set_flags(batch_id, flags[batch_id])
+            self._judge_flags(uow, batches, [trace for _, trace in new], flags)
             self._history(uow, *(HistoryEntry(
                 trace.batch_id, trace.occurred_at, "INTERNAL_TRACE",
                 batches[trace.batch_id].subject_id, "",

@@ -46,8 +46,6 @@ from agritrace_coding.domain.codes import (
     normalize,
 )
 from agritrace_flow.domain.model import (
-    FLAG_ACTIVITIES,
-    Activity,
     Batch,
     InternalTrace,
     MarketEntry,
@@ -177,6 +175,10 @@ class FakeFlowStore:
         for code in codes:
             tables.batch_codes[code] = batch.batch_id
 
+    def add_batches(self, batches: Sequence[tuple[Batch, Sequence[str]]]) -> None:
+        for batch, codes in batches:
+            self.add_batch(batch, codes)
+
     def get_batch(self, batch_id: str) -> Batch | None:
         return self._tables.batches.get(batch_id)
 
@@ -191,15 +193,23 @@ class FakeFlowStore:
                 return batch
         return None
 
+    def batches_by_certificate(self, certificate_ids: Sequence[str]) -> dict[str, Batch]:
+        found = {ident: self.batch_by_certificate(ident) for ident in certificate_ids}
+        return {ident: batch for ident, batch in found.items() if batch is not None}
+
     def batch_codes(self, batch_id: str) -> list[str]:
         return sorted(code for code, owner in self._tables.batch_codes.items()
                       if owner == batch_id)
 
-    def set_flags(self, batch_id: str, flags: Sequence[str]) -> None:
-        batch = self._tables.batches.get(batch_id)
-        if batch is not None:
-            # Stored space-separated and split on the way back.
-            self._tables.batches[batch_id] = replace(batch, flags=tuple(" ".join(flags).split()))
+    def set_flag_states(self, states: Sequence[tuple[str, Sequence[str], datetime | None]]
+                        ) -> None:
+        for batch_id, flags, ended_at in states:
+            batch = self._tables.batches.get(batch_id)
+            if batch is not None:
+                # Stored space-separated and split on the way back.
+                self._tables.batches[batch_id] = replace(
+                    batch, flags=tuple(" ".join(flags).split()),
+                    ended_at=_utc(ended_at) if ended_at else None)
 
     def batches_between(self, *, subject_id: str = "", product_code: str = "",
                         start: datetime | None = None,
@@ -219,8 +229,21 @@ class FakeFlowStore:
     def holding(self, batch_id: str, subject_id: str) -> Quantity | None:
         return self._tables.holdings.get((batch_id, subject_id))
 
+    def holdings(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Quantity]:
+        return {key: self._tables.holdings[key] for key in keys if key in self._tables.holdings}
+
     def set_holding(self, batch_id: str, subject_id: str, quantity: Quantity) -> None:
         self._tables.holdings[(batch_id, subject_id)] = _quantity(quantity)
+
+    def put_holdings(self, new: Sequence[tuple[str, str, Quantity]],
+                     changed: Sequence[tuple[str, str, Quantity]]) -> None:
+        for batch_id, subject_id, quantity in new:
+            if (batch_id, subject_id) in self._tables.holdings:
+                raise _duplicate(f"holdings ({batch_id}, {subject_id})")
+            self.set_holding(batch_id, subject_id, quantity)
+        for batch_id, subject_id, quantity in changed:
+            if (batch_id, subject_id) in self._tables.holdings:  # an UPDATE of no row
+                self.set_holding(batch_id, subject_id, quantity)
 
     # -- shipments and entries --------------------------------------------------------------
 
@@ -231,8 +254,16 @@ class FakeFlowStore:
             shipment, quantity=_quantity(shipment.quantity), ship_time=_utc(shipment.ship_time),
             received_at=_utc(shipment.received_at) if shipment.received_at else None)
 
+    def add_shipments(self, shipments: Sequence[Shipment]) -> None:
+        for shipment in shipments:
+            self.add_shipment(shipment)
+
     def get_shipment(self, shipment_id: str) -> Shipment | None:
         return self._tables.shipments.get(shipment_id)
+
+    def get_shipments(self, shipment_ids: Sequence[str]) -> dict[str, Shipment]:
+        return {ident: self._tables.shipments[ident] for ident in shipment_ids
+                if ident in self._tables.shipments}
 
     def shipments_of(self, batch_id: str) -> list[Shipment]:
         return sorted((s for s in self._tables.shipments.values() if s.batch_id == batch_id),
@@ -303,10 +334,9 @@ class FakeFlowStore:
         return sorted((t for t in self._tables.traces.values() if t.batch_id == batch_id),
                       key=lambda t: (t.occurred_at, t.source_record_id))
 
-    def flag_traces(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+    def applications(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
         return {batch_id: [t for t in self.traces_of(batch_id)
-                           if t.activity in FLAG_ACTIVITIES
-                           and (t.activity is not Activity.INSPECTION or not t.passed)]
+                           if t.activity.has_interval and t.interval_days]
                 for batch_id in batch_ids}
 
     # -- imported EPCIS events --------------------------------------------------------------
@@ -357,6 +387,14 @@ class FakeRequestLog:
         if request_id in self._tables.requests:
             raise _duplicate(f"request_id {request_id}")
         self._tables.requests[request_id] = record
+
+    def find_many(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        return {ident: self._tables.requests[ident] for ident in request_ids
+                if ident in self._tables.requests}
+
+    def record_many(self, records: Sequence[tuple[str, RequestRecord]]) -> None:
+        for request_id, record in records:
+            self.record(request_id, record)
 
 
 class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):

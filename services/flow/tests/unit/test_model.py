@@ -3,6 +3,7 @@ the flags an internal trace raises on a batch."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -17,7 +18,10 @@ from agritrace_flow.domain.model import (
     TransformationKind,
     Unit,
     check_balance,
+    end_moves,
+    flags_after,
     interval_flags,
+    latest_end,
 )
 from agritrace_kernel.errors import FailedPrecondition, InvalidArgument
 
@@ -366,3 +370,55 @@ def test_the_interval_against_the_production_date_does_not_depend_on_the_time_zo
 
     assert interval_flags([trace(Activity.PESTICIDE, sprayed, 7)],
                           date(2024, 5, 1)) == {PESTICIDE_FLAG}
+
+
+# -- flags_after: judging only what new records change ---------------------------------------
+
+
+def _random_record(rng: random.Random, number: int) -> InternalTrace:
+    activity = rng.choice([Activity.PESTICIDE, Activity.VETERINARY_DRUG, Activity.HARVEST,
+                           Activity.SLAUGHTER, Activity.INSPECTION, Activity.FERTILISER])
+    # Whole hours over three weeks, so that records often share an instant with an end.
+    at = datetime(2024, 4, 1, tzinfo=UTC) + timedelta(hours=rng.randrange(0, 21 * 24, 6))
+    return InternalTrace("37", f"R{number}", "B370000000000001", activity, at, {},
+                         rng.choice([0, 1, 3, 7, 14]) if activity.has_interval else 0,
+                         rng.random() > 0.1)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_flags_judged_message_by_message_equal_those_of_all_the_records(seed: int) -> None:
+    """Records arrive in chunks (a capture message each); after every chunk the flags and the
+    end of production judged from the batch's previous flags, previous end and — when the end
+    moved — its earlier applications, are those of all its records judged at once."""
+    rng = random.Random(seed)
+    production_date = date(2024, 4, 1) + timedelta(days=rng.randrange(0, 25))
+    records: list[InternalTrace] = []
+    flags: set[str] = set()
+    ended_at: datetime | None = None
+    for _ in range(rng.randrange(1, 8)):
+        new = [_random_record(rng, len(records) + n) for n in range(rng.randrange(1, 6))]
+        applications = None
+        if end_moves(ended_at, new):
+            applications = [r for r in records if r.activity.has_interval and r.interval_days]
+        flags, ended_at = flags_after(flags, ended_at, new, production_date, applications)
+        records.extend(new)
+        assert flags == interval_flags(records, production_date)
+        assert ended_at == latest_end(records)
+
+
+def test_a_later_harvest_clears_a_flag_only_when_the_applications_are_judged_again() -> None:
+    sprayed = trace(Activity.PESTICIDE, SPRAYED, 7)
+    early = trace(Activity.HARVEST, SPRAYED + timedelta(days=3))
+    flags, ended_at = flags_after(set(), None, [sprayed, early], date(2024, 4, 30), [])
+    assert (flags, ended_at) == ({PESTICIDE_FLAG}, early.occurred_at)
+
+    late = trace(Activity.HARVEST, SPRAYED + timedelta(days=10))
+    assert end_moves(ended_at, [late])
+    with pytest.raises(ValueError):
+        flags_after(flags, ended_at, [late], date(2024, 4, 30))
+    assert flags_after(flags, ended_at, [late], date(2024, 4, 30), [sprayed]) == (
+        set(), late.occurred_at)
+    # A record that does not move the end keeps the earlier verdicts without them.
+    assert not end_moves(ended_at, [trace(Activity.FERTILISER, SPRAYED)])
+    assert flags_after(flags, ended_at, [trace(Activity.HARVEST, SPRAYED)],
+                       date(2024, 4, 30)) == ({PESTICIDE_FLAG}, early.occurred_at)
