@@ -38,6 +38,7 @@ from agritrace_kernel.db import (
 from agritrace_kernel.idempotency import RequestRecord, SqlAlchemyRequestLog
 
 _b = orm.batches.c
+_ACTIVITIES = {activity.value: activity for activity in Activity}  # Activity(x), cheaper
 _TRACE_COLUMNS = ("source_province", "source_record_id", "batch_id", "activity", "occurred_at",
                   "details", "interval_days", "passed")
 _HISTORY_COLUMNS = ("batch_id", "occurred_at", "kind", "subject_id", "other_subject_id",
@@ -116,7 +117,7 @@ def _entry(row: sa.RowMapping) -> MarketEntry:
 def _trace(row: sa.RowMapping) -> InternalTrace:
     return InternalTrace(
         source_province=row["source_province"], source_record_id=row["source_record_id"],
-        batch_id=row["batch_id"], activity=Activity(row["activity"]),
+        batch_id=row["batch_id"], activity=_ACTIVITIES[row["activity"]],
         occurred_at=as_utc(row["occurred_at"]), details=json.loads(row["details"]),
         interval_days=row["interval_days"], passed=row["passed"])
 
@@ -384,7 +385,7 @@ class SqlAlchemyFlowStore:
                     condition, c.activity.in_(kinds), c.interval_days != 0)).all():
                 found[row.batch_id].append(InternalTrace(
                     row.source_province, row.source_record_id, row.batch_id,
-                    Activity(row.activity), as_utc(row.occurred_at), {}, row.interval_days))
+                    _ACTIVITIES[row.activity], as_utc(row.occurred_at), {}, row.interval_days))
         return found
 
     # -- imported EPCIS events --------------------------------------------------------------

@@ -271,7 +271,8 @@ def latest_end(records: Iterable[InternalTrace],
                ended_at: datetime | None = None) -> datetime | None:
     """The end of production: the latest harvest or slaughter among `records` and `ended_at`
     (an earlier end, None if none); None when there is none."""
-    ends = [r.occurred_at for r in records if r.activity.ends_production]
+    ends = [r.occurred_at for r in records
+            if r.activity is Activity.HARVEST or r.activity is Activity.SLAUGHTER]
     if ended_at is not None:
         ends.append(ended_at)
     return max(ends) if ends else None
@@ -283,16 +284,19 @@ def _judge(records: Iterable[InternalTrace], end: datetime | None,
     date)."""
     flags: set[str] = set()
     for record in records:
-        if record.activity is Activity.INSPECTION and not record.passed:
+        activity = record.activity
+        if activity is Activity.INSPECTION and not record.passed:
             flags.add(FAILED_INSPECTION)
-        if not record.activity.has_interval or not record.interval_days:
+        # has_interval, spelled out: this runs for every record of a capture message.
+        if not record.interval_days or (activity is not Activity.PESTICIDE
+                                        and activity is not Activity.VETERINARY_DRUG):
             continue
         if end is not None:
             too_early = record.safe_from > end and record.occurred_at <= end
         else:  # the production date is a Chinese calendar date
             too_early = record.safe_from.astimezone(CHINA_TIME).date() > production_date
         if too_early:
-            flags.add(INTERVAL_FLAGS[record.activity])
+            flags.add(INTERVAL_FLAGS[activity])
     return flags
 
 

@@ -71,7 +71,7 @@ def _time(message: Timestamp, present: bool) -> datetime | None:
     cost of converting a production record)."""
     if not present:
         return None
-    return _EPOCH + timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
+    return _EPOCH + timedelta(0, message.seconds, message.nanos // 1000)
 
 
 def batch_input(message: pb.Batch, codes: list[str]) -> BatchInput:
@@ -108,6 +108,9 @@ _ACTIVITIES: dict[str, Activity] = {
 }
 
 
+_INTERVAL_FIELDS = frozenset({"pre_harvest_interval_days", "withdrawal_period_days"})
+
+
 def trace_input(record: pb.InternalTraceRecord) -> TraceInput:
     kind = record.WhichOneof("activity")
     details: dict[str, str] = {}
@@ -115,14 +118,17 @@ def trace_input(record: pb.InternalTraceRecord) -> TraceInput:
     if kind is not None:
         activity_message: Any = getattr(record, kind)
         for field, value in activity_message.ListFields():
-            if field.name in ("pre_harvest_interval_days", "withdrawal_period_days"):
+            name = field.name
+            if type(value) is str:  # most details (str() of a str is the str itself)
+                details[name] = value
+            elif name in _INTERVAL_FIELDS:
                 interval = int(value)
-            elif field.name == "passed":
+            elif name == "passed":
                 passed = bool(value)
             elif isinstance(value, pb.Quantity):
-                details[field.name] = f"{value.amount} {value.unit}".strip()
+                details[name] = f"{value.amount} {value.unit}".strip()
             else:
-                details[field.name] = str(value)
+                details[name] = str(value)
         if kind == "inspection":
             passed = bool(record.inspection.passed)
     return TraceInput(

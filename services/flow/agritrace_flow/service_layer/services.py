@@ -70,19 +70,26 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32
+
+
+def _characters(number: int) -> str:
+    """13 characters of the alphabet from the low 65 bits of `number`."""
+    return "".join(_ALPHABET[(number >> (5 * i)) & 31] for i in range(13))
+
+
 def new_id(prefix: str, province: str) -> str:
-    """Record ids: a kind letter, the province, 13 random Crockford characters (65 bits)."""
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    return prefix + province + "".join(secrets.choice(alphabet) for _ in range(13))
+    """Record ids: a kind letter, the province, 13 random Crockford characters (65 bits,
+    from one read of the system's random source)."""
+    return prefix + province + _characters(int.from_bytes(secrets.token_bytes(9)))
 
 
 def id_for_request(prefix: str, province: str, request_id: str, scope: str) -> str:
     """The id of what a request creates when another service learns it before the commit
     (codes bound to a batch): the same on every retry, so a retry after a failure half-way
     finds and completes the same record."""
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    number = int.from_bytes(hashlib.sha256(f"{scope}:{request_id}".encode()).digest()[:9])
-    return prefix + province + "".join(alphabet[(number >> (5 * i)) & 31] for i in range(13))
+    digest = hashlib.sha256(f"{scope}:{request_id}".encode()).digest()
+    return prefix + province + _characters(int.from_bytes(digest[:9]))
 
 
 def require_batch(uow: UnitOfWork, batch_id: str, field: str = "batch_id") -> Batch:
@@ -181,6 +188,8 @@ class TraceInput:
 
 
 T = TypeVar("T")
+# A production record's kind as its history entry names it ("veterinary drug").
+_SUMMARIES = {activity.value: activity.value.lower().replace("_", " ") for activity in Activity}
 
 
 @dataclass(frozen=True)
@@ -1019,7 +1028,7 @@ class FlowService:
             errors.add("occur_time", "is required")
         elif data.occurred_at > now:
             errors.add("occur_time", "is in the future")
-        if data.activity is not None and data.activity.has_interval and data.interval_days < 0:
+        if data.activity is not None and data.interval_days < 0 and data.activity.has_interval:
             errors.add("activity", "an interval cannot be negative")
         errors.raise_if_any()
         assert data.activity is not None and data.occurred_at is not None
@@ -1106,26 +1115,35 @@ class FlowService:
                 new.append((index, trace))
         flags = {batch_id: list(batch.flags) for batch_id, batch in batches.items()}
         if new:
-            uow.flow.add_traces([trace for _, trace in new])
-            self._judge_flags(uow, batches, [trace for _, trace in new], flags)
-            self._history(uow, *(HistoryEntry(
-                trace.batch_id, trace.occurred_at, "INTERNAL_TRACE",
-                batches[trace.batch_id].subject_id, "",
-                f"{trace.source_province}:{trace.source_record_id}",
-                trace.activity.value.lower().replace("_", " ")
-                + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(trace.details.items()))})"
-                   if trace.details else "")) for _, trace in new))
-            touched = sorted({trace.batch_id for _, trace in new})
+            traces = [trace for _, trace in new]
+            uow.flow.add_traces(traces)
+            self._judge_flags(uow, batches, traces, flags)
+            history: list[HistoryEntry] = []
+            records: list[dict[str, str]] = []
+            for trace in traces:  # one pass: thousands of records a message
+                record_id = f"{trace.source_province}:{trace.source_record_id}"
+                activity = trace.activity.value
+                details = trace.details
+                history.append(HistoryEntry(
+                    trace.batch_id, trace.occurred_at, "INTERNAL_TRACE",
+                    batches[trace.batch_id].subject_id, "", record_id,
+                    _SUMMARIES[activity] + (
+                        f" ({', '.join(f'{k}: {v}' for k, v in sorted(details.items()))})"
+                        if details else "")))
+                records.append({
+                    "batch_id": trace.batch_id, "source_province": trace.source_province,
+                    "source_record_id": trace.source_record_id, "activity": activity,
+                    "occur_time": trace.occurred_at.isoformat()})
+            uow.flow.add_history(history)
             uow.publish(Event(SERVICE, "internal_trace_recorded", {
-                "records": [{
-                    "batch_id": t.batch_id, "source_province": t.source_province,
-                    "source_record_id": t.source_record_id, "activity": t.activity.value,
-                    "occur_time": t.occurred_at.isoformat(),
-                } for _, t in new],
-                "flags": {batch_id: flags[batch_id] for batch_id in touched},
+                "records": records,
+                "flags": {batch_id: flags[batch_id]
+                          for batch_id in sorted({trace.batch_id for trace in traces})},
             }))
             uow.commit()
+        # The outcomes of a batch's records are the same (immutable) object.
+        stored = {batch_id: Result(batch_flags) for batch_id, batch_flags in flags.items()}
         for index, trace in new:
-            outcomes[index] = Result(flags[trace.batch_id])
+            outcomes[index] = stored[trace.batch_id]
         for index, batch_id in replays:
             outcomes[index] = Result(flags.get(batch_id, []), replayed=True)

@@ -4,6 +4,7 @@ every record exactly the outcome, rows and events it gets as its own use case.""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from agritrace_flow.service_layer.services import (
     ShipmentCommand,
     ShipmentInput,
     id_for_request,
+    new_id,
 )
 from agritrace_kernel.errors import DomainError
 from agritrace_testing.fakes import FixedClock, load_beside
@@ -311,3 +313,17 @@ def test_a_timestamp_converts_as_protobuf_converts_it(seconds: int, nanos: int) 
     assert converted == stamp.ToDatetime(tzinfo=UTC)
     assert converted is not None and converted.tzinfo is UTC
     assert _time(stamp, False) is None
+
+
+def test_record_ids_are_a_kind_letter_the_province_and_13_random_characters() -> None:
+    drawn = {new_id("S", "37") for _ in range(2000)}
+    assert len(drawn) == 2000
+    assert all(len(ident) == 16 and ident.startswith("S37") for ident in drawn)
+    assert set("".join(ident[3:] for ident in drawn)) == set(
+        "0123456789ABCDEFGHJKMNPQRSTVWXYZ")  # every character of the alphabet, and only those
+    # The ids derived from a request id keep their value (stored batch ids depend on it).
+    assert id_for_request("B", "37", "req-batch", "batch:S37COOP0783001") == \
+        id_for_request("B", "37", "req-batch", "batch:S37COOP0783001")
+    number = int.from_bytes(hashlib.sha256(b"s:r").digest()[:9])
+    assert id_for_request("B", "37", "r", "s") == "B37" + "".join(
+        "0123456789ABCDEFGHJKMNPQRSTVWXYZ"[(number >> (5 * i)) & 31] for i in range(13))
