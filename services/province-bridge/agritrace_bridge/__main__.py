@@ -1,4 +1,4 @@
-"""`python -m agritrace_bridge migrate` (the bridge, like every service's process) and
+"""`python -m agritrace_bridge serve|migrate` (the bridge, like every service's process) and
 `python -m agritrace_bridge simulate|faults|openapi ...` (see entrypoints/cli.py)."""
 
 import sys
@@ -7,6 +7,7 @@ from agritrace_bridge.entrypoints.cli import main
 from agritrace_kernel.process import service_main
 
 SERVICE_COMMANDS = {
+    "serve": "agritrace_bridge.entrypoints.grpc_server:main",
     "migrate": "agritrace_bridge.bootstrap:migrate",
 }
 

@@ -16,10 +16,16 @@ from agritrace_bridge.adapters.loader import AdapterCatalog, config_from_environ
 from agritrace_bridge.adapters.metrics import PrometheusObserver
 from agritrace_bridge.adapters.national import GrpcSubjectImporter
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
+from agritrace_bridge.adapters.sso_directory import GrpcPlatformDirectory
+from agritrace_bridge.contract import MAX_PAGE_SIZE
 from agritrace_bridge.service_layer.imports import HistoricalImport
 from agritrace_bridge.service_layer.national import SubjectImporter
 from agritrace_bridge.service_layer.observe import SyncObserver
+from agritrace_bridge.service_layer.onboarding import Onboarding, PlatformDirectory
+from agritrace_bridge.service_layer.outbound import OutboundQueue
 from agritrace_bridge.service_layer.ports import AdapterConfig, ProvincialPlatform
+from agritrace_bridge.service_layer.security import SecurityReports
+from agritrace_bridge.service_layer.status import StatusQuery
 from agritrace_kernel import db
 from agritrace_kernel.auth.wiring import service_channel
 from agritrace_kernel.config import Settings
@@ -28,6 +34,7 @@ from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.store import ServiceStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+ENV_IMPORT_PAGE_SIZE = "AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE"
 
 
 def service_name(province: str) -> str:
@@ -41,6 +48,9 @@ class BridgeConfig:
 
     adapter: str
     platform: AdapterConfig
+    # Subjects per provincial page of the historical import (AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE;
+    # one registry call and one checkpoint each).
+    import_page_size: int = MAX_PAGE_SIZE
 
     @property
     def province(self) -> str:
@@ -52,8 +62,13 @@ class BridgeConfig:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> BridgeConfig:
-        name, config = config_from_environment(os.environ if environ is None else environ)
-        return cls(name, config)
+        environ = os.environ if environ is None else environ
+        name, config = config_from_environment(environ)
+        raw = environ.get(ENV_IMPORT_PAGE_SIZE, "").strip() or str(MAX_PAGE_SIZE)
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+            raise ValueError(f"{ENV_IMPORT_PAGE_SIZE} must be a number from 1 to "
+                             f"{MAX_PAGE_SIZE}")
+        return cls(name, config, int(raw))
 
 
 @dataclass
@@ -63,6 +78,10 @@ class BridgeApp:
     store: ServiceStore
     platform: ProvincialPlatform
     imports: HistoricalImport
+    outbound: OutboundQueue
+    security: SecurityReports
+    onboarding: Onboarding
+    status: StatusQuery
     channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -88,12 +107,20 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None, *,
               config: BridgeConfig | None = None,
               platform: ProvincialPlatform | None = None,
               importer: SubjectImporter | None = None,
+              directory: PlatformDirectory | None = None,
               observer: SyncObserver | None = None) -> BridgeApp:
     """Builds the bridge. Unset parts come from the configuration: the provincial platform
     through its adapter (AGRITRACE_BRIDGE_ADAPTER), the registry over gRPC at
-    AGRITRACE_REGISTRY_ADDRESS as the platform client AGRITRACE_SERVICE_USERNAME."""
+    AGRITRACE_REGISTRY_ADDRESS as the platform client AGRITRACE_SERVICE_USERNAME, sso's
+    platform directory at AGRITRACE_SSO_ADDRESS."""
     config = config or BridgeConfig.from_environment()
     channels: list[grpc.Channel] = []
+    if directory is None:
+        if not settings.sso_address:
+            raise ValueError("AGRITRACE_SSO_ADDRESS is required: the bridge signs in to sso")
+        sso = grpc.insecure_channel(settings.sso_address)
+        channels.append(sso)
+        directory = GrpcPlatformDirectory(sso)
     if importer is None:
         registry, opened = service_channel(settings, settings.registry_address,
                                            "AGRITRACE_REGISTRY_ADDRESS")
@@ -110,6 +137,12 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None, *,
         return SqlAlchemyBridgeUnitOfWork(store.sessions, after_commit=store.after_commit)
 
     observer = observer or PrometheusObserver(config.province)
-    imports = HistoricalImport(config.province, uow_factory, platform, importer,
-                               observer=observer)
-    return BridgeApp(settings, config, store, platform, imports, channels)
+    province = config.province
+    imports = HistoricalImport(province, uow_factory, platform, importer,
+                               page_size=config.import_page_size, observer=observer)
+    outbound = OutboundQueue(province, uow_factory, platform, observer=observer)
+    onboarding = Onboarding(province, platform, directory)
+    return BridgeApp(
+        settings, config, store, platform, imports, outbound,
+        SecurityReports(province, uow_factory), onboarding,
+        StatusQuery(province, config.adapter, uow_factory, onboarding), channels)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,8 +12,12 @@ from sqlalchemy.orm import Session
 
 from agritrace_bridge.adapters import orm
 from agritrace_bridge.domain.imports import Counts, ImportRun, Outcome, RecordOutcome, RunState
+from agritrace_bridge.domain.outbound import QueuedRecord
+from agritrace_bridge.domain.status import DirectionStatus, SecurityEvent, Severity
+from agritrace_bridge.service_layer.observe import Direction
 from agritrace_kernel.db import SqlAlchemyUnitOfWork, as_utc, bulk_insert, matching
 
+TZ = orm.TZ
 _r = orm.import_runs.c
 _o = orm.import_outcomes.c
 
@@ -88,8 +94,166 @@ class SqlAlchemyImports:
                 for row in self.session.execute(query).mappings()]
 
 
+_s = orm.direction_stats.c
+# What waits in each direction, and since when: the queue's table, its "waiting" state and
+# the column of the time a record started waiting.
+_QUEUES = {
+    Direction.INBOUND: (orm.trace_inbox, "PENDING", orm.trace_inbox.c.received_at),
+    Direction.OUTBOUND: (orm.outbound_queue, "PENDING", orm.outbound_queue.c.enqueued_at),
+}
+
+
+class SqlAlchemySync:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def status(self, direction: Direction, now: datetime) -> DirectionStatus:
+        depth, oldest, dead = 0, None, 0
+        if direction in _QUEUES:
+            table, waiting, since = _QUEUES[direction]
+            depth, oldest = self.session.execute(
+                sa.select(sa.func.count(), sa.func.min(since))
+                .where(table.c.state == waiting)).one()
+        if direction is Direction.OUTBOUND:
+            dead = self.session.execute(
+                sa.select(sa.func.count()).select_from(orm.dead_letters)).scalar_one()
+        row = self.session.execute(sa.select(orm.direction_stats)
+                                   .where(_s.direction == direction.value)).mappings().first()
+        lag = max(0.0, (now - as_utc(oldest)).total_seconds()) if oldest else 0.0
+        if row is None:
+            return DirectionStatus(queue_depth=depth, dead_letters=dead, lag_seconds=lag)
+        return DirectionStatus(
+            queue_depth=depth, dead_letters=dead, lag_seconds=lag,
+            delivered=row["delivered"], errors=row["errors"],
+            last_success_at=as_utc(row["last_success_at"]) if row["last_success_at"] else None,
+            last_error=row["last_error"])
+
+    def _ensure(self, direction: Direction) -> None:
+        exists = self.session.execute(sa.select(_s.direction)
+                                      .where(_s.direction == direction.value)).first()
+        if exists is None:
+            self.session.execute(sa.insert(orm.direction_stats)
+                                 .values(direction=direction.value))
+
+    def note_delivered(self, direction: Direction, count: int, now: datetime) -> None:
+        self._ensure(direction)
+        self.session.execute(sa.update(orm.direction_stats)
+                             .where(_s.direction == direction.value)
+                             .values(delivered=_s.delivered + count, last_success_at=now,
+                                     last_error=""))
+
+    def note_error(self, direction: Direction, error: str) -> None:
+        self._ensure(direction)
+        self.session.execute(sa.update(orm.direction_stats)
+                             .where(_s.direction == direction.value)
+                             .values(errors=_s.errors + 1, last_error=error[:1000]))
+
+
+class SqlAlchemySecurity:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def by_request(self, request_id: str) -> SecurityEvent | None:
+        row = self.session.execute(
+            sa.select(orm.security_events)
+            .where(orm.security_events.c.request_id == request_id)).mappings().first()
+        if row is None:
+            return None
+        return SecurityEvent(
+            event_id=row["event_id"], request_id=row["request_id"], category=row["category"],
+            severity=Severity(row["severity"]), summary=row["summary"], details=row["details"],
+            occur_time=as_utc(row["occur_time"]), recorded_at=as_utc(row["recorded_at"]),
+            reported_by=row["reported_by"])
+
+    def add(self, event: SecurityEvent) -> None:
+        self.session.execute(sa.insert(orm.security_events).values(
+            event_id=event.event_id, request_id=event.request_id, category=event.category,
+            severity=event.severity.value, summary=event.summary, details=event.details,
+            occur_time=event.occur_time, recorded_at=event.recorded_at,
+            reported_by=event.reported_by))
+
+
+_q = orm.outbound_queue.c
+_d = orm.dead_letters.c
+_RECORD_COLUMNS = ("record_id", "type", "occur_time", "subject_id", "payload", "enqueued_at")
+
+
+def _queued(row: sa.RowMapping) -> QueuedRecord:
+    return QueuedRecord(
+        record_id=row["record_id"], type=row["type"], occur_time=as_utc(row["occur_time"]),
+        subject_id=row["subject_id"], payload=json.loads(row["payload"]),
+        enqueued_at=as_utc(row["enqueued_at"]), attempts=row["attempts"],
+        last_error=row["last_error"])
+
+
+class SqlAlchemyOutbound:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def enqueue(self, record: QueuedRecord, now: datetime) -> bool:
+        for table in (orm.outbound_queue, orm.dead_letters):
+            if self.session.execute(sa.select(table.c.record_id)
+                                    .where(table.c.record_id == record.record_id)).first():
+                return False
+        self.session.execute(sa.insert(orm.outbound_queue).values(
+            record_id=record.record_id, type=record.type, occur_time=record.occur_time,
+            subject_id=record.subject_id,
+            payload=json.dumps(dict(record.payload), ensure_ascii=False, sort_keys=True),
+            enqueued_at=record.enqueued_at, state="PENDING", attempts=0,
+            next_attempt_at=now))
+        return True
+
+    def due(self, now: datetime, limit: int) -> list[QueuedRecord]:
+        rows = self.session.execute(
+            sa.select(orm.outbound_queue)
+            .where(_q.state == "PENDING", _q.next_attempt_at <= now)
+            .order_by(_q.next_attempt_at, _q.enqueued_at, _q.record_id).limit(limit))
+        return [_queued(row) for row in rows.mappings()]
+
+    def next_due(self) -> datetime | None:
+        due = self.session.execute(sa.select(sa.func.min(_q.next_attempt_at))
+                                   .where(_q.state == "PENDING")).scalar_one()
+        return as_utc(due) if due is not None else None
+
+    def delivered(self, record_id: str, now: datetime) -> None:
+        self.session.execute(sa.update(orm.outbound_queue).where(_q.record_id == record_id)
+                             .values(state="DELIVERED", delivered_at=now, last_error=""))
+
+    def retry_later(self, record_id: str, attempts: int, at: datetime, error: str) -> None:
+        self.session.execute(sa.update(orm.outbound_queue).where(_q.record_id == record_id)
+                             .values(attempts=attempts, next_attempt_at=at,
+                                     last_error=error[:1000]))
+
+    def dead(self, record_id: str, attempts: int, error: str, now: datetime) -> None:
+        columns = [_q[name] for name in _RECORD_COLUMNS]
+        self.session.execute(orm.dead_letters.insert().from_select(
+            [*_RECORD_COLUMNS, "attempts", "last_error", "dead_at"],
+            sa.select(*columns, sa.literal(attempts), sa.literal(error[:1000]),
+                      sa.literal(now, TZ)).where(_q.record_id == record_id)))
+        self.session.execute(sa.delete(orm.outbound_queue).where(_q.record_id == record_id))
+
+    def replay(self, record_ids: Sequence[str], now: datetime) -> int:
+        chosen = _d.record_id.in_(list(record_ids)) if record_ids else sa.true()
+        ids = list(self.session.execute(sa.select(_d.record_id).where(chosen)).scalars())
+        if not ids:
+            return 0
+        columns = [_d[name] for name in _RECORD_COLUMNS]
+        self.session.execute(orm.outbound_queue.insert().from_select(
+            [*_RECORD_COLUMNS, "state", "attempts", "next_attempt_at", "last_error"],
+            sa.select(*columns, sa.literal("PENDING"), sa.literal(0), sa.literal(now, TZ),
+                      sa.literal("")).where(_d.record_id.in_(ids))))
+        self.session.execute(sa.delete(orm.dead_letters).where(_d.record_id.in_(ids)))
+        return len(ids)
+
+
 class SqlAlchemyBridgeUnitOfWork(SqlAlchemyUnitOfWork):
     imports: SqlAlchemyImports
+    sync: SqlAlchemySync
+    security: SqlAlchemySecurity
+    outbound: SqlAlchemyOutbound
 
     def _open(self, session: Session) -> None:
         self.imports = SqlAlchemyImports(session)
+        self.sync = SqlAlchemySync(session)
+        self.security = SqlAlchemySecurity(session)
+        self.outbound = SqlAlchemyOutbound(session)

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from agritrace_bridge.contract import MAX_PAGE_SIZE, Subject
 from agritrace_bridge.domain.imports import ImportRun, Outcome, RecordOutcome, RunState
 from agritrace_bridge.domain.retry import DEFAULT_BACKOFF, Backoff
+from agritrace_bridge.service_layer.access import check_acts_for
 from agritrace_bridge.service_layer.national import NationalError, SubjectImporter
 from agritrace_bridge.service_layer.observe import NO_OBSERVER, Direction, SyncObserver
 from agritrace_bridge.service_layer.ports import PlatformError, ProvincialPlatform
 from agritrace_bridge.service_layer.unit_of_work import BridgeUnitOfWork
+from agritrace_kernel.auth.principal import Principal
 from agritrace_kernel.errors import InvalidArgument, NotFound
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.paging import decode_token, encode_token
@@ -64,9 +66,10 @@ class HistoricalImport:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def start(self, request_id: str) -> ImportRun:
+    def start(self, actor: Principal | None, request_id: str) -> ImportRun:
         """Starts an import, or answers the one that is already running; a failed run is
         resumed from its checkpoint. Idempotent by `request_id`."""
+        check_acts_for(actor, self._province)
         request_id = request_id.strip()
         if not 1 <= len(request_id) <= 64:
             raise InvalidArgument.of("request_id", "must be 1-64 characters")
@@ -115,8 +118,9 @@ class HistoricalImport:
                            reason="IMPORT_NOT_FOUND")
         return run
 
-    def report(self, import_id: str, page_token: str, page_size: int,
-               only: Outcome | None = None) -> ReportPage:
+    def report(self, actor: Principal | None, import_id: str, page_token: str,
+               page_size: int, only: Outcome | None = None) -> ReportPage:
+        check_acts_for(actor, self._province)
         run = self.get(import_id)
         after = ""
         if page_token:

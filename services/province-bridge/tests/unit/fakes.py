@@ -4,7 +4,7 @@ platform and the registry's import, each able to fail on demand."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from agritrace_bridge.contract import (
@@ -17,7 +17,11 @@ from agritrace_bridge.contract import (
     TraceRecordPage,
 )
 from agritrace_bridge.domain.imports import ImportRun, Outcome, RecordOutcome
-from agritrace_bridge.service_layer.ports import NotSupported
+from agritrace_bridge.domain.outbound import QueuedRecord
+from agritrace_bridge.domain.status import DirectionStatus, SecurityEvent
+from agritrace_bridge.service_layer.national import NationalRefused
+from agritrace_bridge.service_layer.onboarding import PlatformEntry
+from agritrace_bridge.service_layer.ports import NotSupported, PlatformRejected
 from agritrace_testing.fakes import FakeUnitOfWorkBase
 
 
@@ -25,6 +29,12 @@ from agritrace_testing.fakes import FakeUnitOfWorkBase
 class Tables:
     runs: dict[str, ImportRun] = field(default_factory=dict)
     outcomes: dict[tuple[str, str], RecordOutcome] = field(default_factory=dict)
+    security: dict[str, SecurityEvent] = field(default_factory=dict)
+    # record id -> (record, state, next attempt)
+    queue: dict[str, tuple[QueuedRecord, str, datetime]] = field(default_factory=dict)
+    dead: dict[str, QueuedRecord] = field(default_factory=dict)
+    stats: dict[str, DirectionStatus] = field(default_factory=dict)
+    inbox: set[tuple[str, str]] = field(default_factory=set)
 
 
 class FakeDatabase:
@@ -75,11 +85,101 @@ class FakeImports:
         return rows[:limit]
 
 
+class FakeSync:
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def status(self, direction: str, now: datetime) -> DirectionStatus:
+        stored = self.t.stats.get(direction, DirectionStatus())
+        if direction != "outbound":
+            return stored
+        waiting = [r for r, state, _ in self.t.queue.values() if state == "PENDING"]
+        oldest = min((r.enqueued_at for r in waiting), default=None)
+        return replace(stored, queue_depth=len(waiting), dead_letters=len(self.t.dead),
+                       lag_seconds=(now - oldest).total_seconds() if oldest else 0.0)
+
+    def note_delivered(self, direction: str, count: int, now: datetime) -> None:
+        stored = self.t.stats.get(direction, DirectionStatus())
+        self.t.stats[direction] = replace(stored, delivered=stored.delivered + count,
+                                          last_success_at=now, last_error="")
+
+    def note_error(self, direction: str, error: str) -> None:
+        stored = self.t.stats.get(direction, DirectionStatus())
+        self.t.stats[direction] = replace(stored, errors=stored.errors + 1, last_error=error)
+
+
+class FakeSecurity:
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def by_request(self, request_id: str) -> SecurityEvent | None:
+        return self.t.security.get(request_id)
+
+    def add(self, event: SecurityEvent) -> None:
+        self.t.security[event.request_id] = event
+
+
+class FakeOutbound:
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def enqueue(self, record: QueuedRecord, now: datetime) -> bool:
+        if record.record_id in self.t.queue or record.record_id in self.t.dead:
+            return False
+        self.t.queue[record.record_id] = (record, "PENDING", now)
+        return True
+
+    def due(self, now: datetime, limit: int) -> list[QueuedRecord]:
+        due = sorted(((at, r.enqueued_at, r.record_id, r) for r, state, at
+                      in self.t.queue.values() if state == "PENDING" and at <= now))
+        return [entry[-1] for entry in due[:limit]]
+
+    def next_due(self) -> datetime | None:
+        return min((at for _, state, at in self.t.queue.values() if state == "PENDING"),
+                   default=None)
+
+    def delivered(self, record_id: str, now: datetime) -> None:
+        record, _, at = self.t.queue[record_id]
+        self.t.queue[record_id] = (replace(record, last_error=""), "DELIVERED", at)
+
+    def retry_later(self, record_id: str, attempts: int, at: datetime, error: str) -> None:
+        record, state, _ = self.t.queue[record_id]
+        self.t.queue[record_id] = (replace(record, attempts=attempts, last_error=error),
+                                   state, at)
+
+    def dead(self, record_id: str, attempts: int, error: str, now: datetime) -> None:
+        record, _, _ = self.t.queue.pop(record_id)
+        self.t.dead[record_id] = replace(record, attempts=attempts, last_error=error)
+
+    def replay(self, record_ids: Sequence[str], now: datetime) -> int:
+        chosen = [i for i in (record_ids or list(self.t.dead)) if i in self.t.dead]
+        for record_id in chosen:
+            record = self.t.dead.pop(record_id)
+            self.t.queue[record_id] = (replace(record, attempts=0, last_error=""), "PENDING",
+                                       now)
+        return len(chosen)
+
+
+class FakeInbox:
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def claim(self, consumer: str, event_id: str) -> bool:
+        if (consumer, event_id) in self.t.inbox:
+            return False
+        self.t.inbox.add((consumer, event_id))
+        return True
+
+
 class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):
     imports: FakeImports
 
     def _open(self, working: Tables) -> None:
         self.imports = FakeImports(working)
+        self.events = FakeInbox(working)
+        self.sync = FakeSync(working)
+        self.security = FakeSecurity(working)
+        self.outbound = FakeOutbound(working)
 
     def commit(self) -> None:
         database: FakeDatabase = self.database  # type: ignore[assignment]
@@ -105,6 +205,9 @@ class FakePlatform:
         self._province = province
         self.failures: list[Exception] = []
         self.calls = 0
+        self.pushed: dict[str, NationalRecord] = {}
+        self.push_failures: list[Exception] = []
+        self.verifies_tokens = True
 
     @property
     def province(self) -> str:
@@ -127,10 +230,20 @@ class FakePlatform:
         return TraceRecordPage(records=[], next_cursor=cursor)
 
     def push_national_record(self, record: NationalRecord) -> PushResult:
-        return PushResult(record_id=record.record_id, accepted_time=datetime.now(UTC))
+        if self.push_failures:
+            raise self.push_failures.pop(0)
+        held = self.pushed.get(record.record_id)
+        if held is not None and held != record:
+            raise PlatformRejected("other content", reason="RECORD_CONFLICT", status=409)
+        self.pushed[record.record_id] = record
+        return PushResult(record_id=record.record_id, accepted_time=datetime.now(UTC),
+                          replayed=held is not None)
 
     def verify_token(self, token: str) -> TokenVerification:
-        raise NotSupported("a fake verifies no tokens", reason="NOT_SUPPORTED")
+        if not self.verifies_tokens:
+            raise NotSupported("a fake verifies no tokens", reason="NOT_SUPPORTED")
+        active = token == f"exchanged-for-province-{self._province}"
+        return TokenVerification(active=active, reason="" if active else "TOKEN_INVALID")
 
     def close(self) -> None:
         pass
@@ -196,3 +309,26 @@ class RecordingObserver:
 
     def succeeded(self, direction: str) -> None:
         self.successes.append(direction)
+
+
+class FakeDirectory:
+    """sso's platform directory: one platform per province; only a token of an
+    administrator ("admin-token") may exchange tokens and change stages."""
+
+    def __init__(self, entries: Sequence[PlatformEntry] = ()) -> None:
+        self.entries = {e.province: e for e in entries}
+
+    def find(self, province: str) -> PlatformEntry | None:
+        return self.entries.get(province)
+
+    def exchange_token(self, platform_id: str, credentials: str) -> str:
+        if credentials != "admin-token":
+            raise NationalRefused("sso: for administrators only", reason="NOT_PERMITTED")
+        return f"exchanged-for-{platform_id}"
+
+    def connect(self, platform_id: str, credentials: str) -> PlatformEntry:
+        if credentials != "admin-token":
+            raise NationalRefused("sso: for administrators only", reason="NOT_PERMITTED")
+        entry = next(e for e in self.entries.values() if e.platform_id == platform_id)
+        self.entries[entry.province] = replace(entry, stage="CONNECTED")
+        return self.entries[entry.province]

@@ -57,7 +57,7 @@ def test_an_import_pages_through_the_province_and_keeps_a_report(
         fake: Any) -> None:
     observer = fake.RecordingObserver()
     importer = make_import(observer=observer)
-    started = importer.start("first")
+    started = importer.start(None, "first")
     assert started.state is RunState.RUNNING and started.import_id == "import-37-0001"
 
     done = run(importer)
@@ -71,10 +71,10 @@ def test_an_import_pages_through_the_province_and_keeps_a_report(
     names = [event.name for event in database.published]
     assert names == ["import_started", "import_completed"]
     assert database.published[1].payload["merged"] == 3
-    report = importer.report("", "", 100)
+    report = importer.report(None, "", "", 100)
     assert [o.source_record_id for o in report.outcomes] == [f"37-{n:08d}" for n in
                                                              range(1, 26)]
-    rejected = importer.report(done.import_id, "", 100, Outcome.REJECTED).outcomes
+    rejected = importer.report(None, done.import_id, "", 100, Outcome.REJECTED).outcomes
     assert [(o.source_record_id, o.field) for o in rejected] == [("37-00000010",
                                                                  "resident_id")]
 
@@ -82,23 +82,23 @@ def test_an_import_pages_through_the_province_and_keeps_a_report(
 def test_the_report_pages_and_refuses_a_token_of_another_listing(
         make_import: Callable[..., HistoricalImport]) -> None:
     importer = make_import()
-    importer.start("r")
+    importer.start(None, "r")
     run(importer)
     seen, token = [], ""
     while True:
-        page = importer.report("", token, 7)
+        page = importer.report(None, "", token, 7)
         seen += [o.source_record_id for o in page.outcomes]
         if not page.next_page_token:
             break
         token = page.next_page_token
     assert len(seen) == len(set(seen)) == 25
-    first = importer.report("", "", 7)
+    first = importer.report(None, "", "", 7)
     with pytest.raises(InvalidArgument):
-        importer.report("", first.next_page_token, 7, Outcome.MERGED)
+        importer.report(None, "", first.next_page_token, 7, Outcome.MERGED)
     with pytest.raises(InvalidArgument):
-        importer.report("", "not-a-token", 7)
+        importer.report(None, "", "not-a-token", 7)
     with pytest.raises(NotFound):
-        importer.report("import-37-9999", "", 7)
+        importer.report(None, "import-37-9999", "", 7)
 
 
 def test_outages_on_either_side_are_retried_without_duplicates(
@@ -109,7 +109,7 @@ def test_outages_on_either_side_are_retried_without_duplicates(
     province.failures = [PlatformUnavailable("down", reason="UNAVAILABLE", status=503)]
     registry.failures = [NationalUnavailable("registry: down", reason="UNAVAILABLE"),
                          NationalUnavailable("registry: busy", reason="IMPORT_ALREADY_RUNNING")]
-    importer.start("r")
+    importer.start(None, "r")
 
     done = run(importer)
 
@@ -122,7 +122,7 @@ def test_outages_on_either_side_are_retried_without_duplicates(
 def test_a_bridge_that_dies_before_storing_an_acknowledged_page_resumes_without_duplicates(
         make_import: Callable[..., HistoricalImport], registry: Any, database: Any) -> None:
     importer = make_import()
-    importer.start("r")
+    importer.start(None, "r")
     stop = threading.Event()
     # The second page is acknowledged by the registry, then the bridge's commit is lost.
     original = registry.import_page
@@ -145,7 +145,7 @@ def test_a_bridge_that_dies_before_storing_an_acknowledged_page_resumes_without_
     assert done.state is RunState.COMPLETED
     assert done.counts.total == 25 and done.counts.created == 21
     assert [len(ids) for _, ids in registry.pages] == [10, 10, 10, 5]  # page 2 sent twice
-    assert len(restarted.report("", "", 100).outcomes) == 25
+    assert len(restarted.report(None, "", "", 100).outcomes) == 25
 
 
 def test_a_final_error_stops_the_run_and_starting_again_resumes_it(
@@ -153,7 +153,7 @@ def test_a_final_error_stops_the_run_and_starting_again_resumes_it(
         fake: Any) -> None:
     observer = fake.RecordingObserver()
     importer = make_import(observer=observer)
-    importer.start("r")
+    importer.start(None, "r")
     original = registry.import_page
 
     def refuse_second(*args: Any) -> Any:
@@ -168,7 +168,7 @@ def test_a_final_error_stops_the_run_and_starting_again_resumes_it(
     assert failed.last_error.startswith("OUTSIDE_JURISDICTION")
     assert observer.failures == [("import", "OUTSIDE_JURISDICTION")]
 
-    resumed = importer.start("again")
+    resumed = importer.start(None, "again")
     assert resumed.import_id == failed.import_id and resumed.state is RunState.RUNNING
     done = run(importer)
     assert done.state is RunState.COMPLETED and done.counts.total == 25
@@ -177,7 +177,7 @@ def test_a_final_error_stops_the_run_and_starting_again_resumes_it(
 def test_a_contract_violation_of_the_platform_is_final(
         make_import: Callable[..., HistoricalImport], province: Any) -> None:
     importer = make_import()
-    importer.start("r")
+    importer.start(None, "r")
     province.failures = [ContractViolation("the token did not move", reason="BAD_PAGE")]
     failed = run(importer)
     assert failed.state is RunState.FAILED and "BAD_PAGE" in failed.last_error
@@ -186,24 +186,24 @@ def test_a_contract_violation_of_the_platform_is_final(
 def test_starting_is_idempotent_and_never_runs_two_imports(
         make_import: Callable[..., HistoricalImport]) -> None:
     importer = make_import()
-    first = importer.start("a")
-    assert importer.start("a") == first
-    assert importer.start("b").import_id == first.import_id  # still running: the same run
+    first = importer.start(None, "a")
+    assert importer.start(None, "a") == first
+    assert importer.start(None, "b").import_id == first.import_id  # still running: the same run
     run(importer)
-    again = importer.start("c")
+    again = importer.start(None, "c")
     assert again.import_id != first.import_id and again.state is RunState.RUNNING
-    assert importer.start("a").import_id == first.import_id
+    assert importer.start(None, "a").import_id == first.import_id
     with pytest.raises(InvalidArgument):
-        importer.start(" ")
+        importer.start(None, " ")
 
 
 def test_personal_data_quoted_by_the_registry_is_not_stored(
         make_import: Callable[..., HistoricalImport], registry: Any) -> None:
     registry.reason_quotes_personal_data = True
     importer = make_import()
-    importer.start("r")
+    importer.start(None, "r")
     run(importer)
-    rejected = importer.report("", "", 10, Outcome.REJECTED).outcomes[0]
+    rejected = importer.report(None, "", "", 10, Outcome.REJECTED).outcomes[0]
     assert "370102199001011234" not in rejected.reason and "***" in rejected.reason
 
 

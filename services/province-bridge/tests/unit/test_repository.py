@@ -37,7 +37,7 @@ def test_the_import_checkpoint_and_report_live_in_the_provinces_own_database(
                                 backoff=Backoff(0, 0)), store
 
     first, store = use_case()
-    started = first.start("one")
+    started = first.start(None, "one")
     stop = threading.Event()
     first._step(started, stop)  # one page, then the process "dies"
     store.close()
@@ -48,12 +48,12 @@ def test_the_import_checkpoint_and_report_live_in_the_provinces_own_database(
     done = second.run_pending(stop)
     assert done is not None and done.state is RunState.COMPLETED
     assert done.counts.created == 7
-    report = second.report("", "", 5)
+    report = second.report(None, "", "", 5)
     assert len(report.outcomes) == 5 and report.next_page_token
-    rest = second.report("", report.next_page_token, 5)
+    rest = second.report(None, "", report.next_page_token, 5)
     assert [o.source_record_id for o in report.outcomes + rest.outcomes] == \
         [s.source_record_id for s in subjects]
-    assert second.report("", "", 5, Outcome.REJECTED).outcomes == []
+    assert second.report(None, "", "", 5, Outcome.REJECTED).outcomes == []
     with store.sessions() as session:
         events = session.execute(sa.select(outbox.c.name).order_by(outbox.c.id)).scalars().all()
     assert events == ["import_started", "import_completed"]

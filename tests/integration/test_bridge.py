@@ -1,0 +1,301 @@
+"""The province bridge against the real platform (both modes) and a simulated province run
+as its own process: the historical import survives a SIGKILL, a bridge acts for its own
+province only, security reports are stored and announced, and a conformance run connects a
+province."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agritrace.bridge.v1 import bridge_pb2 as bpb
+from agritrace.bridge.v1 import bridge_pb2_grpc
+from agritrace.events.v1 import event_log_pb2, event_log_pb2_grpc
+from agritrace.registry.v1 import registry_pb2 as rpb
+from agritrace.registry.v1 import registry_pb2_grpc
+from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
+from agritrace_kernel.auth.sso_client import bearer_metadata
+from tests.integration.conftest import ROOT, USER_PASSWORD, Platform, free_port, wait_serving
+
+pytestmark = pytest.mark.integration
+
+
+def _until(condition: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"not within {timeout}s: {what}")
+
+
+@dataclass
+class Simulator:
+    """`python -m agritrace_bridge simulate` as a process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    api_key: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=15)
+
+
+def start_simulator(province: str, log: Path, *args: str) -> Simulator:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agritrace_bridge", "simulate", "--province", province,
+         "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("wb"))
+    assert process.stdout is not None
+    url = process.stdout.readline().decode().strip()
+    key = process.stdout.readline().decode().strip().removeprefix("api_key=")
+    assert url.startswith("http"), f"simulator did not start: {log.read_text()[-2000:]}"
+    return Simulator(process, url, key)
+
+
+@dataclass
+class Bridge:
+    """A province's bridge: `python -m agritrace_bridge migrate`, then `serve`."""
+
+    province: str
+    env: dict[str, str]
+    log_dir: Path
+    address: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    starts: int = 0
+
+    @property
+    def server(self) -> subprocess.Popen[bytes]:
+        return self.processes[-1]
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"bridge-{self.province}-{self.starts}.log").open("wb")
+        process = subprocess.Popen([sys.executable, "-m", "agritrace_bridge", "serve"],
+                                   env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        wait_serving(self.address, process)
+
+    def kill(self) -> None:
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait(timeout=15)
+
+    def stop(self) -> int:
+        if self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            return self.server.wait(timeout=30)
+        return self.server.returncode
+
+    def logs(self) -> str:
+        return "".join(path.read_text(errors="replace")[-3000:]
+                       for path in sorted(self.log_dir.glob(f"bridge-{self.province}-*.log")))
+
+
+def sso_stub(platform: Platform) -> Any:
+    return sso_pb2_grpc.SsoServiceStub(platform.sso_channel)  # type: ignore[no-untyped-call]
+
+
+def register_province(platform: Platform, province: str, stage: int) -> tuple[str, str]:
+    """The province's platform in sso's directory at `stage`, and a platform client account
+    for its bridge: (platform_id, username)."""
+    sso, admin = sso_stub(platform), bearer_metadata(platform.admin_token)
+    platform_id = f"province-{province}"
+    sso.RegisterPlatform(sso_pb2.RegisterPlatformRequest(platform=sso_pb2.Platform(
+        platform_id=platform_id, province=province, name=f"省级追溯平台 {province}",
+        url=f"https://trace{province}.example.gov.cn")), metadata=admin)
+    sso.UpdatePlatform(sso_pb2.UpdatePlatformRequest(
+        platform=sso_pb2.Platform(platform_id=platform_id, stage=stage),  # type: ignore[arg-type]
+        update_mask={"paths": ["stage"]}), metadata=admin)
+    username = f"bridge-{province}"
+    sso.CreateAccount(sso_pb2.CreateAccountRequest(
+        request_id=username, password=USER_PASSWORD, account=sso_pb2.Account(
+            username=username, display_name=f"bridge of {province}",
+            kind=sso_pb2.ACCOUNT_KIND_PLATFORM_CLIENT, jurisdiction=province)),
+        metadata=admin)
+    return platform_id, username
+
+
+def bridge_env(platform: Platform, province: str, username: str, simulator: Simulator,
+               data_dir: Path, **extra: str) -> tuple[dict[str, str], str]:
+    port = free_port()
+    env = {k: v for k, v in platform.env.items()
+           if not k.startswith("AGRITRACE_") or k in (
+               "AGRITRACE_DATABASE_URL", "AGRITRACE_PII_KEY", "AGRITRACE_EVENT_BUS",
+               "AGRITRACE_AMQP_URI", "AGRITRACE_REDIS_URL", "AGRITRACE_LOG_FORMAT")}
+    if not env.get("AGRITRACE_PII_KEY"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGRITRACE_")}
+    env.update({
+        "AGRITRACE_DATA_DIR": str(data_dir),
+        "AGRITRACE_GRPC_ADDRESS": f"127.0.0.1:{port}",
+        "AGRITRACE_METRICS_PORT": str(free_port()),
+        "AGRITRACE_SSO_ADDRESS": platform.sso_address or platform.address,
+        "AGRITRACE_REGISTRY_ADDRESS": platform.address,
+        "AGRITRACE_FLOW_ADDRESS": platform.flow_address or platform.address,
+        "AGRITRACE_SERVICE_USERNAME": username,
+        "AGRITRACE_SERVICE_PASSWORD": USER_PASSWORD,
+        "AGRITRACE_MIGRATE_ON_START": "true",
+        "AGRITRACE_OUTBOX_POLL_SECONDS": "0.1",
+        "AGRITRACE_BRIDGE_PROVINCE": province,
+        "AGRITRACE_BRIDGE_ADAPTER": "rest",
+        "AGRITRACE_BRIDGE_ADAPTER_BASE_URL": simulator.url,
+        "AGRITRACE_BRIDGE_ADAPTER_API_KEY": simulator.api_key,
+        **extra,
+    })
+    return env, f"127.0.0.1:{port}"
+
+
+@dataclass
+class Province:
+    """A simulated province with its bridge, on the module's platform."""
+
+    code: str
+    platform_id: str
+    username: str
+    simulator: Simulator
+    bridge: Bridge
+    platform: Platform
+
+    def token(self) -> str:
+        return self.platform.login(self.username, USER_PASSWORD)
+
+    def stub(self, token: str | None = None) -> Any:
+        channel = self.platform.channel_as(token or self.platform.admin_token,
+                                           self.bridge.address)
+        return bridge_pb2_grpc.ProvinceBridgeServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(scope="module")
+def province_37(platform: Platform, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[Province]:
+    tmp = tmp_path_factory.mktemp(f"bridge-37-{platform.mode}")
+    platform_id, username = register_province(platform, "37", sso_pb2.ONBOARDING_STAGE_TESTING)
+    simulator = start_simulator(
+        "37", tmp / "simulator.log", "--subjects", "1500", "--invalid-every", "100",
+        "--latency-ms", "20", "--sso-address", platform.sso_address or platform.address)
+    env, address = bridge_env(platform, "37", username, simulator, tmp / "var",
+                              AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE="100")
+    bridge = Bridge("37", env, tmp, address)
+    try:
+        bridge.start()
+        yield Province("37", platform_id, username, simulator, bridge, platform)
+        assert bridge.stop() == 0, bridge.logs()
+    except BaseException:
+        sys.stderr.write(f"--- bridge log ---\n{bridge.logs()}\n")
+        raise
+    finally:
+        for process in bridge.processes:
+            if process.poll() is None:
+                process.kill()
+        simulator.stop()
+
+
+def _latest(province: Province) -> Any:
+    return province.stub().GetStatus(bpb.GetStatusRequest()).latest_import
+
+
+def test_the_import_survives_a_sigkill_and_ends_with_each_subject_once(
+        province_37: Province) -> None:
+    province = province_37
+    bridge = province.stub(province.token())  # the province's own ops team
+    run = bridge.StartImport(bpb.StartImportRequest(request_id="first")).run
+    assert run.state == bpb.IMPORT_STATE_RUNNING
+    _until(lambda: _latest(province).pages >= 3, what="three pages imported")
+
+    province.bridge.kill()
+    province.bridge.start()
+
+    done = _until(lambda: (r := _latest(province)).state == bpb.IMPORT_STATE_COMPLETED
+                  and r, timeout=120, what="the import completed")
+    assert done.import_id == run.import_id
+    assert (done.total_size, done.pages) == (1500, 15)
+    assert done.created + done.merged + done.conflict + done.rejected == 1500
+    assert done.rejected == 15 and done.created == 1485
+    outcomes, token = [], ""
+    while True:
+        page = province.stub().GetImportReport(bpb.GetImportReportRequest(
+            import_id=run.import_id, page_size=1000, page_token=token))
+        outcomes += page.outcomes
+        token = page.next_page_token
+        if not token:
+            break
+    assert len({o.source_record_id for o in outcomes}) == len(outcomes) == 1500
+    rejected = province.stub().GetImportReport(bpb.GetImportReportRequest(
+        outcome=bpb.IMPORT_OUTCOME_REJECTED)).outcomes
+    assert len(rejected) == 15 and all(o.field and o.reason for o in rejected)
+    # One national identity per created record: no duplicate from the resent page.
+    subjects, token = 0, ""
+    while True:
+        page = province.platform.registry.ListSubjects(rpb.ListSubjectsRequest(
+            division_prefix="37", page_size=1000, page_token=token))
+        subjects += len(page.subjects)
+        token = page.next_page_token
+        if not token:
+            break
+    assert subjects == 1485
+    again = bridge.StartImport(bpb.StartImportRequest(request_id="first")).run
+    assert again.import_id == run.import_id
+
+
+def test_a_bridge_acts_for_its_own_province_only(province_37: Province) -> None:
+    platform = province_37.platform
+    token = province_37.token()
+    registry = registry_pb2_grpc.RegistryServiceStub(platform.channel)  # type: ignore[no-untyped-call]
+    with pytest.raises(grpc.RpcError) as refused:
+        list(registry.ImportSubjects(iter([rpb.ImportSubjectsRequest(
+            import_id=f"foreign-{uuid.uuid4().hex[:8]}", source_province="11",
+            records=[rpb.ImportRecord(source_record_id="11-1", registration=rpb.
+                                      SubjectRegistration(name="x"))])]),
+            metadata=bearer_metadata(token)))
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    _, username = register_province(platform, "11", sso_pb2.ONBOARDING_STAGE_TESTING)
+    foreign = platform.login(username, USER_PASSWORD)
+    with pytest.raises(grpc.RpcError) as outside:
+        province_37.stub(foreign).GetStatus(bpb.GetStatusRequest())
+    assert outside.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_security_events_are_stored_once_and_announced(province_37: Province) -> None:
+    bridge = province_37.stub(province_37.token())
+    request = bpb.ReportSecurityEventRequest(
+        request_id="posture-2024-q2", category="POSTURE", severity=bpb.SEVERITY_INFO,
+        summary="季度安全自查: 等保三级测评通过", details="no open findings")
+    first = bridge.ReportSecurityEvent(request)
+    again = bridge.ReportSecurityEvent(request)
+    assert (again.event_id, again.replayed, first.replayed) == (first.event_id, True, False)
+    with pytest.raises(grpc.RpcError) as bad:
+        bridge.ReportSecurityEvent(bpb.ReportSecurityEventRequest(request_id="x"))
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    log = event_log_pb2_grpc.EventLogServiceStub(province_37.platform.channel_as(  # type: ignore[no-untyped-call]
+        province_37.platform.admin_token, province_37.bridge.address))
+    events = log.ListEvents(event_log_pb2.ListEventsRequest(source="province-bridge-37"))
+    reported = [e for e in events.events if e.name == "security_event_reported"]
+    assert [e.event_id for e in reported] == [first.event_id]
+
+
+def test_a_full_conformance_pass_run_by_an_administrator_connects_the_province(
+        province_37: Province) -> None:
+    own = province_37.stub(province_37.token()).RunConformance(bpb.RunConformanceRequest())
+    # Exchanging a token for a platform in TESTING is for administrators only.
+    assert own.failed_checks == ["token_verifies"] and own.onboarding_stage == "TESTING"
+    assert own.stage_change.startswith("unchanged")
+
+    answer = province_37.stub().RunConformance(bpb.RunConformanceRequest())
+
+    assert answer.passed, [(r.name, r.detail) for r in answer.results]
+    assert (answer.onboarding_stage, answer.stage_change) == ("CONNECTED",
+                                                              "moved to CONNECTED")
+    status = province_37.stub().GetStatus(bpb.GetStatusRequest())
+    assert status.onboarding_stage == "CONNECTED" and status.adapter == "rest"
