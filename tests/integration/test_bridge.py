@@ -13,19 +13,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from agritrace.bridge.v1 import bridge_pb2 as bpb
 from agritrace.bridge.v1 import bridge_pb2_grpc
 from agritrace.events.v1 import event_log_pb2, event_log_pb2_grpc
+from agritrace.flow.v1 import flow_pb2 as fpb
+from agritrace.flow.v1 import flow_pb2_grpc
 from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import bearer_metadata
+from agritrace_testing.chain import SHOUGUANG, party, printed_codes, tomato_batch
 from tests.integration.conftest import ROOT, USER_PASSWORD, Platform, free_port, wait_serving
 
 pytestmark = pytest.mark.integration
@@ -299,3 +304,59 @@ def test_a_full_conformance_pass_run_by_an_administrator_connects_the_province(
                                                               "moved to CONNECTED")
     status = province_37.stub().GetStatus(bpb.GetStatusRequest())
     assert status.onboarding_stage == "CONNECTED" and status.adapter == "rest"
+
+
+def _admin(province: Province, method: str, path: str, body: dict[str, Any]) -> None:
+    response = httpx.request(method, f"{province.simulator.url}{path}", json=body,
+                             headers={"Authorization": f"Bearer {province.simulator.api_key}"},
+                             timeout=10)
+    response.raise_for_status()
+
+
+def _inbound(province: Province) -> Any:
+    return province.stub().GetStatus(bpb.GetStatusRequest()).inbound
+
+
+def test_internal_trace_reaches_flow_once_through_faults_and_a_flow_outage(
+        province_37: Province) -> None:
+    platform = province_37.platform
+    coop = party(platform, SHOUGUANG, "寿光市绿源蔬菜专业合作社", rpb.SUBJECT_KIND_COOPERATIVE)
+    harvested = datetime.now(UTC) - timedelta(days=3)
+    batch_id = coop.flow.CreateBatch(tomato_batch(coop, printed_codes(coop, 2),
+                                                  harvested)).batch.batch_id
+    before = _inbound(province_37)
+    _admin(province_37, "PUT", "/admin/batches", {"batch_ids": [batch_id]})
+    # The province fails one request in three from now on (503 with Retry-After: 1).
+    _admin(province_37, "PATCH", "/admin/faults", {"fail_every": 3})
+    try:
+        _admin(province_37, "POST", "/admin/trace-records", {"count": 40})
+        _until(lambda: _inbound(province_37).delivered > before.delivered,
+               what="first records delivered")
+        if platform.mode == "microservices":
+            flow = platform.processes["flow-server"]
+            flow.send_signal(signal.SIGTERM)
+            assert flow.wait(timeout=30) == 0
+            _admin(province_37, "POST", "/admin/trace-records", {"count": 40})
+            waiting = _until(lambda: (s := _inbound(province_37)).queue_depth
+                             and s.errors > before.errors and s, what="records waiting")
+            assert "flow" in waiting.last_error
+            platform.restart("flow-server", platform.flow_address)
+        else:
+            _admin(province_37, "POST", "/admin/trace-records", {"count": 40})
+        done = _until(lambda: (s := _inbound(province_37)).queue_depth == 0
+                      and s.delivered - before.delivered + s.errors - before.errors >= 80
+                      and s, timeout=120, what="every record delivered")
+    finally:
+        _admin(province_37, "PATCH", "/admin/faults", {"fail_every": 0})
+    history, token = [], ""
+    flow_stub = flow_pb2_grpc.FlowServiceStub(  # type: ignore[no-untyped-call]
+        platform.channel_as(platform.admin_token, platform.flow_address or platform.address))
+    while True:
+        page = flow_stub.ListBatchHistory(fpb.ListBatchHistoryRequest(
+            batch_id=batch_id, page_size=1000, page_token=token))
+        history += [h.record_id for h in page.records if h.kind == "INTERNAL_TRACE"]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(history) == len(set(history)) == done.delivered - before.delivered
+    assert len(history) >= 70  # the simulator's records pass flow's rules but a few

@@ -14,12 +14,13 @@ import grpc
 
 from agritrace_bridge.adapters.loader import AdapterCatalog, config_from_environment
 from agritrace_bridge.adapters.metrics import PrometheusObserver
-from agritrace_bridge.adapters.national import GrpcSubjectImporter
+from agritrace_bridge.adapters.national import GrpcSubjectImporter, GrpcTraceCapture
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
 from agritrace_bridge.adapters.sso_directory import GrpcPlatformDirectory
 from agritrace_bridge.contract import MAX_PAGE_SIZE
 from agritrace_bridge.service_layer.imports import HistoricalImport
-from agritrace_bridge.service_layer.national import SubjectImporter
+from agritrace_bridge.service_layer.inbound import InboundTrace
+from agritrace_bridge.service_layer.national import SubjectImporter, TraceCapture
 from agritrace_bridge.service_layer.observe import SyncObserver
 from agritrace_bridge.service_layer.onboarding import Onboarding, PlatformDirectory
 from agritrace_bridge.service_layer.outbound import OutboundQueue
@@ -78,6 +79,7 @@ class BridgeApp:
     store: ServiceStore
     platform: ProvincialPlatform
     imports: HistoricalImport
+    inbound: InboundTrace
     outbound: OutboundQueue
     security: SecurityReports
     onboarding: Onboarding
@@ -107,12 +109,13 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None, *,
               config: BridgeConfig | None = None,
               platform: ProvincialPlatform | None = None,
               importer: SubjectImporter | None = None,
+              flow: TraceCapture | None = None,
               directory: PlatformDirectory | None = None,
               observer: SyncObserver | None = None) -> BridgeApp:
     """Builds the bridge. Unset parts come from the configuration: the provincial platform
     through its adapter (AGRITRACE_BRIDGE_ADAPTER), the registry over gRPC at
-    AGRITRACE_REGISTRY_ADDRESS as the platform client AGRITRACE_SERVICE_USERNAME, sso's
-    platform directory at AGRITRACE_SSO_ADDRESS."""
+    AGRITRACE_REGISTRY_ADDRESS and flow at AGRITRACE_FLOW_ADDRESS as the platform client
+    AGRITRACE_SERVICE_USERNAME, sso's platform directory at AGRITRACE_SSO_ADDRESS."""
     config = config or BridgeConfig.from_environment()
     channels: list[grpc.Channel] = []
     if directory is None:
@@ -126,6 +129,11 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None, *,
                                            "AGRITRACE_REGISTRY_ADDRESS")
         channels.extend(opened)
         importer = GrpcSubjectImporter(registry)
+    if flow is None:
+        flow_channel, opened = service_channel(settings, settings.flow_address,
+                                               "AGRITRACE_FLOW_ADDRESS")
+        channels.extend(opened)
+        flow = GrpcTraceCapture(flow_channel)
     if platform is None:
         platform = AdapterCatalog.discover().open(config.adapter, config.platform)
     if platform.province != config.province:
@@ -140,9 +148,10 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None, *,
     province = config.province
     imports = HistoricalImport(province, uow_factory, platform, importer,
                                page_size=config.import_page_size, observer=observer)
+    inbound = InboundTrace(province, uow_factory, platform, flow, observer=observer)
     outbound = OutboundQueue(province, uow_factory, platform, observer=observer)
     onboarding = Onboarding(province, platform, directory)
     return BridgeApp(
-        settings, config, store, platform, imports, outbound,
+        settings, config, store, platform, imports, inbound, outbound,
         SecurityReports(province, uow_factory), onboarding,
         StatusQuery(province, config.adapter, uow_factory, onboarding), channels)

@@ -1,17 +1,22 @@
-"""The national services over gRPC, called as the province's platform client (the channel
-adds its token; sso signs it in and keeps it fresh)."""
+"""The national services (registry, flow) over gRPC, called as the province's platform
+client (the channel adds its token; sso signs it in and keeps it fresh)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
+from agritrace.flow.v1 import flow_pb2 as fpb
+from agritrace.flow.v1 import flow_pb2_grpc
 from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
-from agritrace_bridge.contract import Subject
+from agritrace_bridge.contract import Subject, TraceRecord
 from agritrace_bridge.domain.imports import Outcome, RecordOutcome
+from agritrace_bridge.domain.inbound import CaptureOutcome
 from agritrace_bridge.service_layer.national import (
     NationalError,
     NationalRefused,
@@ -77,3 +82,37 @@ class GrpcSubjectImporter:
         except grpc.RpcError as error:
             raise national_error(error, "registry") from None
         return results
+
+
+def trace_message(province: str, record: TraceRecord) -> fpb.CaptureRecord:
+    """The contract's record as flow's InternalTraceRecord: the activity's fields carry the
+    same names in both, under the activity's type in lower case."""
+    message = fpb.InternalTraceRecord(source_province=province,
+                                      source_record_id=record.record_id,
+                                      batch_id=record.batch_id)
+    message.occur_time.FromDatetime(record.occur_time.astimezone(UTC))
+    activity = record.activity
+    json_format.ParseDict({activity.type.lower(): activity.model_dump(exclude={"type"})},
+                          message)
+    return fpb.CaptureRecord(internal_trace=fpb.RecordInternalTraceRequest(record=message))
+
+
+class GrpcTraceCapture:
+    """TraceCapture over FlowService.CaptureRecords: one message per call, answered with
+    every record's outcome."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._stub: Any = flow_pb2_grpc.FlowServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    def capture(self, province: str, records: Sequence[TraceRecord]) -> list[CaptureOutcome]:
+        request = fpb.CaptureRecordsRequest(records=[trace_message(province, r)
+                                                     for r in records])
+        outcomes: list[CaptureOutcome] = []
+        try:
+            for answer in self._stub.CaptureRecords(iter([request]), timeout=TIMEOUT_SECONDS):
+                outcomes.extend(CaptureOutcome(
+                    r.outcome, f"{r.error_code}: {r.reason}" if r.outcome == "REFUSED" else "")
+                    for r in answer.results)
+        except grpc.RpcError as error:
+            raise national_error(error, "flow") from None
+        return outcomes

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from agritrace_bridge.adapters import orm
+from agritrace_bridge.contract import TraceRecord
 from agritrace_bridge.domain.imports import Counts, ImportRun, Outcome, RecordOutcome, RunState
+from agritrace_bridge.domain.inbound import CaptureOutcome, Delivery, InboxRecord, content_of
 from agritrace_bridge.domain.outbound import QueuedRecord
 from agritrace_bridge.domain.status import DirectionStatus, SecurityEvent, Severity
 from agritrace_bridge.service_layer.observe import Direction
@@ -246,14 +248,76 @@ class SqlAlchemyOutbound:
         return len(ids)
 
 
+_i = orm.trace_inbox.c
+_c = orm.cursors.c
+
+
+class SqlAlchemyInbox:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def cursor(self, name: str) -> str:
+        value = self.session.execute(sa.select(_c.value).where(_c.name == name)).scalar()
+        return value or ""
+
+    def set_cursor(self, name: str, value: str, now: datetime) -> None:
+        updated = self.session.execute(sa.update(orm.cursors).where(_c.name == name)
+                                       .values(value=value, updated_at=now))
+        if not updated.rowcount:  # type: ignore[attr-defined]
+            self.session.execute(sa.insert(orm.cursors).values(name=name, value=value,
+                                                               updated_at=now))
+
+    def add(self, records: Sequence[TraceRecord], now: datetime) -> int:
+        rows: dict[tuple[str, str], str] = {}
+        for record in records:
+            content, digest = content_of(record)
+            rows[(record.record_id, digest)] = content
+        if not rows:
+            return 0
+        known: set[tuple[str, str]] = set()
+        for condition in matching(self.session, _i.record_id, [key[0] for key in rows]):
+            known.update((r, h) for r, h in self.session.execute(
+                sa.select(_i.record_id, _i.content_hash).where(condition)))
+        new = [{"record_id": record_id, "content_hash": digest, "content": content,
+                "received_at": now, "state": Delivery.PENDING.value}
+               for (record_id, digest), content in rows.items()
+               if (record_id, digest) not in known]
+        if new:
+            self.session.execute(sa.insert(orm.trace_inbox), new)
+        return len(new)
+
+    def pending(self, limit: int) -> list[InboxRecord]:
+        rows = self.session.execute(
+            sa.select(_i.seq, _i.content, _i.attempts)
+            .where(_i.state == Delivery.PENDING.value).order_by(_i.seq).limit(limit))
+        return [InboxRecord(seq, TraceRecord.model_validate_json(content), attempts)
+                for seq, content, attempts in rows]
+
+    def settle(self, outcomes: Sequence[tuple[int, CaptureOutcome]], now: datetime) -> None:
+        if outcomes:
+            self.session.execute(
+                sa.update(orm.trace_inbox).where(_i.seq == sa.bindparam("b_seq")).values(
+                    state=sa.bindparam("b_state"), outcome=sa.bindparam("b_outcome"),
+                    error=sa.bindparam("b_error"), delivered_at=now,
+                    attempts=_i.attempts + 1).execution_options(synchronize_session=False),
+                [{"b_seq": seq, "b_state": o.delivery.value, "b_outcome": o.outcome,
+                  "b_error": o.error[:1000]} for seq, o in outcomes])
+
+    def attempted(self, seqs: Sequence[int], error: str) -> None:
+        self.session.execute(sa.update(orm.trace_inbox).where(_i.seq.in_(list(seqs)))
+                             .values(attempts=_i.attempts + 1, error=error[:1000]))
+
+
 class SqlAlchemyBridgeUnitOfWork(SqlAlchemyUnitOfWork):
     imports: SqlAlchemyImports
     sync: SqlAlchemySync
     security: SqlAlchemySecurity
     outbound: SqlAlchemyOutbound
+    inbox: SqlAlchemyInbox
 
     def _open(self, session: Session) -> None:
         self.imports = SqlAlchemyImports(session)
         self.sync = SqlAlchemySync(session)
         self.security = SqlAlchemySecurity(session)
         self.outbound = SqlAlchemyOutbound(session)
+        self.inbox = SqlAlchemyInbox(session)

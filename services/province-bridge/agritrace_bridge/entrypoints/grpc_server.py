@@ -1,7 +1,7 @@
 """The bridge's server process: ProvinceBridgeService (with health, reflection, the event log
 and graceful shutdown, like every service), authenticated against sso as the province's
 platform client, and the background loops that move records: the historical import, the
-pusher of national records, and the gauges."""
+internal trace in, the pusher of national records, and the gauges."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def background(app: BridgeApp) -> Sequence[Background]:
         return GAUGE_SECONDS
 
     return (Loop("import", run_import, wake=app.imports.wake),
+            Loop("inbound-trace", lambda stop: app.inbound.step()),
             Loop("outbound-pusher", push), Loop("gauges", gauges))
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from agritrace_bridge.contract import Subject
+from agritrace_bridge.contract import Subject, TraceRecord
 from agritrace_bridge.domain.imports import RecordOutcome
+from agritrace_bridge.domain.inbound import CaptureOutcome
 
 
 class NationalError(Exception):
@@ -42,4 +43,13 @@ class SubjectImporter(Protocol):
         """Imports one page; the outcome of every subject, in order. Idempotent by
         (province, source_record_id): a page sent again is answered with the first
         outcomes."""
+        ...
+
+
+class TraceCapture(Protocol):
+    """flow's CaptureRecords for internal-trace records."""
+
+    def capture(self, province: str, records: Sequence[TraceRecord]) -> list[CaptureOutcome]:
+        """Hands the records over; flow's answer for each, in order. Idempotent by
+        (province, record id)."""
         ...

@@ -14,9 +14,11 @@ from agritrace_bridge.contract import (
     Subject,
     SubjectPage,
     TokenVerification,
+    TraceRecord,
     TraceRecordPage,
 )
 from agritrace_bridge.domain.imports import ImportRun, Outcome, RecordOutcome
+from agritrace_bridge.domain.inbound import CaptureOutcome, InboxRecord, content_of
 from agritrace_bridge.domain.outbound import QueuedRecord
 from agritrace_bridge.domain.status import DirectionStatus, SecurityEvent
 from agritrace_bridge.service_layer.national import NationalRefused
@@ -35,6 +37,9 @@ class Tables:
     dead: dict[str, QueuedRecord] = field(default_factory=dict)
     stats: dict[str, DirectionStatus] = field(default_factory=dict)
     inbox: set[tuple[str, str]] = field(default_factory=set)
+    cursors: dict[str, str] = field(default_factory=dict)
+    # seq -> (record, content hash, state, attempts)
+    traces: dict[int, tuple[TraceRecord, str, str, int]] = field(default_factory=dict)
 
 
 class FakeDatabase:
@@ -160,7 +165,43 @@ class FakeOutbound:
         return len(chosen)
 
 
-class FakeInbox:
+class FakeTraceInbox:
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+
+    def cursor(self, name: str) -> str:
+        return self.t.cursors.get(name, "")
+
+    def set_cursor(self, name: str, value: str, now: datetime) -> None:
+        self.t.cursors[name] = value
+
+    def add(self, records: Sequence[TraceRecord], now: datetime) -> int:
+        known = {(r.record_id, h) for r, h, _, _ in self.t.traces.values()}
+        new = 0
+        for record in records:
+            key = (record.record_id, content_of(record)[1])
+            if key not in known:
+                known.add(key)
+                self.t.traces[len(self.t.traces) + 1] = (record, key[1], "PENDING", 0)
+                new += 1
+        return new
+
+    def pending(self, limit: int) -> list[InboxRecord]:
+        return [InboxRecord(seq, r, attempts) for seq, (r, _, state, attempts)
+                in sorted(self.t.traces.items()) if state == "PENDING"][:limit]
+
+    def settle(self, outcomes: Sequence[tuple[int, CaptureOutcome]], now: datetime) -> None:
+        for seq, outcome in outcomes:
+            record, digest, _, attempts = self.t.traces[seq]
+            self.t.traces[seq] = (record, digest, outcome.delivery.value, attempts + 1)
+
+    def attempted(self, seqs: Sequence[int], error: str) -> None:
+        for seq in seqs:
+            record, digest, state, attempts = self.t.traces[seq]
+            self.t.traces[seq] = (record, digest, state, attempts + 1)
+
+
+class FakeEventInbox:
     def __init__(self, tables: Tables) -> None:
         self.t = tables
 
@@ -176,7 +217,8 @@ class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):
 
     def _open(self, working: Tables) -> None:
         self.imports = FakeImports(working)
-        self.events = FakeInbox(working)
+        self.events = FakeEventInbox(working)
+        self.inbox = FakeTraceInbox(working)
         self.sync = FakeSync(working)
         self.security = FakeSecurity(working)
         self.outbound = FakeOutbound(working)
@@ -187,6 +229,43 @@ class FakeUnitOfWork(FakeUnitOfWorkBase[Tables]):
             database.fail_commits -= 1
             raise ConnectionError("the database went away")
         super().commit()
+
+
+def trace(number: int, batch_id: str = "B37TFAH8GSDF6M03", **activity: object
+          ) -> TraceRecord:
+    return TraceRecord.model_validate({
+        "record_id": f"37-T{number:09d}", "batch_id": batch_id,
+        "occur_time": "2024-05-01T08:00:00+08:00",
+        "activity": {"type": "PLANTING", "variety": "济麦22", "area_mu": "12.5", **activity}})
+
+
+class FakeFlow:
+    """flow's CaptureRecords: idempotent by (province, record id); refuses records of
+    batches it does not know and changed records. `failures` are raised, one per call."""
+
+    def __init__(self, batches: Sequence[str] = ("B37TFAH8GSDF6M03",)) -> None:
+        self.batches = set(batches)
+        self.stored: dict[tuple[str, str], TraceRecord] = {}
+        self.failures: list[Exception] = []
+        self.calls = 0
+
+    def capture(self, province: str, records: Sequence[TraceRecord]) -> list[CaptureOutcome]:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        outcomes = []
+        for record in records:
+            key = (province, record.record_id)
+            if record.batch_id not in self.batches:
+                outcomes.append(CaptureOutcome("REFUSED", "NOT_FOUND: no such batch"))
+            elif key in self.stored:
+                same = self.stored[key] == record
+                outcomes.append(CaptureOutcome("REPLAYED") if same else CaptureOutcome(
+                    "REFUSED", "ALREADY_EXISTS: SOURCE_RECORD_CONFLICT"))
+            else:
+                self.stored[key] = record
+                outcomes.append(CaptureOutcome("STORED"))
+        return outcomes
 
 
 def subject(number: int, province: str = "37", **changes: str) -> Subject:
@@ -208,6 +287,7 @@ class FakePlatform:
         self.pushed: dict[str, NationalRecord] = {}
         self.push_failures: list[Exception] = []
         self.verifies_tokens = True
+        self.records: list[TraceRecord] = []
 
     @property
     def province(self) -> str:
@@ -227,7 +307,13 @@ class FakePlatform:
                            total_size=len(self.subjects))
 
     def list_trace_records(self, cursor: str = "", limit: int = 0) -> TraceRecordPage:
-        return TraceRecordPage(records=[], next_cursor=cursor)
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        start = int(cursor or 0)
+        end = min(start + (limit or 500), len(self.records))
+        return TraceRecordPage(records=self.records[start:end], next_cursor=str(end),
+                               has_more=end < len(self.records))
 
     def push_national_record(self, record: NationalRecord) -> PushResult:
         if self.push_failures:
