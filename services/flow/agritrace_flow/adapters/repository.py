@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_flow.adapters import orm
@@ -27,7 +28,7 @@ from agritrace_flow.domain.model import (
     TransformationKind,
     Unit,
 )
-from agritrace_flow.service_layer.ports import HistoryEntry
+from agritrace_flow.service_layer.ports import BatchFlags, HistoryEntry
 from agritrace_kernel.db import (
     SqlAlchemyUnitOfWork,
     as_utc,
@@ -373,16 +374,44 @@ class SqlAlchemyFlowStore:
             sa.select(orm.internal_traces).where(c.batch_id == batch_id)
             .order_by(c.occurred_at, c.source_record_id))]
 
-    def applications(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
-        """Only what judging flags needs (no details: bulk captures call this per message)."""
+    def batch_flags(self, batch_ids: Sequence[str]) -> dict[str, BatchFlags]:
+        found: dict[str, BatchFlags] = {}
+        columns = (_b.batch_id, _b.subject_id, _b.origin_division, _b.production_date,
+                   _b.flags, _b.ended_at)
+        for condition in matching(self.session, _b.batch_id, list(batch_ids)):
+            for row in self.session.execute(sa.select(*columns).where(condition)).all():
+                found[row.batch_id] = BatchFlags(
+                    row.batch_id, row.subject_id, row.origin_division[:2], row.production_date,
+                    _codes(row.flags), as_utc(row.ended_at) if row.ended_at else None)
+        return found
+
+    def applications(self, ends: dict[str, datetime]) -> dict[str, list[InternalTrace]]:
+        """On PostgreSQL only the applications still inside their interval at the batch's end
+        (occurred_at <= end < occurred_at + interval_days × 24 h, as InternalTrace.safe_from
+        counts days): few rows. Elsewhere every application of the batches."""
         c = orm.internal_traces.c
-        found: dict[str, list[InternalTrace]] = {batch_id: [] for batch_id in batch_ids}
+        found: dict[str, list[InternalTrace]] = {batch_id: [] for batch_id in ends}
+        if not ends:
+            return found
         kinds = [a.value for a in Activity if a.has_interval]
         columns = (c.source_province, c.source_record_id, c.batch_id, c.activity,
                    c.occurred_at, c.interval_days)
-        for condition in matching(self.session, c.batch_id, list(batch_ids)):
-            for row in self.session.execute(sa.select(*columns).where(
-                    condition, c.activity.in_(kinds), c.interval_days != 0)).all():
+        if self.session.get_bind().dialect.name == "postgresql":
+            end = sa.func.unnest(sa.literal(list(ends), type_=ARRAY(sa.String())),
+                                 sa.literal(list(ends.values()),
+                                            type_=ARRAY(sa.DateTime(timezone=True)))
+                                 ).table_valued("batch_id", "end_at").render_derived("e")
+            query = sa.select(*columns).join(end, end.c.batch_id == c.batch_id).where(
+                c.activity.in_(kinds), c.interval_days > 0, c.occurred_at <= end.c.end_at,
+                c.occurred_at + sa.func.make_interval(0, 0, 0, 0, c.interval_days * 24)
+                > end.c.end_at)
+            queries = [query]
+        else:
+            queries = [sa.select(*columns).where(condition, c.activity.in_(kinds),
+                                                 c.interval_days != 0)
+                       for condition in matching(self.session, c.batch_id, list(ends))]
+        for query in queries:
+            for row in self.session.execute(query).all():
                 found[row.batch_id].append(InternalTrace(
                     row.source_province, row.source_record_id, row.batch_id,
                     _ACTIVITIES[row.activity], as_utc(row.occurred_at), {}, row.interval_days))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol, Self
 
 from agritrace_flow.domain.model import (
@@ -62,6 +62,18 @@ class HistoryEntry:
     seq: int = 0  # assigned by the store: order among entries of the same instant
 
 
+@dataclass(frozen=True)
+class BatchFlags:
+    """What recording production records needs of a batch: a slim read of thousands."""
+
+    batch_id: str
+    subject_id: str
+    province: str  # of origin
+    production_date: date
+    flags: tuple[str, ...]
+    ended_at: datetime | None  # the latest harvest or slaughter record's time
+
+
 class FlowStore(Protocol):
     def add_batch(self, batch: Batch, codes: Sequence[str]) -> None: ...
     def add_batches(self, batches: Sequence[tuple[Batch, Sequence[str]]]) -> None:
@@ -105,8 +117,11 @@ class FlowStore(Protocol):
         """The stored records among (source province, source record id) keys."""
         ...
     def traces_of(self, batch_id: str) -> list[InternalTrace]: ...
-    def applications(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
-        """The pesticide and drug records with an interval of these batches, in one read;
+    def batch_flags(self, batch_ids: Sequence[str]) -> dict[str, BatchFlags]: ...
+    def applications(self, ends: dict[str, datetime]) -> dict[str, list[InternalTrace]]:
+        """For each batch id, its pesticide and drug records with an interval whose interval
+        had not passed by the given end of production — at least those (a store may hand back
+        all the batch's records with an interval: the others raise no flag); one read, and
         their details may be left out."""
         ...
     def entries_of(self, batch_id: str) -> list[MarketEntry]: ...

@@ -28,13 +28,14 @@ from agritrace_flow.domain.model import (
     TransformationInput,
     TransformationKind,
     check_balance,
-    end_moves,
     flags_after,
+    latest_end,
 )
 from agritrace_flow.domain.products import ProductCatalog
 from agritrace_flow.service_layer import access
 from agritrace_flow.service_layer.access import Actor
 from agritrace_flow.service_layer.ports import (
+    BatchFlags,
     CodeInfo,
     CodeService,
     HistoryEntry,
@@ -1058,7 +1059,7 @@ class FlowService:
         return [outcome for outcome in outcomes if outcome is not None]
 
     @staticmethod
-    def _judge_flags(uow: UnitOfWork, batches: dict[str, Batch], new: list[InternalTrace],
+    def _judge_flags(uow: UnitOfWork, batches: dict[str, BatchFlags], new: list[InternalTrace],
                      flags: dict[str, list[str]]) -> None:
         """The flags of the batches `new` records were added to, judged from each batch's
         flags and end of production before them (domain.flags_after: the same as judging all
@@ -1068,8 +1069,9 @@ class FlowService:
         for trace in new:
             if trace.activity in FLAG_ACTIVITIES:  # the others never change a flag
                 by_batch.setdefault(trace.batch_id, []).append(trace)
-        moved = sorted(batch_id for batch_id, records in by_batch.items()
-                       if end_moves(batches[batch_id].ended_at, records))
+        moved = {batch_id: end for batch_id, records in sorted(by_batch.items())
+                 if (end := latest_end(records, batches[batch_id].ended_at))
+                 != batches[batch_id].ended_at and end is not None}
         applications = uow.flow.applications(moved) if moved else {}
         states: list[tuple[str, Sequence[str], datetime | None]] = []
         for batch_id, records in by_batch.items():
@@ -1085,7 +1087,7 @@ class FlowService:
                       outcomes: list[Result[list[str]] | DomainError | None]) -> None:
         known = uow.flow.find_traces([(t.source_province, t.source_record_id)
                                       for _, t in checked])
-        batches = uow.flow.get_batches(sorted({t.batch_id for _, t in checked}
+        batches = uow.flow.batch_flags(sorted({t.batch_id for _, t in checked}
                                               | {t.batch_id for t in known.values()}))
         new: list[tuple[int, InternalTrace]] = []
         replays: list[tuple[int, str]] = []

@@ -53,7 +53,7 @@ from agritrace_flow.domain.model import (
     Shipment,
     Transformation,
 )
-from agritrace_flow.service_layer.ports import CodeInfo, HistoryEntry
+from agritrace_flow.service_layer.ports import BatchFlags, CodeInfo, HistoryEntry
 from agritrace_kernel.auth.principal import Principal, PrincipalKind, Role
 from agritrace_kernel.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from agritrace_kernel.events.model import Event
@@ -334,10 +334,18 @@ class FakeFlowStore:
         return sorted((t for t in self._tables.traces.values() if t.batch_id == batch_id),
                       key=lambda t: (t.occurred_at, t.source_record_id))
 
-    def applications(self, batch_ids: Sequence[str]) -> dict[str, list[InternalTrace]]:
+    def batch_flags(self, batch_ids: Sequence[str]) -> dict[str, BatchFlags]:
+        return {batch_id: BatchFlags(batch.batch_id, batch.subject_id, batch.province,
+                                     batch.production_date, batch.flags, batch.ended_at)
+                for batch_id in batch_ids
+                if (batch := self._tables.batches.get(batch_id)) is not None}
+
+    def applications(self, ends: dict[str, datetime]) -> dict[str, list[InternalTrace]]:
+        # Every application of the batches (the SQL store on PostgreSQL hands back only those
+        # still inside their interval at the end: the others raise no flag).
         return {batch_id: [t for t in self.traces_of(batch_id)
                            if t.activity.has_interval and t.interval_days]
-                for batch_id in batch_ids}
+                for batch_id in ends}
 
     # -- imported EPCIS events --------------------------------------------------------------
 
