@@ -375,11 +375,15 @@ class SqlAlchemyFlowStore:
             .order_by(c.occurred_at, c.source_record_id))]
 
     def batch_flags(self, batch_ids: Sequence[str]) -> dict[str, BatchFlags]:
+        """Locks the rows (in id order, so two writers never wait for each other in a
+        circle) until the transaction ends: the flags judged from them are written back before
+        another writer reads them."""
         found: dict[str, BatchFlags] = {}
         columns = (_b.batch_id, _b.subject_id, _b.origin_division, _b.production_date,
                    _b.flags, _b.ended_at)
         for condition in matching(self.session, _b.batch_id, list(batch_ids)):
-            for row in self.session.execute(sa.select(*columns).where(condition)).all():
+            query = sa.select(*columns).where(condition).order_by(_b.batch_id)
+            for row in self.session.execute(query.with_for_update()).all():
                 found[row.batch_id] = BatchFlags(
                     row.batch_id, row.subject_id, row.origin_division[:2], row.production_date,
                     _codes(row.flags), as_utc(row.ended_at) if row.ended_at else None)

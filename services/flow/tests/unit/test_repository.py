@@ -6,6 +6,7 @@ still inside their interval) equal those of all its records judged at once."""
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -123,3 +124,34 @@ def test_a_run_of_batches_and_shipments_is_written_in_bulk(service: FlowService)
         assert uow.flow.holding(batch_id, MARKET).amount == 900  # type: ignore[union-attr]
         assert [e.kind for e in uow.flow.history(batch_id, None, 10)] == [
             "CREATED", "SHIPPED", "SHIPPED", "SHIPPED"]
+
+
+def test_concurrent_writers_of_one_batch_judge_one_after_the_other(
+    service: FlowService,
+) -> None:
+    """Two bridges' messages for the same batches at once: each judges from what the other
+    wrote (the batch rows stay locked until the writer commits), so no verdict is lost."""
+    created = service.record_batches_and_shipments([BatchCommand(f"req-{n}", BatchInput(
+        subject_id=COOP, product_code="010403001", product_name="", amount="900", unit="KG",
+        production_date=date(2024, 3, 20), origin_division="", certificate=None))
+        for n in range(4)])
+    batch_ids = [outcome.value.batch_id for outcome in created]  # type: ignore[union-attr]
+
+    def bridge(seed: int) -> None:
+        rng = random.Random(seed)
+        for message in range(6):
+            service.record_internal_traces([
+                _record(rng, batch_id, seed * 1000 + message * 10 + n)
+                for batch_id in batch_ids for n in range(3)])
+
+    threads = [threading.Thread(target=bridge, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for batch_id in batch_ids:
+        stored = service.get_batch(batch_id)
+        with service.uow_factory() as uow:
+            everything = uow.flow.traces_of(batch_id)
+        assert len(everything) == 36
+        assert sorted(stored.flags) == sorted(interval_flags(everything, date(2024, 3, 20)))
