@@ -193,18 +193,36 @@ def province_37(platform: Platform, tmp_path_factory: pytest.TempPathFactory
     env, address = bridge_env(platform, "37", username, simulator, tmp / "var",
                               AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE="100")
     bridge = Bridge("37", env, tmp, address)
+    worker: subprocess.Popen[bytes] | None = None
     try:
         bridge.start()
+        if platform.mode == "microservices":
+            # National events reach a bridge over RabbitMQ, through its own worker.
+            worker = start_worker(env, tmp / "bridge-37-worker.log")
         yield Province("37", platform_id, username, simulator, bridge, platform)
         assert bridge.stop() == 0, bridge.logs()
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
     except BaseException:
         sys.stderr.write(f"--- bridge log ---\n{bridge.logs()}\n")
         raise
     finally:
-        for process in bridge.processes:
+        for process in [*bridge.processes, *([worker] if worker else [])]:
             if process.poll() is None:
                 process.kill()
         simulator.stop()
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m agritrace_bridge worker`, once it consumes (its queues exist)."""
+    process = subprocess.Popen([sys.executable, "-m", "agritrace_bridge", "worker"],
+                               env={**env, "AGRITRACE_METRICS_PORT": str(free_port())},
+                               cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    _until(lambda: process.poll() is not None or "worker started" in log.read_text(),
+           what="the bridge worker started")
+    assert process.poll() is None, log.read_text()[-3000:]
+    return process
 
 
 def _latest(province: Province) -> Any:
@@ -360,3 +378,38 @@ def test_internal_trace_reaches_flow_once_through_faults_and_a_flow_outage(
             break
     assert len(history) == len(set(history)) == done.delivered - before.delivered
     assert len(history) >= 70  # the simulator's records pass flow's rules but a few
+
+
+def test_national_records_wait_while_the_province_is_down_then_reach_it_once(
+        province_37: Province) -> None:
+    platform = province_37.platform
+    if platform.mode != "microservices":
+        pytest.skip("national events reach a bridge over RabbitMQ (microservices mode); the "
+                    "all-in-one platform delivers its events in its own process")
+
+    def stats() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(
+            f"{province_37.simulator.url}/admin/stats", timeout=10,
+            headers={"Authorization": f"Bearer {province_37.simulator.api_key}"}).json()
+        return answer
+
+    def outbound() -> Any:
+        return province_37.stub().GetStatus(bpb.GetStatusRequest()).outbound
+
+    before, pushed_before = outbound(), stats()["pushed"]
+    _admin(province_37, "PATCH", "/admin/faults", {"down": True})
+    try:
+        # Two national facts about province 37: a subject registered there, then reviewed.
+        operator = platform.new_operator("370102")
+        platform.registry.ReviewSubject(rpb.ReviewSubjectRequest(
+            subject_id=operator.subject_id, decision=rpb.REVIEW_DECISION_APPROVE))
+        platform.new_operator("110105")  # another province's: not for this bridge
+        waiting = _until(lambda: (s := outbound()).queue_depth >= 2
+                         and s.errors > before.errors and s, what="records waiting")
+        assert waiting.lag_seconds > 0
+    finally:
+        _admin(province_37, "PATCH", "/admin/faults", {"down": False})
+    done = _until(lambda: (s := outbound()).queue_depth == 0 and s, timeout=90,
+                  what="queued records pushed")
+    assert done.delivered - before.delivered == 2 and done.dead_letters == 0
+    assert stats()["pushed"] - pushed_before == 2

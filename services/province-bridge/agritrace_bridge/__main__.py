@@ -1,4 +1,4 @@
-"""`python -m agritrace_bridge serve|migrate` (the bridge, like every service's process) and
+"""`python -m agritrace_bridge serve|worker|migrate` (the bridge, like every service's process) and
 `python -m agritrace_bridge simulate|faults|openapi ...` (see entrypoints/cli.py)."""
 
 import sys
@@ -9,6 +9,7 @@ from agritrace_kernel.process import service_main
 SERVICE_COMMANDS = {
     "serve": "agritrace_bridge.entrypoints.grpc_server:main",
     "migrate": "agritrace_bridge.bootstrap:migrate",
+    "worker": "agritrace_bridge.entrypoints.worker:main",
 }
 
 if __name__ == "__main__":

@@ -5,26 +5,25 @@ client."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from agritrace_bridge.adapters.loader import AdapterCatalog, config_from_environment
+from agritrace_bridge.adapters.loader import AdapterCatalog
 from agritrace_bridge.adapters.metrics import PrometheusObserver
 from agritrace_bridge.adapters.national import GrpcSubjectImporter, GrpcTraceCapture
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
 from agritrace_bridge.adapters.sso_directory import GrpcPlatformDirectory
-from agritrace_bridge.contract import MAX_PAGE_SIZE
+from agritrace_bridge.config import BridgeConfig
 from agritrace_bridge.service_layer.imports import HistoricalImport
 from agritrace_bridge.service_layer.inbound import InboundTrace
 from agritrace_bridge.service_layer.national import SubjectImporter, TraceCapture
 from agritrace_bridge.service_layer.observe import SyncObserver
 from agritrace_bridge.service_layer.onboarding import Onboarding, PlatformDirectory
 from agritrace_bridge.service_layer.outbound import OutboundQueue
-from agritrace_bridge.service_layer.ports import AdapterConfig, ProvincialPlatform
+from agritrace_bridge.service_layer.ports import ProvincialPlatform
 from agritrace_bridge.service_layer.security import SecurityReports
 from agritrace_bridge.service_layer.status import StatusQuery
 from agritrace_kernel import db
@@ -35,41 +34,6 @@ from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.store import ServiceStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-ENV_IMPORT_PAGE_SIZE = "AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE"
-
-
-def service_name(province: str) -> str:
-    """The bridge's name as a service: its schema (province_bridge_37) or SQLite file."""
-    return f"province-bridge-{province}"
-
-
-@dataclass(frozen=True)
-class BridgeConfig:
-    """The bridge's own settings (AGRITRACE_BRIDGE_*), next to the kernel's Settings."""
-
-    adapter: str
-    platform: AdapterConfig
-    # Subjects per provincial page of the historical import (AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE;
-    # one registry call and one checkpoint each).
-    import_page_size: int = MAX_PAGE_SIZE
-
-    @property
-    def province(self) -> str:
-        return self.platform.province
-
-    @property
-    def service(self) -> str:
-        return service_name(self.province)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> BridgeConfig:
-        environ = os.environ if environ is None else environ
-        name, config = config_from_environment(environ)
-        raw = environ.get(ENV_IMPORT_PAGE_SIZE, "").strip() or str(MAX_PAGE_SIZE)
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-            raise ValueError(f"{ENV_IMPORT_PAGE_SIZE} must be a number from 1 to "
-                             f"{MAX_PAGE_SIZE}")
-        return cls(name, config, int(raw))
 
 
 @dataclass

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 from agritrace.bridge.v1 import bridge_pb2_grpc
 from agritrace_bridge.adapters import metrics
-from agritrace_bridge.bootstrap import BridgeApp, BridgeConfig, bootstrap, migrate
+from agritrace_bridge.bootstrap import BridgeApp, bootstrap, migrate
+from agritrace_bridge.config import BridgeConfig
 from agritrace_bridge.entrypoints.background import Loop
 from agritrace_bridge.entrypoints.grpc_servicer import SERVICE_NAME, ProvinceBridgeServicer
 from agritrace_bridge.entrypoints.policy import POLICIES

@@ -27,6 +27,26 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 8
 
 
+class NationalEventIntake:
+    """The worker's side: an IdempotentHandler's handler that queues the record of a
+    national event concerning the province, in the handler's own transaction (with the
+    inbox claim), so a redelivered event queues nothing."""
+
+    def __init__(self, province: str, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._province = province
+        self._clock = clock
+
+    def handle(self, event: Event, uow: Any) -> None:
+        if not concerns(self._province, event.source, event.name, event.payload):
+            return
+        record = national_record(event.event_id, event.name, event.occurred_at,
+                                 event.payload, self._clock())
+        if uow.outbound.enqueue(record, self._clock()):
+            log.info("national record %s (%s) queued for province %s", record.record_id,
+                     record.type, self._province)
+
+
 class OutboundQueue:
     def __init__(self, province: str, uow_factory: Callable[[], BridgeUnitOfWork],
                  platform: ProvincialPlatform, *, backoff: Backoff = DEFAULT_BACKOFF,
@@ -40,17 +60,6 @@ class OutboundQueue:
         self._max_attempts = max_attempts
         self._observer = observer
         self._clock = clock
-
-    # -- the worker's side ------------------------------------------------------------------
-
-    def handle(self, event: Event, uow: Any) -> None:
-        """An IdempotentHandler's handler: queues the event's record in the handler's own
-        transaction (with the inbox claim) when it concerns the province."""
-        if not concerns(self._province, event.source, event.name, event.payload):
-            return
-        record = national_record(event.event_id, event.name, event.occurred_at,
-                                 event.payload, self._clock())
-        uow.outbound.enqueue(record, self._clock())
 
     # -- the pusher's side ------------------------------------------------------------------
 

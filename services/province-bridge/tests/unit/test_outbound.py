@@ -11,7 +11,7 @@ import pytest
 
 from agritrace_bridge.domain.outbound import concerns
 from agritrace_bridge.domain.retry import Backoff
-from agritrace_bridge.service_layer.outbound import OutboundQueue
+from agritrace_bridge.service_layer.outbound import NationalEventIntake, OutboundQueue
 from agritrace_bridge.service_layer.ports import PlatformUnavailable
 from agritrace_kernel.auth.principal import Principal, PrincipalKind
 from agritrace_kernel.errors import PermissionDenied
@@ -64,16 +64,19 @@ def queue(uow_factory: Any, platform: Any, clock: Any, fake: Any) -> OutboundQue
                          backoff=LongestBackoff(base_seconds=2, cap_seconds=60))
 
 
-def handle(queue: OutboundQueue, uow_factory: Any, event: Event) -> None:
-    IdempotentHandler("province_bridge_37", queue.handle, uow_factory)(event)
+@pytest.fixture
+def handle(uow_factory: Any, clock: Any) -> Callable[[Event], None]:
+    """What the worker does with a delivered national event."""
+    return IdempotentHandler("province_bridge_37", NationalEventIntake("37", clock=clock).handle,
+                             uow_factory)
 
 
 def test_an_event_is_queued_once_without_personal_data_and_pushed(
-        queue: OutboundQueue, uow_factory: Any, platform: Any) -> None:
+        queue: OutboundQueue, handle: Callable[[Event], None], platform: Any) -> None:
     event = reviewed()
-    handle(queue, uow_factory, event)
-    handle(queue, uow_factory, event)  # redelivered
-    handle(queue, uow_factory, reviewed(division="330106"))  # another province's
+    handle(event)
+    handle(event)  # redelivered
+    handle(reviewed(division="330106"))  # another province's
 
     assert queue.push_due() == 1
     pushed = platform.pushed[event.event_id]
@@ -84,10 +87,10 @@ def test_an_event_is_queued_once_without_personal_data_and_pushed(
 
 
 def test_a_platform_that_is_down_is_retried_with_backoff_then_dead_lettered_and_replayed(
-        queue: OutboundQueue, uow_factory: Any, platform: Any, clock: Any,
-        database: Any) -> None:
+        queue: OutboundQueue, handle: Callable[[Event], None], uow_factory: Any,
+        platform: Any, clock: Any, database: Any) -> None:
     event = reviewed()
-    handle(queue, uow_factory, event)
+    handle(event)
     platform.push_failures = [PlatformUnavailable("down", reason="UNAVAILABLE")] * 3
 
     assert queue.push_due() == 0
@@ -112,18 +115,20 @@ def test_a_platform_that_is_down_is_retried_with_backoff_then_dead_lettered_and_
 
 
 def test_a_refused_record_is_dead_lettered_at_once(
-        queue: OutboundQueue, uow_factory: Any, platform: Any, database: Any) -> None:
+        queue: OutboundQueue, handle: Callable[[Event], None], platform: Any,
+        database: Any) -> None:
     event = reviewed()
-    handle(queue, uow_factory, event)
+    handle(event)
     platform.pushed[event.event_id] = "something else"  # the platform holds other content
     assert queue.push_due() == 0
     assert database.committed.dead[event.event_id].last_error.startswith("RECORD_CONFLICT")
 
 
 def test_the_pusher_sleeps_until_the_next_record_is_due(
-        queue: OutboundQueue, uow_factory: Any, platform: Any, clock: Any) -> None:
+        queue: OutboundQueue, handle: Callable[[Event], None], platform: Any,
+        clock: Any) -> None:
     assert queue.seconds_to_next(5.0) == 5.0
-    handle(queue, uow_factory, reviewed())
+    handle(reviewed())
     assert queue.seconds_to_next(5.0) == 0.0
     platform.push_failures = [PlatformUnavailable("down", reason="UNAVAILABLE",
                                                   retry_after=30)]

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
-from agritrace_bridge.bootstrap import BridgeConfig, migrate
+from agritrace_bridge.bootstrap import migrate
+from agritrace_bridge.config import BridgeConfig
 from agritrace_bridge.domain.imports import Outcome, RunState
 from agritrace_bridge.domain.inbound import CaptureOutcome
 from agritrace_bridge.domain.outbound import national_record
