@@ -480,7 +480,8 @@ class FlowService:
             batch.batch_id, self._at(batch), "CREATED", batch.subject_id, "",
             batch.batch_id, f"{batch.product_name} {batch.quantity} produced in "
             f"{batch.origin_division}"))
-        writes.events.append(Event(SERVICE, "batch_created", self._batch_payload(batch)))
+        writes.events.append(Event(SERVICE, "batch_created",
+                                   self._batch_payload(batch, new.codes)))
         return Result(batch)
 
     def _at(self, batch: Batch) -> datetime:
@@ -585,7 +586,10 @@ class FlowService:
         return canonical, to_bind
 
     @staticmethod
-    def _batch_payload(batch: Batch) -> dict[str, object]:
+    def _batch_payload(batch: Batch, codes: Sequence[str] = ()) -> dict[str, object]:
+        """What events say about a batch: what a consumer's origin view shows (the certificate
+        with its phone masked), the codes bound at creation."""
+        certificate = batch.certificate
         return {
             "batch_id": batch.batch_id, "subject_id": batch.subject_id,
             "subject_division": batch.subject_division, "product_code": batch.product_code,
@@ -595,6 +599,16 @@ class FlowService:
             "origin_division": batch.origin_division,
             "certificate_id": batch.certificate.certificate_id if batch.certificate else "",
             "parent_batch_ids": list(batch.parent_batch_ids), "code_count": batch.code_count,
+            "certificate": None if certificate is None else {
+                "certificate_id": certificate.certificate_id,
+                "producer_name": certificate.producer_name,
+                "contact_phone_masked": certificate.contact_phone_masked,
+                "issue_date": certificate.issue_date.isoformat(),
+                "commitment": certificate.commitment, "basis": certificate.basis.value,
+                "test_result": certificate.test_result,
+            },
+            "codes": list(codes),
+            "created_at": batch.created_at.isoformat() if batch.created_at else "",
         }
 
     def get_batch(self, batch_id: str, *, actor: Actor = None) -> Batch:
@@ -1121,7 +1135,7 @@ class FlowService:
             uow.flow.add_traces(traces)
             self._judge_flags(uow, batches, traces, flags)
             history: list[HistoryEntry] = []
-            records: list[dict[str, str]] = []
+            records: list[dict[str, object]] = []
             for trace in traces:  # one pass: thousands of records a message
                 record_id = f"{trace.source_province}:{trace.source_record_id}"
                 activity = trace.activity.value
@@ -1132,10 +1146,15 @@ class FlowService:
                     _SUMMARIES[activity] + (
                         f" ({', '.join(f'{k}: {v}' for k, v in sorted(details.items()))})"
                         if details else "")))
-                records.append({
+                record: dict[str, object] = {
                     "batch_id": trace.batch_id, "source_province": trace.source_province,
                     "source_record_id": trace.source_record_id, "activity": activity,
-                    "occur_time": trace.occurred_at.isoformat()})
+                    "occur_time": trace.occurred_at.isoformat()}
+                if activity == "INSPECTION":  # what the consumer's inspection summary shows
+                    record["result"] = {"passed": trace.passed,
+                                        "summary": " ".join(filter(None, (
+                                            details.get("item"), details.get("result"))))}
+                records.append(record)
             uow.flow.add_history(history)
             uow.publish(Event(SERVICE, "internal_trace_recorded", {
                 "records": records,

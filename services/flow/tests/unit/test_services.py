@@ -192,6 +192,14 @@ def test_a_batch_is_stored_with_its_holding_its_history_and_one_event(
         "category": "PLANT/VEGETABLE/SOLANACEOUS", "quantity": "500.000", "unit": "KG",
         "production_date": "2024-04-30", "origin_division": "370783",
         "certificate_id": CERTIFICATE_ID, "parent_batch_ids": [], "code_count": 0,
+        # What a consumer's origin view shows, for the query service: never the clear phone.
+        "certificate": {
+            "certificate_id": CERTIFICATE_ID, "producer_name": "寿光市绿源蔬菜合作社",
+            "contact_phone_masked": "138****5678", "issue_date": "2024-04-30",
+            "commitment": "不使用禁限用农药兽药、停用兽药和非法添加物", "basis": "SELF_TEST",
+            "test_result": "速测：有机磷类阴性",
+        },
+        "codes": [], "created_at": NOW.isoformat(),
     }
     assert database.event_names() == ["batch_created"]
     assert database.commits == 1
@@ -1395,7 +1403,8 @@ def test_a_merge_derives_codes_moves_holdings_and_records_the_lineage(
             "category": "PLANT/VEGETABLE/SOLANACEOUS", "quantity": "500.000", "unit": "KG",
             "production_date": "2024-04-30", "origin_division": "370783",
             "certificate_id": "", "parent_batch_ids": [a.batch_id, b.batch_id],
-            "code_count": 4},
+            "code_count": 4, "certificate": None, "codes": [],  # its codes: output_codes
+            "created_at": NOW.isoformat()},
         "output_codes": new_codes,
     }
     assert database.event_names() == ["batch_created", "batch_created", "batch_transformed"]
@@ -1731,11 +1740,15 @@ def test_a_failed_inspection_adds_its_flag_to_the_others(
 
     result = service.record_internal_trace(trace_input(
         batch.batch_id, source_record_id="SD-0003", activity=Activity.INSPECTION,
-        interval_days=0, passed=False, details={"item": "毒死蜱"}))
+        interval_days=0, passed=False, details={"item": "毒死蜱", "result": "超标"}))
 
     assert result.value == ["INSPECTION_FAILED", "PESTICIDE_INTERVAL_NOT_PASSED"]
     assert database.batch(batch.batch_id).flags == (
         "INSPECTION_FAILED", "PESTICIDE_INTERVAL_NOT_PASSED")
+    # The event tells the inspection's outcome (a consumer's inspection summary shows it).
+    (_, inspected) = database.events_named("internal_trace_recorded")
+    assert inspected.payload["records"][0]["result"] == {"passed": False,
+                                                         "summary": "毒死蜱 超标"}
 
 
 def test_a_record_sent_again_changes_nothing(
