@@ -1,9 +1,8 @@
-"""`python -m agritrace_bridge serve|worker|migrate` (the bridge, like every service's process) and
-`python -m agritrace_bridge simulate|faults|openapi ...` (see entrypoints/cli.py)."""
+"""`python -m agritrace_bridge serve|worker|migrate` (the bridge, like every service's process)
+and `python -m agritrace_bridge simulate|faults|openapi ...` (see entrypoints/cli.py)."""
 
 import sys
 
-from agritrace_bridge.entrypoints.cli import main
 from agritrace_kernel.process import service_main
 
 SERVICE_COMMANDS = {
@@ -14,5 +13,8 @@ SERVICE_COMMANDS = {
 
 if __name__ == "__main__":
     if sys.argv[1:2] and sys.argv[1] in SERVICE_COMMANDS:
+        # Nothing else imported first: a worker's eventlet must patch a fresh process.
         sys.exit(service_main("province-bridge", sys.argv[1:], SERVICE_COMMANDS))
+    from agritrace_bridge.entrypoints.cli import main
+
     sys.exit(main())

@@ -5,6 +5,7 @@ internal trace in, the pusher of national records, and the gauges."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
@@ -65,6 +66,8 @@ def background(app: BridgeApp) -> Sequence[Background]:
 
 
 def main(settings: Settings) -> None:
+    # httpx logs every request at INFO: the loops poll the province every second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     def build(settings: Settings, publisher: Publisher | None) -> BridgeApp:
         return bootstrap(settings, publisher)
 
