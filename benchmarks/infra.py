@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 import psycopg
@@ -262,3 +263,196 @@ def start_platform(db: ThrowawayDatabase, county: str, subject_name: str, *, lab
         data_dir.cleanup()
         raise
     return Platform(server, credentials, subject_id, county[:2], data_dir)
+
+
+# -- microservices mode ------------------------------------------------------------------------
+
+AMQP_URI = os.environ.get("BENCH_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+class RabbitVhost:
+    """A RabbitMQ virtual host of the benchmark's own (`rabbitmqctl add_vhost`), deleted at the
+    end. Nameko workers share one queue per (event, worker service), so a benchmark worker on
+    the shared "/" vhost would take other runs' events and they its. Without rabbitmqctl the
+    benchmark falls back to "/" and says so."""
+
+    def __init__(self, base_uri: str = AMQP_URI) -> None:
+        self.name = f"agritrace_bench_{os.getpid()}"
+        self.base_uri = base_uri.rstrip("/") + "/"
+        self.uri = self.base_uri
+        self._created = False
+
+    def _ctl(self, *args: str) -> bool:
+        try:
+            result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60,
+                                    check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            log(f"warning: rabbitmqctl {args[0]}: {error}")
+            return False
+        if result.returncode != 0:
+            log(f"warning: rabbitmqctl {args[0]}: {result.stderr.decode(errors='replace')[-300:]}")
+        return result.returncode == 0
+
+    def create(self) -> str:
+        """The AMQP URI to use: the new vhost's, or the base URI's if it cannot be made."""
+        atexit.register(self.drop)
+        if self._ctl("add_vhost", self.name) and self._ctl(
+                "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"):
+            self._created = True
+            self.uri = self.base_uri + self.name
+        else:
+            log("warning: no vhost of its own; the benchmark's workers share \"/\" with any "
+                "other run on this broker")
+        return self.uri
+
+    def drop(self) -> None:
+        if self._created:
+            self._created = False
+            self._ctl("delete_vhost", self.name)
+
+
+def wait_metrics(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 90.0
+                 ) -> float:
+    """Waits until a worker's /metrics answers (workers serve no gRPC health); seconds waited."""
+    import urllib.request
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"worker exited early with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
+                return time.perf_counter() - started
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"no /metrics on port {port} after {timeout:.0f} s")
+
+
+def scrape_metrics(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+@dataclass
+class Microservices:
+    """sso and the chosen services each in its own process on one throwaway database (one
+    schema each), events through RabbitMQ, caches in Redis: the deployment's shape. `servers`
+    by name ("registry", "flow", "query", "query-worker", ...); the administrator's token."""
+
+    servers: dict[str, RegistryServer]
+    credentials: Metadata
+    sso_password: str  # the first administrator's
+
+    def address(self, name: str) -> str:
+        return self.servers[name].address
+
+    def metrics_port(self, name: str) -> int:
+        return int(self.servers[name].env["AGRITRACE_METRICS_PORT"])
+
+    def pid(self, name: str) -> int:
+        process = self.servers[name].process
+        assert process is not None
+        return process.pid
+
+    def new_account(self, username: str, kind: Any, jurisdiction: str = "",
+                    roles: tuple[Any, ...] = ()) -> Metadata:
+        """A new sso account (created by the administrator), signed in: its credentials."""
+        password = secrets.token_urlsafe(18)
+        with grpc.insecure_channel(self.address("sso")) as channel:
+            sso = sso_pb2_grpc.SsoServiceStub(channel)  # type: ignore[no-untyped-call]
+            sso.CreateAccount(sso_pb2.CreateAccountRequest(
+                request_id=f"bench-{username}", password=password,
+                account=sso_pb2.Account(username=username, display_name=username, kind=kind,
+                                        jurisdiction=jurisdiction, roles=roles)),
+                metadata=self.credentials, timeout=30)
+            login = sso.Login(sso_pb2.LoginRequest(username=username, password=password),
+                              timeout=30)
+        return (("authorization", f"Bearer {login.tokens.access_token}"),)
+
+    def register_subject(self, county: str, name: str) -> str:
+        with grpc.insecure_channel(self.address("registry")) as channel:
+            return _register(channel, self.credentials, county, name)
+
+    def stop(self) -> None:
+        for server in reversed(list(self.servers.values())):
+            server.stop()
+
+
+def start_microservices(db: ThrowawayDatabase, services: tuple[str, ...], *, amqp_uri: str,
+                        redis_url: str, label: str,
+                        env_overrides: dict[str, dict[str, str]] | None = None
+                        ) -> Microservices:
+    """Migrates sso and `services` (of registry, coding, flow, query) into `db`, starts sso
+    with its first administrator and a service account per service, then each service's
+    server (and the query worker when "query" is among them), as the integration tests'
+    microservices platform does. Logs go to bench-results/<label>-<name>.log.
+    `env_overrides`: more environment for some processes, by name (to try a setting)."""
+    admin_password, service_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    sso = RegistryServer(db.sqlalchemy_url, RESULTS_DIR / f"{label}-sso.log",
+                         module="agritrace_sso",
+                         extra_env={"AGRITRACE_ADMIN_PASSWORD": admin_password})
+    servers: dict[str, RegistryServer] = {"sso": sso}
+    common = {"AGRITRACE_EVENT_BUS": "rabbitmq", "AGRITRACE_AMQP_URI": amqp_uri,
+              "AGRITRACE_REDIS_URL": redis_url, "AGRITRACE_SSO_ADDRESS": sso.address,
+              "AGRITRACE_SERVICE_PASSWORD": service_password}
+    names = [*services, *(("query-worker",) if "query" in services else ())]
+    for name in names:
+        module = "agritrace_" + name.removesuffix("-worker")
+        servers[name] = RegistryServer(
+            db.sqlalchemy_url, RESULTS_DIR / f"{label}-{name}.log", module=module,
+            pii_key=sso.pii_key, serve_args=("worker",) if name.endswith("-worker")
+            else ("serve",),
+            extra_env={**common, "AGRITRACE_SERVICE_USERNAME": f"svc-{name.split('-')[0]}",
+                       "AGRITRACE_METRICS_PORT": str(free_port())})
+    addresses = {f"AGRITRACE_{name.upper()}_ADDRESS": servers[name].address
+                 for name in ("registry", "coding", "flow") if name in servers}
+    if "coding" not in servers:  # flow dials coding only for coded goods
+        addresses["AGRITRACE_CODING_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    for name in names:
+        servers[name].env.update(addresses)
+        servers[name].env.update((env_overrides or {}).get(name, {}))
+    started = time.perf_counter()
+    try:
+        # Each migration is its own Python process: run them side by side.
+        with ThreadPoolExecutor(len(services) + 1) as pool:
+            def sso_ready() -> None:
+                sso.migrate()
+                sso.run("bootstrap-admin")
+
+            done = [pool.submit(sso_ready)] + [pool.submit(servers[name].migrate)
+                                               for name in services]
+            for future in done:
+                future.result()
+        log(f"[{label}] migrated sso, {', '.join(services)} in {time.perf_counter() - started:.1f}"
+            " s; starting sso")
+        sso.start()
+        sso.wait_serving(timeout=120.0)
+        with grpc.insecure_channel(sso.address) as channel:
+            stub = sso_pb2_grpc.SsoServiceStub(channel)  # type: ignore[no-untyped-call]
+            admin = stub.Login(sso_pb2.LoginRequest(username="admin", password=admin_password))
+            credentials = (("authorization", f"Bearer {admin.tokens.access_token}"),)
+            for name in services:
+                stub.CreateAccount(sso_pb2.CreateAccountRequest(
+                    request_id=f"svc-{name}", password=service_password,
+                    account=sso_pb2.Account(username=f"svc-{name}", display_name=name,
+                                            kind=sso_pb2.ACCOUNT_KIND_SERVICE)),
+                    metadata=credentials)
+        for name in names:
+            servers[name].start()
+        for name in names:
+            server = servers[name]
+            if name.endswith("-worker"):
+                waited = wait_metrics(int(server.env["AGRITRACE_METRICS_PORT"]), server.process)
+                log(f"[{label}] {name} up (metrics on :{server.env['AGRITRACE_METRICS_PORT']}) "
+                    f"after {waited:.1f} s")
+            else:
+                waited = server.wait_serving(timeout=120.0)
+                log(f"[{label}] {name} SERVING on {server.address} after {waited:.1f} s")
+    except BaseException:
+        for server in reversed(list(servers.values())):
+            server.stop()
+        raise
+    return Microservices(servers, credentials, admin_password)

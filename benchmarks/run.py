@@ -4,10 +4,12 @@ history, each figure next to a baseline measured in the same run. Prints progres
 the figures and a summary table on stdout, and writes the summary to
 bench-results/latest.json.
 
-    python -m benchmarks.run [--subjects N] [--only import|rpc|coding|flow] [--batch-size B]
-                             [--codes N] [--verify-calls N] [--flow-records N]
-                             [--history-calls N] [--flow-layout interleaved|grouped]
-                             [--no-flow-profile]
+    python -m benchmarks.run [--subjects N] [--only import|rpc|coding|flow|query]
+                             [--batch-size B] [--codes N] [--verify-calls N]
+                             [--flow-records N] [--history-calls N]
+                             [--flow-layout interleaved|grouped] [--no-flow-profile]
+                             [--scan-calls N] [--trace-records N] [--trace-calls N]
+                             [--lag-seconds S] [--lag-rate R] [--no-query-profile]
 
 1. Import: N generated subjects (default 607,100, the national registry's size; ~5% duplicate
    keys, ~0.4% invalid rows), one ImportSubjects stream per province, to a real registry server
@@ -24,6 +26,11 @@ bench-results/latest.json.
    98% RecordInternalTrace) vs a COPY of the rows the service stores for them (goal ≥ 10,000
    records/s); ListBatchHistory of a batch with 1,000 entries in one page vs a psycopg SELECT
    of the same rows.
+6. Query (benchmarks.query_bench), in microservices mode (sso, registry, flow, query server
+   and worker processes, PostgreSQL, RabbitMQ, Redis), query logging on: GetOriginInfo at
+   concurrency 16 vs a bare grpcio echo, with the query-log writer's cost isolated;
+   TraceForward at depth 10 over a generated graph of --trace-records flow records vs the
+   same traversal's SQL alone; the read-model lag under a steady write load (items 11-13).
 
 Nothing here asserts on timing; mismatching counts are printed as MISMATCH lines.
 """
@@ -65,6 +72,7 @@ from benchmarks.import_bench import (
     stream_import,
 )
 from benchmarks.infra import RegistryServer, ThrowawayDatabase, log
+from benchmarks.query_bench import run_query_phase
 from benchmarks.rpc_bench import EchoResult, paired_cost_us, run_concurrent, run_echo_modes
 
 NATIONAL_REGISTRY_SIZE = 607_100
@@ -99,11 +107,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=None,
                         help=f"records to import (default {NATIONAL_REGISTRY_SIZE:,}; with "
                         "--only rpc 20,000, just to have subjects for GetSubject)")
-    parser.add_argument("--only", choices=("import", "rpc", "coding", "flow"), default=None,
+    parser.add_argument("--only", choices=("import", "rpc", "coding", "flow", "query"),
+                        default=None,
                         help="import: items 1-2 (COPY baseline, import, re-import); "
                         "rpc: echo chain costs and GetSubject latency; coding: item 4 "
                         "(IssueCodes vs COPY, ExportCodes memory, VerifyCode vs echo); flow: "
-                        "item 5 (CaptureRecords vs COPY, ListBatchHistory vs SELECT)")
+                        "item 5 (CaptureRecords vs COPY, ListBatchHistory vs SELECT); query: "
+                        "item 6 (GetOriginInfo vs echo, TraceForward, read-model lag)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
     parser.add_argument("--replicas", type=int, default=2,
@@ -137,6 +147,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-flow-profile", action="store_true",
                         help="do not attach py-spy to the platform during the CaptureRecords "
                         "stream (it splits the server's time by record kind)")
+    parser.add_argument("--scan-calls", type=int, default=6000,
+                        help="GetOriginInfo calls per scan mode (new codes, codes again) and as "
+                        "many bare and chain echo calls, at concurrency 16 (default 6,000)")
+    parser.add_argument("--trace-records", type=int, default=1_000_000,
+                        help="shipment + transformation rows of the generated graph TraceForward "
+                        "runs over (default 1,000,000)")
+    parser.add_argument("--trace-calls", type=int, default=100,
+                        help="sequential TraceForward calls per start batch and regulator, and "
+                        "as many SQL-alone traversals (default 100)")
+    parser.add_argument("--lag-seconds", type=float, default=40.0,
+                        help="duration of the steady write load for the read-model lag "
+                        "(default 40)")
+    parser.add_argument("--lag-rate", type=float, default=20.0,
+                        help="RecordShipment calls per second during the lag load, plus half as "
+                        "many inspection records (default 20)")
+    parser.add_argument("--no-query-profile", action="store_true",
+                        help="do not attach py-spy to the query server for a profiled run of "
+                        "scans (the query log writer's share of its busy time)")
     parser.add_argument("--seed", type=int, default=20261129, help="data generator seed")
     parser.add_argument("--no-reimport", action="store_true", help="skip the re-import")
     parser.add_argument("--profile-server", metavar="PY_SPY",
@@ -164,6 +192,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--flow-records must be at least 100 (1% of them are batches)")
     if args.history_calls < 10:
         parser.error("--history-calls must be at least 10")
+    if args.scan_calls < 100:
+        parser.error("--scan-calls must be at least 100")
+    if args.trace_records < 1000:
+        parser.error("--trace-records must be at least 1,000")
+    if args.trace_calls < 2:
+        parser.error("--trace-calls must be at least 2")
+    if args.lag_seconds <= 0 or args.lag_rate <= 0:
+        parser.error("--lag-seconds and --lag-rate must be positive")
     return args
 
 
@@ -654,7 +690,7 @@ def run_registry_phases(args: argparse.Namespace, report: Report, phases: set[st
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    phases = {args.only} if args.only else {"import", "rpc", "coding", "flow"}
+    phases = {args.only} if args.only else {"import", "rpc", "coding", "flow", "query"}
     report = Report(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings={"subjects": args.subjects if phases & {"import", "rpc"} else None,
@@ -667,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
                   "flow_records": args.flow_records if "flow" in phases else None,
                   "history_calls": args.history_calls if "flow" in phases else None,
                   "flow_layout": args.flow_layout if "flow" in phases else None,
+                  "scan_calls": args.scan_calls if "query" in phases else None,
+                  "trace_records": args.trace_records if "query" in phases else None,
+                  "trace_calls": args.trace_calls if "query" in phases else None,
+                  "lag_seconds": args.lag_seconds if "query" in phases else None,
+                  "lag_rate": args.lag_rate if "query" in phases else None,
                   "seed": args.seed},
         machine={"cpus": os.cpu_count(), "python": platform.python_version(),
                  "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
@@ -693,6 +734,14 @@ def main(argv: list[str] | None = None) -> int:
                        layout=args.flow_layout, profile=not args.no_flow_profile)
         report.figures.setdefault("flow", {})["phase_seconds"] = round(
             time.perf_counter() - flow_started, 1)
+    if "query" in phases:
+        query_started = time.perf_counter()
+        run_query_phase(report, console, scan_calls=args.scan_calls,
+                        trace_records=args.trace_records, trace_calls=args.trace_calls,
+                        lag_seconds=args.lag_seconds, lag_rate=args.lag_rate, seed=args.seed,
+                        profile=not args.no_query_profile)
+        report.figures.setdefault("query", {})["phase_seconds"] = round(
+            time.perf_counter() - query_started, 1)
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()
     print_summary(report)
