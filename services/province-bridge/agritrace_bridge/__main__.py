@@ -7,7 +7,7 @@ from agritrace_kernel.process import service_main
 
 SERVICE_COMMANDS = {
     "serve": "agritrace_bridge.entrypoints.grpc_server:main",
-    "migrate": "agritrace_bridge.bootstrap:migrate",
+    "migrate": "agritrace_bridge.bootstrap:migrate_command",
     "worker": "agritrace_bridge.entrypoints.worker:main",
 }
 

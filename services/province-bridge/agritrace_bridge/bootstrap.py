@@ -16,7 +16,7 @@ from agritrace_bridge.adapters.metrics import PrometheusObserver
 from agritrace_bridge.adapters.national import GrpcSubjectImporter, GrpcTraceCapture
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
 from agritrace_bridge.adapters.sso_directory import GrpcPlatformDirectory
-from agritrace_bridge.config import BridgeConfig
+from agritrace_bridge.config import BridgeConfig, load_config
 from agritrace_bridge.service_layer.imports import HistoricalImport
 from agritrace_bridge.service_layer.inbound import InboundTrace
 from agritrace_bridge.service_layer.national import SubjectImporter, TraceCapture
@@ -67,6 +67,15 @@ class BridgeApp:
 def migrate(settings: Settings, config: BridgeConfig | None = None) -> None:
     config = config or BridgeConfig.from_environment()
     db.migrate(settings.database_for(config.service), MIGRATIONS)
+
+
+def migrate_command(settings: Settings) -> int:
+    """`python -m agritrace_bridge migrate`."""
+    config = load_config()
+    if config is None:
+        return 2
+    migrate(settings, config)
+    return 0
 
 
 def bootstrap(settings: Settings, publisher: Publisher | None = None, *,

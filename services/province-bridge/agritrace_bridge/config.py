@@ -4,6 +4,7 @@ grpc: the worker process (eventlet) reads it too."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -46,3 +47,13 @@ class BridgeConfig:
             raise ValueError(f"{ENV_IMPORT_PAGE_SIZE} must be a number from 1 to "
                              f"{MAX_PAGE_SIZE}")
         return cls(name, config, int(raw))
+
+
+def load_config() -> BridgeConfig | None:
+    """The configuration of a bridge command, or None after saying on stderr what is wrong
+    (a command then exits with 2, like a bad AGRITRACE_* setting)."""
+    try:
+        return BridgeConfig.from_environment()
+    except ValueError as error:
+        print(f"invalid configuration:\n  {error}", file=sys.stderr)
+        return None

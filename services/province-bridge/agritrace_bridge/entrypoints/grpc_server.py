@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from agritrace.bridge.v1 import bridge_pb2_grpc
 from agritrace_bridge.adapters import metrics
 from agritrace_bridge.bootstrap import BridgeApp, bootstrap, migrate
-from agritrace_bridge.config import BridgeConfig
+from agritrace_bridge.config import load_config
 from agritrace_bridge.entrypoints.background import Loop
 from agritrace_bridge.entrypoints.grpc_servicer import SERVICE_NAME, ProvinceBridgeServicer
 from agritrace_bridge.entrypoints.policy import POLICIES
@@ -65,12 +65,17 @@ def background(app: BridgeApp) -> Sequence[Background]:
             Loop("outbound-pusher", push), Loop("gauges", gauges))
 
 
-def main(settings: Settings) -> None:
+def main(settings: Settings) -> int:
+    config = load_config()
+    if config is None:
+        return 2
     # httpx logs every request at INFO: the loops poll the province every second.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    def build(settings: Settings, publisher: Publisher | None) -> BridgeApp:
-        return bootstrap(settings, publisher)
 
-    serve_service(settings, BridgeConfig.from_environment().service, migrate=migrate,
-                  bootstrap=build, registration=registration, policies=POLICIES,
-                  background=background)
+    def build(settings: Settings, publisher: Publisher | None) -> BridgeApp:
+        return bootstrap(settings, publisher, config=config)
+
+    serve_service(settings, config.service,
+                  migrate=lambda settings: migrate(settings, config), bootstrap=build,
+                  registration=registration, policies=POLICIES, background=background)
+    return 0

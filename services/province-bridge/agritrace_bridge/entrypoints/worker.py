@@ -6,7 +6,7 @@ has patched the process: nothing here may import grpc."""
 from __future__ import annotations
 
 from agritrace_bridge.adapters.repository import SqlAlchemyBridgeUnitOfWork
-from agritrace_bridge.config import BridgeConfig
+from agritrace_bridge.config import BridgeConfig, load_config
 from agritrace_bridge.domain.outbound import SUBSCRIBED
 from agritrace_bridge.service_layer.outbound import NationalEventIntake
 from agritrace_kernel.config import Settings
@@ -24,8 +24,10 @@ def subscriptions(config: BridgeConfig, store: ServiceStore) -> list[Subscriptio
     return [Subscription(consumer, source, name, handler) for source, name in SUBSCRIBED]
 
 
-def main(settings: Settings) -> None:
-    config = BridgeConfig.from_environment()
+def main(settings: Settings) -> int:
+    config = load_config()
+    if config is None:
+        return 2
     store = ServiceStore.open(settings, config.service, None)
     serve_metrics(settings.metrics_port)
     try:
@@ -33,3 +35,4 @@ def main(settings: Settings) -> None:
                                         subscriptions(config, store)), settings.amqp_uri)
     finally:
         store.close()
+    return 0
