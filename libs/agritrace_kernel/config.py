@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="HOST:PORT of the flow service, whose event log the query service replays "
         "when it rebuilds its read model. Unset in the all-in-one mode.",
     )
+    query_counterfeit_threshold: int = Field(
+        5, ge=1, le=10_000,
+        description="Scans of unknown or malformed codes from one place within 10 minutes "
+        "that raise a counterfeit signal (query service).",
+    )
     resolver_base_url: str = Field(
         "https://trace.agritrace.example.cn",
         description="Base URL of the trace-code resolver printed in every label's QR code "

@@ -22,7 +22,6 @@ from agritrace_query.adapters.unit_of_work import ProjectionUnitOfWork
 from agritrace_query.service_layer import projections
 from agritrace_query.service_layer.ports import OriginCache
 from agritrace_query.service_layer.services import (
-    DEFAULT_COUNTERFEIT_THRESHOLD,
     SERVICE,
     QueryService,
 )
@@ -80,8 +79,7 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None,
         origins=PointOriginReader(scan_engine), cache=cache, log_sink=writer,
         reader_factory=lambda: QueryUnitOfWork(store.readers),
         uow_factory=lambda: QueryUnitOfWork(store.sessions, after_commit=store.after_commit),
-        counterfeit_threshold=int(getattr(settings, "query_counterfeit_threshold",
-                                          DEFAULT_COUNTERFEIT_THRESHOLD)))
+        counterfeit_threshold=settings.query_counterfeit_threshold)
     subscriptions = projections.subscriptions(
         lambda: ProjectionUnitOfWork(store.sessions), cache)
     return QueryApp(settings, store, service, cache, writer, scan_engine,

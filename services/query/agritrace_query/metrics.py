@@ -12,6 +12,7 @@ read_model_lag_seconds = Histogram(
 )
 counterfeit_signals_total = Counter(
     "agritrace_query_counterfeit_signals_total",
-    "Places where scans of unknown or malformed codes reached the threshold in a window.",
+    "Places where scans of unknown or malformed codes reached the threshold in a window "
+    "(place: the division the scanning client declared, else \"network\").",
     ["place"],
 )

@@ -215,6 +215,11 @@ query_log = sa.Table(
     sa.Column("place", sa.String(40), nullable=False, server_default=""),  # where from
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("entry_hash", sa.String(64), nullable=False),
-    sa.Index("ix_query_log_division", "target_division", "seq"),
+    # Prefix matches (a regulator's jurisdiction) use the index on PostgreSQL only with
+    # text_pattern_ops (the database's collation is not C).
+    sa.Index("ix_query_log_division", "target_division", "seq",
+             postgresql_ops={"target_division": "text_pattern_ops"}),
+    # Statistics count a period's scans.
+    sa.Index("ix_query_log_rpc_time", "rpc", "logged_at"),
     sa.Index("ix_query_log_asker", "asker", "seq"),
 )

@@ -70,7 +70,8 @@ class PointOriginReader:
         self._batch = PointQuery(
             engine, sa.select(*_ORIGIN_COLUMNS)
             .select_from(orm.batches.outerjoin(orm.subjects, _s.subject_id == _b.subject_id))
-            .where(_b.batch_id == sa.bindparam("batch_id")))
+            # A row without created_at holds only facts that arrived before the batch did.
+            .where(_b.batch_id == sa.bindparam("batch_id"), _b.created_at.is_not(None)))
 
     def code(self, code: str) -> CodeFacts | None:
         rows = self._code.rows(code=code)
@@ -140,7 +141,8 @@ class SqlAlchemyReadStore:
         return self.batches([batch_id]).get(batch_id)
 
     def batches(self, batch_ids: Sequence[str]) -> dict[str, BatchInfo]:
-        rows = self._rows(sa.select(*_BATCH_COLUMNS), _b.batch_id, batch_ids)
+        rows = self._rows(sa.select(*_BATCH_COLUMNS).where(_b.created_at.is_not(None)),
+                          _b.batch_id, batch_ids)
         return {row.batch_id: _batch_info(row) for row in rows}
 
     def subjects(self, subject_ids: Sequence[str]) -> dict[str, SubjectInfo]:
@@ -152,7 +154,8 @@ class SqlAlchemyReadStore:
     def shipments_of(self, batch_ids: Sequence[str]) -> list[ShipmentLink]:
         rows = self._rows(sa.select(_sh.shipment_id, _sh.batch_id, _sh.seller_subject_id,
                                     _sh.buyer_subject_id, _sh.quantity, _sh.unit, _sh.ship_time,
-                                    _sh.received_at), _sh.batch_id, batch_ids)
+                                    _sh.received_at).where(_sh.ship_time.is_not(None)),
+                          _sh.batch_id, batch_ids)
         return [ShipmentLink(row.shipment_id, row.batch_id, row.seller_subject_id,
                              row.buyer_subject_id, row.quantity, row.unit, as_utc(row.ship_time),
                              as_utc(row.received_at) if row.received_at else None)

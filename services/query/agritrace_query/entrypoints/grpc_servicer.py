@@ -207,7 +207,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         caller = caller_of(context, self._key)
         answer = self.service.get_origin_info(caller, request.code)
         if answer.counterfeit_signal:
-            metrics.counterfeit_signals_total.labels(caller.place).inc()
+            # A division is a bounded label (~3,000 counties); network prefixes are not: they
+            # are counted together, and the event carries the prefix itself.
+            label = caller.place if caller.place.isdigit() else "network"
+            metrics.counterfeit_signals_total.labels(label).inc()
         return origin_to_proto(answer.view)
 
     def TraceCode(self, request: pb.TraceCodeRequest,

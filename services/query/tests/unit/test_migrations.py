@@ -52,4 +52,4 @@ def test_migrating_again_changes_nothing(tmp_path: Path) -> None:
         db.migrate(DatabaseTarget(str(migrated.url), None), support.MIGRATIONS)
         with migrated.connect() as connection:
             versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
-            assert [row[0] for row in versions] == ["0001"]
+            assert [row[0] for row in versions] == ["0002"]

@@ -128,3 +128,26 @@ def test_trace_message_redacts_edges(servicer: Any) -> None:
     nodes = {node.node_id: node for node in graph.nodes}
     assert nodes[f"B2/{side.RETAILER}"].redacted
     assert nodes[f"B2/{side.RETAILER}"].division_code == "310104"
+
+
+def test_the_counterfeit_metric_labels_divisions_and_lumps_networks(servicer: Any) -> None:
+    """Its `place` label stays bounded: a declared division, else "network" (the prefixes
+    themselves would make a series per network)."""
+    from prometheus_client import REGISTRY
+
+    def signals(place: str) -> float:
+        value = REGISTRY.get_sample_value("agritrace_query_counterfeit_signals_total",
+                                          {"place": place})
+        return value or 0.0
+
+    service, _ = servicer
+    before_network, before_county = signals("network"), signals("440305")
+    for index in range(5):  # the wiring's threshold
+        service.GetOriginInfo(pb.GetOriginInfoRequest(code=f"nonsense-{index}"),
+                              Context("ipv4:198.51.100.9:5000"))
+        service.GetOriginInfo(pb.GetOriginInfoRequest(code=f"nonsense-{index}"),
+                              Context("ipv4:198.51.100.9:5000",
+                                      (("x-scan-division", "440305"),)))
+    assert signals("network") == before_network + 1
+    assert signals("440305") == before_county + 1
+    assert signals("ip:198.51.100.0/24") == 0

@@ -176,6 +176,32 @@ def test_trace_by_code_and_depth(model: Any, wiring: Any) -> None:
         wiring.service.trace_back(admin, unbound, "", 3)
 
 
+def test_facts_that_arrived_before_their_batch_or_shipment_are_not_shown_yet(
+    model: Any, wiring: Any
+) -> None:
+    """Events of different sources arrive in any order: a production record can make a
+    batch row before batch_created fills it (created_at NULL), a receipt a shipment row
+    before batch_shipped (ship_time NULL). Until then they are not part of any answer."""
+    chain = side.seed_chain(model)
+    model.insert(side.orm.batches, {
+        "batch_id": "B9", "subject_id": "", "subject_division": "", "product_code": "",
+        "product_name": "", "category": "", "quantity": "", "unit": "",
+        "origin_division": "", "inspections_passed": 1, "created_at": None})
+    early = model.codes("B9")[0]
+    model.insert(side.orm.shipments, {
+        "shipment_id": "S9", "batch_id": "B1", "seller_subject_id": side.RETAILER,
+        "buyer_subject_id": side.FARM, "seller_province": "", "buyer_province": "",
+        "quantity": "", "unit": "", "ship_time": None, "received_at": side.T0})
+
+    answer = wiring.service.get_origin_info(CONSUMER, early)
+    assert answer.view.status is OriginStatus.GENUINE_ACTIVE and answer.view.origin is None
+    admin = side.caller(side.ADMIN)
+    forward = wiring.service.trace_forward(admin, chain.b1_code, "", 10)
+    assert "S9" not in {view.edge.record_id for view in forward.edges}
+    with pytest.raises(NotFound):
+        wiring.service.trace_forward(admin, "", "B9", 3)
+
+
 def _log(model: Any, wiring: Any, n: int) -> None:
     """n entries alternating between a 浙江 and a 上海 target."""
     model.subject("F", "330106")
