@@ -153,9 +153,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trace-records", type=int, default=1_000_000,
                         help="shipment + transformation rows of the generated graph TraceForward "
                         "runs over (default 1,000,000)")
-    parser.add_argument("--trace-calls", type=int, default=100,
+    parser.add_argument("--trace-calls", type=int, default=50,
                         help="sequential TraceForward calls per start batch and regulator, and "
-                        "as many SQL-alone traversals (default 100)")
+                        "as many SQL-alone traversals (default 50)")
     parser.add_argument("--lag-seconds", type=float, default=40.0,
                         help="duration of the steady write load for the read-model lag "
                         "(default 40)")
