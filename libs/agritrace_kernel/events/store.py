@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from agritrace_kernel.events.model import Event
@@ -61,16 +61,14 @@ class EventStore:
     def claim(self, consumer: str, event_id: str) -> bool:
         """Records that `consumer` handles `event_id`; False if it already did (a duplicate).
         The claim commits or rolls back with the handler's own changes."""
-        try:
-            with self._session.begin_nested():
-                self._session.execute(
-                    inbox.insert().values(
-                        consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)
-                    )
-                )
-        except IntegrityError:
-            return False
-        return True
+        # ON CONFLICT DO NOTHING: one round trip, no savepoint around an INSERT that may fail
+        # (the settings accept PostgreSQL and SQLite only; both have it). RETURNING says
+        # whether a row went in: the drivers' rowcount is -1 for an INSERT.
+        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
+        inserted = self._session.execute(
+            dialect.insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id).values(
+                consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)))
+        return inserted.first() is not None
 
 
 def _outbox_row(event: Event) -> dict[str, object]:
