@@ -18,8 +18,14 @@ def service_main(service: str, argv: Sequence[str], commands: Mapping[str, str])
     command = argv[0]
     worker = command == "worker"
     if worker:
+        import os
+
         import eventlet
 
+        # psycopg 3 picks its C wait function unless a gevent patch is detected, and that
+        # blocks eventlet's hub on every query; wait_select calls select.select, which the
+        # patch makes green. Read when psycopg is first imported, so set before any import.
+        os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
         eventlet.monkey_patch()
     from agritrace_kernel.config import ConfigError, load_settings
     from agritrace_kernel.logs import configure_logging
