@@ -153,10 +153,10 @@ class QueryService:
             return OriginAnswer(view, signal)
 
     def _origin_facts(self, code: str) -> tuple[CodeFacts | None, BatchOrigin | None]:
-        """Cache first; on a miss one point query for the code and one for its batch, then
-        the cache is filled. Unknown codes are not cached: an issue would have to invalidate
-        every code it creates."""
-        cached = self.cache.get(code_key(code))
+        """Cache first (the code's view and its batch's in one look-up); on a miss one point
+        query for the code and one for its batch, then the cache is filled. Unknown codes are
+        not cached: an issue would have to invalidate every code it creates."""
+        cached, cached_batch = self.cache.get_origin(code)
         facts = CodeFacts.from_cache(code, cached) if cached is not None else None
         if facts is None:
             facts = self.origins.code(code)
@@ -166,9 +166,10 @@ class QueryService:
         if not facts.batch_id or origin.status_of(facts) not in (
                 OriginStatus.GENUINE_ACTIVE, OriginStatus.CONSUMED):
             return facts, None
-        cached = self.cache.get(batch_key(facts.batch_id))
-        if cached is not None:
-            return facts, BatchOrigin.from_cache(cached)
+        if cached is None:  # a code new to the cache: its batch's view may be there already
+            cached_batch = self.cache.get(batch_key(facts.batch_id))
+        if cached_batch is not None:
+            return facts, BatchOrigin.from_cache(cached_batch)
         batch = self.origins.batch_origin(facts.batch_id)
         if batch is not None:
             self.cache.set(batch_key(batch.batch_id), batch.to_cache(), self.cache_ttl_seconds)

@@ -82,6 +82,20 @@ def test_invalidation_drops_the_views_of_the_codes_and_batches_named(
     cache.invalidate([], [])
 
 
+def test_a_scan_gets_the_code_view_and_the_view_of_the_batch_it_names(
+        cache: OriginCache) -> None:
+    code_view = {"state": "ACTIVE", "batch_id": "B1"}
+    assert cache.get_origin("C1") == (None, None)
+    cache.set(batch_key("B1"), VIEW, 60)
+    assert cache.get_origin("C1") == (None, None)  # the batch's view alone is no answer
+    cache.set(code_key("C1"), code_view, 60)
+    assert cache.get_origin("C1") == (code_view, VIEW)
+    cache.invalidate([], ["B1"])
+    assert cache.get_origin("C1") == (code_view, None)
+    cache.set(code_key("C2"), {"state": "ISSUED", "batch_id": ""}, 60)
+    assert cache.get_origin("C2") == ({"state": "ISSUED", "batch_id": ""}, None)
+
+
 def test_invalidating_thousands_of_codes_at_once(cache: OriginCache) -> None:
     codes = [f"C{n}" for n in range(2500)]
     for code in codes[::500]:
@@ -178,6 +192,7 @@ def test_an_unreachable_redis_misses_and_never_raises() -> None:
     cache = RedisOriginCache("redis://127.0.0.1:1/0", "agritrace:query:test:")
     cache.set(code_key("C1"), VIEW, 60)
     assert cache.get(code_key("C1")) is None
+    assert cache.get_origin("C1") == (None, None)
     cache.invalidate(["C1"], ["B1"])
     cache.clear()
     assert cache.count_unknown_scan("330106", 600) == 0
