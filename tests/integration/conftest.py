@@ -74,7 +74,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
