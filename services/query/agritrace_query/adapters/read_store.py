@@ -108,6 +108,26 @@ _BATCH_COLUMNS = (_b.batch_id, _b.subject_id, _b.subject_division, _b.product_co
                   _b.origin_division, _b.flags)
 
 
+def _lineage_statement(by_parent: bool) -> tuple[sa.Select[Any], sa.ColumnElement[str]]:
+    """(parent batch, child batch) pairs linked by code lineage, and the column a look-up
+    matches its batches on. Built once: a trace asks at every level."""
+    parent = orm.codes.alias("parent")
+    child = orm.codes.alias("child")
+    lineage = orm.code_lineage.c
+    given, other = (parent, child) if by_parent else (child, parent)
+    statement = (
+        sa.select(parent.c.batch_id, child.c.batch_id).distinct()
+        .select_from(orm.code_lineage
+                     .join(parent, parent.c.code == lineage.parent_code)
+                     .join(child, child.c.code == lineage.child_code))
+        .where(other.c.batch_id != ""))
+    return statement, given.c.batch_id
+
+
+_LINEAGE_BY_PARENT = _lineage_statement(True)
+_LINEAGE_BY_CHILD = _lineage_statement(False)
+
+
 def prefix_of(column: sa.ColumnElement[str], length: int) -> sa.ColumnElement[str]:
     """The first `length` characters, with the length inlined: PostgreSQL only groups by an
     expression it can see is the selected one, and two bound parameters are not."""
@@ -177,17 +197,8 @@ class SqlAlchemyReadStore:
         return self._transformations(_t.output_batch_id, batch_ids)
 
     def _lineage(self, by_parent: bool, batch_ids: Sequence[str]) -> list[LineageLink]:
-        parent = orm.codes.alias("parent")
-        child = orm.codes.alias("child")
-        lineage = orm.code_lineage.c
-        given, other = (parent, child) if by_parent else (child, parent)
-        statement = (
-            sa.select(parent.c.batch_id, child.c.batch_id).distinct()
-            .select_from(orm.code_lineage
-                         .join(parent, parent.c.code == lineage.parent_code)
-                         .join(child, child.c.code == lineage.child_code))
-            .where(other.c.batch_id != ""))
-        rows = self._rows(statement, given.c.batch_id, batch_ids)
+        statement, given = _LINEAGE_BY_PARENT if by_parent else _LINEAGE_BY_CHILD
+        rows = self._rows(statement, given, batch_ids)
         return [LineageLink(row[0], row[1]) for row in rows if row[0] != row[1]]
 
     def lineage_children(self, batch_ids: Sequence[str]) -> list[LineageLink]:

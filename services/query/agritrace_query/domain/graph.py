@@ -362,12 +362,23 @@ def present(trace: Trace, subjects: dict[str, SubjectInfo], scope: Scope) -> Tra
     division; a batch whose producer is outside it shows no details; an edge none of whose
     parties is inside it shows only the link."""
 
+    # Each subject's division and whether it is in scope, worked out once: a trace names the
+    # same holders on many nodes and edges.
+    divisions: dict[str, str] = {}
+    seen: dict[str, bool] = {}
+
     def division(subject_id: str) -> str:
-        subject = subjects.get(subject_id)
-        return subject.division_code if subject is not None else ""
+        found = divisions.get(subject_id)
+        if found is None:
+            subject = subjects.get(subject_id)
+            found = divisions[subject_id] = subject.division_code if subject is not None else ""
+        return found
 
     def inside(subject_id: str) -> bool:
-        return scope.sees_in_full(division(subject_id))
+        found = seen.get(subject_id)
+        if found is None:
+            found = seen[subject_id] = scope.sees_in_full(division(subject_id))
+        return found
 
     nodes = []
     for node, depth in sorted(trace.depths.items(),
