@@ -338,6 +338,18 @@ class SqlProjectionStore:
                 table.c.day == day, table.c.division_code == division_code,
                 table.c.metric == metric, table.c.count == 0))
 
+    def count_many(self, day: date, counts: Sequence[tuple[str, str, int]]) -> None:
+        # In one order for every event, so concurrent handlers lock shared rows alike.
+        rows = [{"day": day, "division_code": division_code, "metric": metric, "count": amount}
+                for division_code, metric, amount in sorted(counts) if amount > 0]
+        if not rows:
+            return
+        table = orm.daily_counts
+        statement = self._insert(table).values(rows)
+        self._session.execute(statement.on_conflict_do_update(
+            index_elements=["day", "division_code", "metric"],
+            set_={"count": table.c.count + statement.excluded["count"]}))
+
     def hold_count(self, held: HeldCount) -> None:
         table = orm.held_counts
         statement = self._insert(table).values(

@@ -188,6 +188,11 @@ class ProjectionStore(Protocol):
         """Adds `amount` (may be negative) to a daily counter."""
         ...
 
+    def count_many(self, day: date, counts: Sequence[tuple[str, str, int]]) -> None:
+        """Adds each positive `amount` of (division_code, metric, amount) to its daily counter,
+        all in one statement; each (division_code, metric) at most once."""
+        ...
+
     def hold_count(self, held: HeldCount) -> None:
         """Remembers a count made while its subject was unknown (adds to one held before)."""
         ...

@@ -128,14 +128,36 @@ def _divisions(store: ProjectionStore, subject_ids: Iterable[str]) -> dict[str, 
     return found
 
 
+def _places(store: ProjectionStore, *parties: tuple[str, str]) -> list[_Place]:
+    """The places of (subject_id, province) parties, their divisions read together."""
+    divisions = _divisions(store, [subject_id for subject_id, _ in parties])
+    places = []
+    for subject_id, province in parties:
+        division = divisions.get(subject_id)
+        places.append(_Place(subject_id, division or _province_division(province),
+                             division is not None))
+    return places
+
+
 def _place(store: ProjectionStore, subject_id: str, province: str = "") -> _Place:
-    division = _divisions(store, [subject_id]).get(subject_id)
-    return _Place(subject_id, division or _province_division(province), division is not None)
+    return _places(store, (subject_id, province))[0]
 
 
 def _count(store: ProjectionStore, day: date, place: _Place, metric: str,
            amount: int = 1) -> None:
     store.count(day, place.division, metric, amount)
+    _hold(store, day, place, metric, amount)
+
+
+def _count_ones(store: ProjectionStore, day: date, counted: Sequence[tuple[_Place, str]]
+                ) -> None:
+    """One each to several (place, metric) counters, in one statement."""
+    store.count_many(day, [(place.division, metric, 1) for place, metric in counted])
+    for place, metric in counted:
+        _hold(store, day, place, metric, 1)
+
+
+def _hold(store: ProjectionStore, day: date, place: _Place, metric: str, amount: int) -> None:
     if not place.known and place.subject_id and amount:
         store.hold_count(HeldCount(place.subject_id, day, metric, place.division, amount))
 
@@ -362,12 +384,15 @@ def on_batch_shipped(event: Event, store: ProjectionStore) -> Touched:
         return Touched()
     store.put_shipment(shipment)
     day = china_day(at)
-    seller = _place(store, shipment.seller_subject_id, shipment.seller_province)
-    _count(store, day, seller, "flows")
-    if payload.get("cross_province"):
-        _count(store, day, seller, "cross_province_out")
-        _count(store, day, _place(store, shipment.buyer_subject_id, shipment.buyer_province),
-               "cross_province_in")
+    parties = [(shipment.seller_subject_id, shipment.seller_province)]
+    cross = bool(payload.get("cross_province"))
+    if cross:
+        parties.append((shipment.buyer_subject_id, shipment.buyer_province))
+    seller, *buyer = _places(store, *parties)
+    counted = [(seller, "flows")]
+    if cross:
+        counted += [(seller, "cross_province_out"), (buyer[0], "cross_province_in")]
+    _count_ones(store, day, counted)
     _active(store, seller, day)
     return Touched()  # the origin view shows nothing of later holders
 
@@ -399,9 +424,8 @@ def on_market_entry_checked(event: Event, store: ProjectionStore) -> Touched:
     store.put_market_entry(entry)
     day = china_day(at)
     market = _place(store, entry.market_subject_id, entry.market_province)
-    _count(store, day, market, "market_entries")
-    if not entry.admitted:
-        _count(store, day, market, "market_refusals")
+    _count_ones(store, day, [(market, "market_entries")] + (
+        [] if entry.admitted else [(market, "market_refusals")]))
     _active(store, market, day)
     return Touched()
 
