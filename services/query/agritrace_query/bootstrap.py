@@ -27,6 +27,9 @@ from agritrace_query.service_layer.services import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A worker handles a few events at once (the kernel's nameko worker: 4); the pool's overflow
+# covers more.
+PROJECTION_POOL_SIZE = 4
 
 
 @dataclass
@@ -40,6 +43,8 @@ class QueryApp:
     # The key anonymous callers' fingerprints are made with (never stored).
     fingerprint_secret: bytes
     subscriptions: list[Subscription] = field(default_factory=list)
+    # The event handlers' own engine, when they have one (see bootstrap).
+    projection_engine: Engine | None = None
 
     @property
     def relay(self) -> OutboxRelay | None:
@@ -56,6 +61,8 @@ class QueryApp:
         # The log first: its queued entries need the database still open.
         self.log_writer.stop()
         self.scan_engine.dispose()
+        if self.projection_engine is not None:
+            self.projection_engine.dispose()
         self.store.close()
 
 
@@ -80,7 +87,18 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None,
         reader_factory=lambda: QueryUnitOfWork(store.readers),
         uow_factory=lambda: QueryUnitOfWork(store.sessions, after_commit=store.after_commit),
         counterfeit_threshold=settings.query_counterfeit_threshold)
+    # On PostgreSQL the event handlers use a pool that does not ping each connection it hands
+    # out (a round trip per event): a handler that meets a dropped connection fails, the pool
+    # replaces the connection and ProjectionHandler tries the event again. Connections open on
+    # first use only, so a process that handles no events opens none. (SQLite, the all-in-one
+    # mode, keeps one engine: one writer at a time.)
+    projection_engine = (
+        db.create_engine(settings.database_for(SERVICE), pool_size=PROJECTION_POOL_SIZE,
+                         pre_ping=False)
+        if store.engine.dialect.name == "postgresql" else None)
+    projection_sessions = (db.session_factory(projection_engine)
+                           if projection_engine is not None else store.sessions)
     subscriptions = projections.subscriptions(
-        lambda: ProjectionUnitOfWork(store.sessions), cache)
+        lambda: ProjectionUnitOfWork(projection_sessions), cache)
     return QueryApp(settings, store, service, cache, writer, scan_engine,
-                    settings.pii_key_bytes(), subscriptions)
+                    settings.pii_key_bytes(), subscriptions, projection_engine)
