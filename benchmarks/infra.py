@@ -271,47 +271,6 @@ AMQP_URI = os.environ.get("BENCH_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-class RabbitVhost:
-    """A RabbitMQ virtual host of the benchmark's own (`rabbitmqctl add_vhost`), deleted at the
-    end. Nameko workers share one queue per (event, worker service), so a benchmark worker on
-    the shared "/" vhost would take other runs' events and they its. Without rabbitmqctl the
-    benchmark falls back to "/" and says so."""
-
-    def __init__(self, base_uri: str = AMQP_URI) -> None:
-        self.name = f"agritrace_bench_{os.getpid()}"
-        self.base_uri = base_uri.rstrip("/") + "/"
-        self.uri = self.base_uri
-        self._created = False
-
-    def _ctl(self, *args: str) -> bool:
-        try:
-            result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60,
-                                    check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            log(f"warning: rabbitmqctl {args[0]}: {error}")
-            return False
-        if result.returncode != 0:
-            log(f"warning: rabbitmqctl {args[0]}: {result.stderr.decode(errors='replace')[-300:]}")
-        return result.returncode == 0
-
-    def create(self) -> str:
-        """The AMQP URI to use: the new vhost's, or the base URI's if it cannot be made."""
-        atexit.register(self.drop)
-        if self._ctl("add_vhost", self.name) and self._ctl(
-                "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"):
-            self._created = True
-            self.uri = self.base_uri + self.name
-        else:
-            log("warning: no vhost of its own; the benchmark's workers share \"/\" with any "
-                "other run on this broker")
-        return self.uri
-
-    def drop(self) -> None:
-        if self._created:
-            self._created = False
-            self._ctl("delete_vhost", self.name)
-
-
 def wait_metrics(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 90.0
                  ) -> float:
     """Waits until a worker's /metrics answers (workers serve no gRPC health); seconds waited."""

@@ -86,17 +86,18 @@ from agritrace.query.v1 import query_pb2_grpc
 from agritrace.sso.v1 import sso_pb2
 from agritrace_coding.domain import codes as code_format
 from agritrace_registry.domain.divisions import DivisionCatalog
+from agritrace_testing.rabbit import RabbitVhost
 from benchmarks import stacks
 from benchmarks.coding_bench import ConcurrentRun
 from benchmarks.cpu import process_cpu_seconds
 from benchmarks.echo_server import METHOD as ECHO_METHOD
 from benchmarks.import_bench import CHANNEL_OPTIONS, percentile, summarise
 from benchmarks.infra import (
+    AMQP_URI,
     REDIS_URL,
     RESULTS_DIR,
     ROOT,
     Microservices,
-    RabbitVhost,
     ThrowawayDatabase,
     log,
     scrape_metrics,
@@ -1342,7 +1343,7 @@ def run_query_phase(report: Report, console: Console, *, scan_calls: int, trace_
                     trace_calls: int, lag_seconds: float, lag_rate: float, seed: int,
                     profile: bool) -> None:
     db = ThrowawayDatabase(suffix="_query")
-    vhost = RabbitVhost()
+    vhost = RabbitVhost(AMQP_URI, "agritrace_bench", log)
     platform: Microservices | None = None
     try:
         db.create()

@@ -32,6 +32,7 @@ from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
 from agritrace_registry.domain import identifiers
+from agritrace_testing.rabbit import RabbitVhost
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +247,7 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _microservices(tmp: Path, database_url: str) -> Platform:
+def _microservices(tmp: Path, database_url: str, amqp_uri: str) -> Platform:
     """sso first (migrate, first administrator, server), service accounts for the registry,
     coding, flow and query, then the registry (migrate, server, worker), coding and flow
     (migrate, server) and query (migrate, server, worker) authenticating callers against
@@ -258,7 +259,7 @@ def _microservices(tmp: Path, database_url: str) -> Platform:
         "AGRITRACE_DATABASE_URL": database_url,
         "AGRITRACE_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "AGRITRACE_EVENT_BUS": "rabbitmq",
-        "AGRITRACE_AMQP_URI": AMQP_URI,
+        "AGRITRACE_AMQP_URI": amqp_uri,
         "AGRITRACE_REDIS_URL": REDIS_URL,
         "AGRITRACE_LOG_FORMAT": "json",
         "AGRITRACE_OUTBOX_POLL_SECONDS": "0.1",
@@ -345,9 +346,12 @@ def _all_in_one(tmp: Path) -> Platform:
 def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[Platform]:
     tmp = tmp_path_factory.mktemp(request.param)
+    # Workers' queues are durable and named per service: a vhost of the module's own keeps
+    # other runs' events out of them (and theirs out of others').
+    vhost = RabbitVhost(AMQP_URI, "agritrace_it")
     if request.param == "microservices":
         database = request.getfixturevalue("postgres_database")
-        running = _microservices(tmp, database)
+        running = _microservices(tmp, database, vhost.create())
     else:
         running = _all_in_one(tmp)
     try:
@@ -368,3 +372,5 @@ def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     else:
         codes = running.stop()
         assert all(code == 0 for code in codes.values()), f"unclean stop: {codes}"
+    finally:
+        vhost.drop()
