@@ -1,15 +1,18 @@
 """`make bench`: the registry's import throughput, gRPC per-call costs, the coding
-service's bulk issue, export and verification, and the flow service's bulk capture and batch
-history, each figure next to a baseline measured in the same run. Prints progress on stderr,
+service's bulk issue, export and verification, the flow service's bulk capture and batch
+history, the query service, and the province bridge's import and internal trace, each figure
+next to a baseline measured in the same run. Prints progress on stderr,
 the figures and a summary table on stdout, and writes the summary to
 bench-results/latest.json.
 
-    python -m benchmarks.run [--subjects N] [--only import|rpc|coding|flow|query]
+    python -m benchmarks.run [--subjects N] [--only import|rpc|coding|flow|query|bridge]
                              [--batch-size B] [--codes N] [--verify-calls N]
                              [--flow-records N] [--history-calls N]
                              [--flow-layout interleaved|grouped] [--no-flow-profile]
                              [--scan-calls N] [--trace-records N] [--trace-calls N]
                              [--lag-seconds S] [--lag-rate R] [--no-query-profile]
+                             [--bridge-subjects N] [--bridge-trace-backlog N]
+                             [--bridge-trace-seconds S] [--bridge-trace-rate R]
 
 1. Import: N generated subjects (default 607,100, the national registry's size; ~5% duplicate
    keys, ~0.4% invalid rows), one ImportSubjects stream per province, to a real registry server
@@ -31,6 +34,12 @@ bench-results/latest.json.
    concurrency 16 vs a bare grpcio echo, with the query-log writer's cost isolated;
    TraceForward at depth 10 over a generated graph of --trace-records flow records vs the
    same traversal's SQL alone; the read-model lag under a steady write load (items 11-13).
+7. Bridge (benchmarks.bridge_bench), in microservices mode (sso, registry, flow, a simulated
+   province and its bridge, PostgreSQL, RabbitMQ): the historical import of
+   --bridge-subjects subjects through the bridge vs the registry's ImportSubjects of the same
+   pages sent directly; internal-trace records from the simulator through the bridge into
+   flow's CaptureRecords, a backlog vs CaptureRecords directly, and the lag of a steady
+   stream (items 14-15).
 
 Nothing here asserts on timing; mismatching counts are printed as MISMATCH lines.
 """
@@ -59,6 +68,7 @@ from rich.table import Table
 
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from benchmarks import data
+from benchmarks.bridge_bench import run_bridge_phase
 from benchmarks.coding_bench import run_coding_phase
 from benchmarks.copy_baseline import CopyResult, subject_rows, timed_copy
 from benchmarks.cpu import CpuSample
@@ -107,13 +117,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, default=None,
                         help=f"records to import (default {NATIONAL_REGISTRY_SIZE:,}; with "
                         "--only rpc 20,000, just to have subjects for GetSubject)")
-    parser.add_argument("--only", choices=("import", "rpc", "coding", "flow", "query"),
+    parser.add_argument("--only", choices=("import", "rpc", "coding", "flow", "query",
+                                           "bridge"),
                         default=None,
                         help="import: items 1-2 (COPY baseline, import, re-import); "
                         "rpc: echo chain costs and GetSubject latency; coding: item 4 "
                         "(IssueCodes vs COPY, ExportCodes memory, VerifyCode vs echo); flow: "
                         "item 5 (CaptureRecords vs COPY, ListBatchHistory vs SELECT); query: "
-                        "item 6 (GetOriginInfo vs echo, TraceForward, read-model lag)")
+                        "item 6 (GetOriginInfo vs echo, TraceForward, read-model lag); "
+                        "bridge: item 7 (import and internal trace through the bridge vs "
+                        "direct)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"records per ImportSubjectsRequest (1-5000, default {DEFAULT_BATCH})")
     parser.add_argument("--replicas", type=int, default=2,
@@ -165,6 +178,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-query-profile", action="store_true",
                         help="do not attach py-spy to the query server for a profiled run of "
                         "scans (the query log writer's share of its busy time)")
+    parser.add_argument("--bridge-subjects", type=int, default=20_000,
+                        help="subjects of the simulated province imported through the bridge "
+                        "(and as many directly; default 20,000)")
+    parser.add_argument("--bridge-trace-backlog", type=int, default=10_000,
+                        help="internal-trace records made at once for the bridge to deliver "
+                        "(and as many sent to flow directly; default 10,000)")
+    parser.add_argument("--bridge-trace-seconds", type=float, default=60.0,
+                        help="duration of the steady internal-trace stream (default 60)")
+    parser.add_argument("--bridge-trace-rate", type=float, default=100.0,
+                        help="internal-trace records per second of the stream (default 100)")
     parser.add_argument("--seed", type=int, default=20261129, help="data generator seed")
     parser.add_argument("--no-reimport", action="store_true", help="skip the re-import")
     parser.add_argument("--profile-server", metavar="PY_SPY",
@@ -200,6 +223,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--trace-calls must be at least 2")
     if args.lag_seconds <= 0 or args.lag_rate <= 0:
         parser.error("--lag-seconds and --lag-rate must be positive")
+    if args.bridge_subjects < 1 or args.bridge_trace_backlog < 1:
+        parser.error("--bridge-subjects and --bridge-trace-backlog must be positive")
+    if args.bridge_trace_seconds <= 0 or args.bridge_trace_rate <= 0:
+        parser.error("--bridge-trace-seconds and --bridge-trace-rate must be positive")
     return args
 
 
@@ -690,7 +717,8 @@ def run_registry_phases(args: argparse.Namespace, report: Report, phases: set[st
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    phases = {args.only} if args.only else {"import", "rpc", "coding", "flow", "query"}
+    phases = {args.only} if args.only else {"import", "rpc", "coding", "flow", "query",
+                                            "bridge"}
     report = Report(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         settings={"subjects": args.subjects if phases & {"import", "rpc"} else None,
@@ -708,6 +736,12 @@ def main(argv: list[str] | None = None) -> int:
                   "trace_calls": args.trace_calls if "query" in phases else None,
                   "lag_seconds": args.lag_seconds if "query" in phases else None,
                   "lag_rate": args.lag_rate if "query" in phases else None,
+                  "bridge_subjects": args.bridge_subjects if "bridge" in phases else None,
+                  "bridge_trace_backlog": args.bridge_trace_backlog
+                  if "bridge" in phases else None,
+                  "bridge_trace_seconds": args.bridge_trace_seconds
+                  if "bridge" in phases else None,
+                  "bridge_trace_rate": args.bridge_trace_rate if "bridge" in phases else None,
                   "seed": args.seed},
         machine={"cpus": os.cpu_count(), "python": platform.python_version(),
                  "platform": platform.platform(), "loadavg_at_start": os.getloadavg()},
@@ -742,6 +776,14 @@ def main(argv: list[str] | None = None) -> int:
                         profile=not args.no_query_profile)
         report.figures.setdefault("query", {})["phase_seconds"] = round(
             time.perf_counter() - query_started, 1)
+    if "bridge" in phases:
+        bridge_started = time.perf_counter()
+        run_bridge_phase(report, console, subjects=args.bridge_subjects,
+                         trace_backlog=args.bridge_trace_backlog,
+                         trace_rate=args.bridge_trace_rate,
+                         trace_seconds=args.bridge_trace_seconds, seed=args.seed)
+        report.figures.setdefault("bridge", {})["phase_seconds"] = round(
+            time.perf_counter() - bridge_started, 1)
     report.figures["total_seconds"] = round(time.perf_counter() - started, 1)
     report.machine["loadavg_at_end"] = os.getloadavg()
     print_summary(report)
