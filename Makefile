@@ -34,8 +34,14 @@ $(GEN)/.stamp: $(PROTO_SRC)
 	touch $(GEN)/agritrace/py.typed $(GEN)/.stamp
 
 # All-in-one platform: every service on one gRPC address, SQLite under var/, in-process events.
+# `make run PROVINCES="37 11"`: also, per province, a simulated provincial platform and its
+# bridge, all supervised by libs/agritrace_platform/provinces.py.
 run: install
+ifeq ($(strip $(PROVINCES)),)
 	$(PY) -m agritrace_platform
+else
+	$(PY) -m agritrace_platform.provinces $(PROVINCES)
+endif
 
 # The whole test suite: unit tests, then integration tests against real processes.
 test: install

@@ -95,15 +95,23 @@ def build_platform(settings: Settings) -> Platform:
     return Platform(server, generated)
 
 
-def main() -> int:
+def platform_settings() -> Settings | None:
+    """The all-in-one platform's settings, or None after saying on stderr what is wrong."""
     try:
         settings = load_settings()
     except ConfigError as error:
         print(error, file=sys.stderr)
-        return 2
+        return None
     if settings.event_bus != "inprocess":
         print("the all-in-one platform delivers events in-process; unset AGRITRACE_EVENT_BUS",
               file=sys.stderr)
+        return None
+    return settings
+
+
+def main() -> int:
+    settings = platform_settings()
+    if settings is None:
         return 2
     configure_logging(settings.effective_log_format, settings.log_level)
     configure_tracing("platform")
