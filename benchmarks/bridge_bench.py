@@ -75,7 +75,12 @@ from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_bridge.adapters.national import GrpcSubjectImporter, GrpcTraceCapture
 from agritrace_bridge.contract import MAX_PAGE_SIZE
 from agritrace_bridge.service_layer.inbound import DELIVERY_BATCH
-from agritrace_bridge.simulator.data import EPOCH, SubjectGenerator, trace_record
+from agritrace_bridge.simulator.data import (
+    EPOCH,
+    SubjectGenerator,
+    trace_record,
+    trace_record_id,
+)
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
 from agritrace_testing.bridge import Simulator, register_province, start_simulator
 from agritrace_testing.rabbit import RabbitVhost
@@ -425,10 +430,6 @@ class FlowPoller:
         return False
 
 
-def record_id(province: str, number: int) -> str:
-    return trace_record(province, 0, ["B"], number).record_id
-
-
 def create_batches(platform: Microservices, county: str, count: int) -> list[str]:
     """A producer in `county` and `count` batches of it in flow (as the administrator)."""
     subject_id = platform.register_subject(county, f"绿源蔬菜专业合作社{county}(基准)")
@@ -536,7 +537,7 @@ def steady_stream(simulator: Simulator, bridge: Any, rate: float, seconds: float
                 raise RuntimeError(f"the simulator holds {length} records, expected "
                                    f"{first + made + count} (someone else adds records?)")
             for number in range(first + made, first + made + count):
-                stream.created[record_id(BRIDGE_PROVINCE, number)] = sent
+                stream.created[trace_record_id(BRIDGE_PROVINCE, number)] = sent
             made += count
             if tick and tick % round(10 / TICK_SECONDS) == 0:
                 log(f"  [bridge] stream: {made:,} records made in "
@@ -560,7 +561,7 @@ def exactly_once(db: ThrowawayDatabase, province: str, generated: int) -> dict[s
         inbox = {f"{state}/{outcome}": count for state, outcome, count in conn.execute(
             f"SELECT state, outcome, count(*) FROM province_bridge_{province}.trace_inbox "
             "GROUP BY state, outcome")}
-    expected = {record_id(province, n) for n in range(generated)}
+    expected = {trace_record_id(province, n) for n in range(generated)}
     return {"generated": generated, "stored_in_flow": len(stored),
             "missing_in_flow": len(expected - stored), "unexpected_in_flow": len(stored - expected),
             "history_entries": history[0], "history_distinct_records": history[1],
@@ -597,7 +598,7 @@ def _trace_phase(report: Report, console: Console, db: ThrowawayDatabase,
 
     with FlowPoller(db.conninfo, BRIDGE_PROVINCE) as poller:
         log(f"[bridge] backlog: {backlog:,} records made at once on the simulator")
-        backlog_ids = [record_id(BRIDGE_PROVINCE, n) for n in range(backlog)]
+        backlog_ids = [trace_record_id(BRIDGE_PROVINCE, n) for n in range(backlog)]
         trace_pids = {name: pids[name] for name in ("flow", "bridge", "simulator")}
         before = cpu_now(trace_pids)
         started = time.perf_counter()

@@ -291,6 +291,12 @@ def invent_batch_ids(province: str, seed: int, count: int) -> list[str]:
             for _ in range(count)]
 
 
+def trace_record_id(province: str, number: int) -> str:
+    """The id of production record `number` (0-based) of the province's simulator: ids sort
+    in the order the records were made."""
+    return f"{province}-T{number:09d}"
+
+
 def trace_record(province: str, seed: int, batch_ids: list[str], number: int) -> TraceRecord:
     """Production record `number` (0-based): the records go round the batches, each batch
     following a plant or an animal life cycle whose intervals pass before the harvest."""
@@ -304,7 +310,7 @@ def trace_record(province: str, seed: int, batch_ids: list[str], number: int) ->
     start = EPOCH + timedelta(days=60 * cycle, hours=batch_index % 24)
     occurred = start + timedelta(days=_STEP_DAY[step], minutes=rng.randrange(600))
     activity = _activity(steps[step], rng)
-    return TraceRecord(record_id=f"{province}-T{number:09d}", batch_id=batch_id,
+    return TraceRecord(record_id=trace_record_id(province, number), batch_id=batch_id,
                        occur_time=occurred, activity=activity, update_time=occurred)
 
 

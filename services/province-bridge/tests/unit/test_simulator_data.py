@@ -14,6 +14,7 @@ from agritrace_bridge.simulator.data import (
     gb11714_check_char,
     invent_batch_ids,
     trace_record,
+    trace_record_id,
 )
 from agritrace_kernel.errors import InvalidArgument
 from agritrace_registry.domain.divisions import DivisionCatalog
@@ -152,3 +153,11 @@ def test_production_records_follow_a_life_cycle_whose_intervals_pass() -> None:
     assert (harvest.occur_time - pesticide.occur_time).days >= interval
     animal = [r.activity.type for r in records if r.batch_id == batches[1]][:5]
     assert animal == ["FEED", "VETERINARY_DRUG", "FEED", "INSPECTION", "SLAUGHTER"]
+
+
+def test_production_record_ids_sort_in_the_order_the_records_were_made() -> None:
+    batches = invent_batch_ids("37", 1, 3)
+    numbers = [0, 1, 9, 10, 11, 999, 1000, 99_999]
+    ids = [trace_record("37", 1, batches, n).record_id for n in numbers]
+    assert ids == [trace_record_id("37", n) for n in numbers]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
