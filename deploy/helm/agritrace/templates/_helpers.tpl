@@ -1,8 +1,9 @@
 {{/*
 Helpers of the agritrace chart.
 
-Every per-service template ranges over .Values.services and resolves each entry with
-"agritrace.resolveService", which deep-merges it over .Values.serviceDefaults. Templates then
+Every per-service template ranges over "agritrace.serviceNames" (the entries of .Values.services
+and one province-bridge-<code> per entry of .Values.provinceBridges.provinces) and resolves each
+with "agritrace.resolveService", which deep-merges it over .Values.serviceDefaults. Templates then
 pass a context dict (root, svc, component) to the naming, label and pod helpers below, where
 component is one of server, worker, task, migrate or test.
 */}}
@@ -56,9 +57,31 @@ mergeOverwrite, a false, 0 or "" set in the source does override the destination
 {{- end -}}
 
 {{/*
+Names of the services to render, sorted, as a JSON list (range over it with fromJsonArray): the
+entries of services and, when provinceBridges.enabled, province-bridge-<code> for each entry of
+provinceBridges.provinces (the bridge's own service name: its schema, province_bridge_<code>).
+Fails when a bridge is also an entry of services. Context: root.
+*/}}
+{{- define "agritrace.serviceNames" -}}
+{{- $names := keys .Values.services -}}
+{{- if .Values.provinceBridges.enabled -}}
+{{- range $code, $_ := .Values.provinceBridges.provinces -}}
+{{- $name := printf "province-bridge-%s" $code -}}
+{{- if has $name $names -}}
+{{- fail (printf "\n\nagritrace: %s is both services.%s and provinceBridges.provinces.%s: keep the province's bridge in provinceBridges only.\n" $name $name $code) -}}
+{{- end -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- sortAlpha $names | toJson -}}
+{{- end -}}
+
+{{/*
 Resolves one service: fills the dict .out with serviceDefaults deep-merged with
-services.<.name>, plus derived keys: name, module, otelServiceName, imageRef, imageTag and
-imagePullPolicy. Prints nothing. Usage:
+services.<.name> or, for a province's bridge (province-bridge-<code>), with
+provinceBridges.defaults and then provinceBridges.provinces.<code>; plus derived keys: name,
+module, otelServiceName, imageRef, imageTag, imagePullPolicy, and province (bridges only).
+Prints nothing. Usage:
   {{- $svc := dict }}
   {{- $_ := include "agritrace.resolveService" (dict "root" $ "name" $name "out" $svc) }}
 */}}
@@ -67,6 +90,13 @@ imagePullPolicy. Prints nothing. Usage:
 {{- $out := .out -}}
 {{- $_ := include "agritrace.deepMerge" (list $out $root.Values.serviceDefaults) -}}
 {{- $entry := get $root.Values.services .name -}}
+{{- $bridges := $root.Values.provinceBridges -}}
+{{- $code := trimPrefix "province-bridge-" .name -}}
+{{- if and $bridges.enabled (hasPrefix "province-bridge-" .name) (hasKey $bridges.provinces $code) -}}
+{{- $_ := include "agritrace.deepMerge" (list $out $bridges.defaults) -}}
+{{- $entry = get $bridges.provinces $code -}}
+{{- $_ := set $out "province" $code -}}
+{{- end -}}
 {{- if kindIs "map" $entry -}}
 {{- $_ := include "agritrace.deepMerge" (list $out $entry) -}}
 {{- end -}}
@@ -133,13 +163,17 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/*
 All labels of a resource. Context: root, component, and svc for per-service resources (without
-svc, app.kubernetes.io/name is the chart name, for shared resources such as the Secret).
+svc, app.kubernetes.io/name is the chart name, for shared resources such as the Secret); a
+province's bridge also gets agritrace.io/province (its two-digit code).
 */}}
 {{- define "agritrace.labels" -}}
 helm.sh/chart: {{ include "agritrace.chart" .root }}
 {{- if .svc }}
 {{ include "agritrace.selectorLabels" . }}
 app.kubernetes.io/version: {{ .svc.imageTag | trunc 63 | trimSuffix "-" | quote }}
+{{- with .svc.province }}
+agritrace.io/province: {{ . | quote }}
+{{- end }}
 {{- else }}
 app.kubernetes.io/name: {{ include "agritrace.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
@@ -169,7 +203,7 @@ default
 {{- $root := . -}}
 {{- $needed := false -}}
 {{- if not .Values.secrets.existingSecret -}}
-{{- range $name, $_ := .Values.services -}}
+{{- range $name := include "agritrace.serviceNames" $root | fromJsonArray -}}
 {{- $svc := dict -}}
 {{- $_ := include "agritrace.resolveService" (dict "root" $root "name" $name "out" $svc) -}}
 {{- if and $svc.enabled (not $svc.existingSecret) -}}
@@ -297,9 +331,19 @@ root, svc.
 {{- end -}}
 {{- end -}}
 
-{{/* sso service account of a service (AGRITRACE_SERVICE_USERNAME). Context: root, svc. */}}
+{{/*
+sso account of a service (AGRITRACE_SERVICE_USERNAME): ssoClient.username, else svc-<service>,
+or bridge-<code> for a province's bridge (its platform client, named as `make run` onboards
+simulated provinces). Context: root, svc.
+*/}}
 {{- define "agritrace.ssoUsername" -}}
-{{- .svc.ssoClient.username | default (printf "svc-%s" .svc.name) -}}
+{{- if .svc.ssoClient.username -}}
+{{- .svc.ssoClient.username -}}
+{{- else if .svc.province -}}
+{{- printf "bridge-%s" .svc.province -}}
+{{- else -}}
+{{- printf "svc-%s" .svc.name -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -321,8 +365,9 @@ Context: root, svc.
 
 {{/*
 Data of the Secret the chart creates, as YAML (base64-encoded values): the shared settings,
-the admin password when the bootstrap-admin Job reads this Secret, and the sso account password
-of every enabled service that authenticates against sso and reads this Secret. Fails with the
+the admin password when the bootstrap-admin Job reads this Secret, the sso account password
+of every enabled service that authenticates against sso and reads this Secret, and the API key
+of every rest bridge that reads this Secret. Fails with the
 list of what is missing. Context: root.
 */}}
 {{- define "agritrace.secretData" -}}
@@ -337,7 +382,7 @@ list of what is missing. Context: root.
 {{- if and $v.redis.enabled (not $v.redis.url) }}{{ $missing = append $missing "redis.url" }}{{ end -}}
 {{- if not $v.pii.key }}{{ $missing = append $missing "pii.key" }}{{ end -}}
 {{- $extra := dict -}}
-{{- range $name, $_ := $v.services -}}
+{{- range $name := include "agritrace.serviceNames" $root | fromJsonArray -}}
 {{- $svc := dict -}}
 {{- $_ := include "agritrace.resolveService" (dict "root" $root "name" $name "out" $svc) -}}
 {{- $ctx := dict "root" $root "svc" $svc -}}
@@ -351,7 +396,16 @@ list of what is missing. Context: root.
 {{- else -}}
 {{- $missing = append $missing (printf "sso.servicePasswords.%s" $name) -}}
 {{- end -}}
-{{- else if and (eq $name "sso") (include "agritrace.bootstrapAdmin" $root) -}}
+{{- end -}}
+{{- with include "agritrace.bridgeApiKeyKey" $ctx -}}
+{{- $keys = append $keys . -}}
+{{- if $svc.rest.apiKey -}}
+{{- $_ := set $extra . $svc.rest.apiKey -}}
+{{- else -}}
+{{- $missing = append $missing (printf "provinceBridges.provinces.%s.rest.apiKey" $svc.province) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $name "sso") (include "agritrace.bootstrapAdmin" $root) -}}
 {{- $keys = append $keys $v.secrets.keys.adminPassword -}}
 {{- if $v.sso.adminPassword -}}
 {{- $_ := set $extra $v.secrets.keys.adminPassword $v.sso.adminPassword -}}
@@ -406,6 +460,9 @@ inlines it). Context: root, svc.
 {{- $_ := set $data "AGRITRACE_RESOLVER_BASE_URL" . -}}
 {{- end -}}
 {{- include "agritrace.requireRedis" . -}}
+{{- range $key, $value := include "agritrace.bridgeConfig" . | fromYaml -}}
+{{- $_ := set $data $key $value -}}
+{{- end -}}
 {{- with $v.otel.endpoint -}}
 {{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
 {{- end -}}
@@ -421,7 +478,7 @@ inlines it). Context: root, svc.
 {{/*
 Environment of a container besides the ConfigMap: pod identity for OpenTelemetry, then the
 secret references; servers, workers and tasks of services that authenticate against sso also
-get their account's password. Context: root, svc, component; secretName overrides the Secret.
+get their account's password, and the server of a rest bridge its provincial API key. Context: root, svc, component; secretName overrides the Secret.
 */}}
 {{- define "agritrace.env" -}}
 {{- $v := .root.Values -}}
@@ -469,6 +526,15 @@ get their account's password. Context: root, svc, component; secretName override
       name: {{ $secret }}
       key: {{ include "agritrace.ssoPasswordKey" . }}
 {{- end }}
+{{- if eq .component "server" }}
+{{- with include "agritrace.bridgeApiKeyKey" . }}
+- name: AGRITRACE_BRIDGE_ADAPTER_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ . }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* imagePullSecrets of a pod, from global.imagePullSecrets (names or {name: ...}). */}}
@@ -515,6 +581,11 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ .svc.tmpSizeLimit }}
+{{- if include "agritrace.dropFolder" . }}
+  - name: drop-folder
+    persistentVolumeClaim:
+      claimName: {{ include "agritrace.dropFolderClaim" . }}
+{{- end }}
 {{- end -}}
 
 {{/* Container fields shared by every container of a service. Context: root, svc, component. */}}
@@ -526,6 +597,10 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- if include "agritrace.dropFolder" . }}
+  - name: drop-folder
+    mountPath: {{ .svc.dropFolder.mountPath }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -564,4 +639,73 @@ grpc:
 {{/* Number or percentage for a PodDisruptionBudget field. */}}
 {{- define "agritrace.intOrString" -}}
 {{- if kindIs "string" . -}}{{ . | quote }}{{- else -}}{{ int . }}{{- end -}}
+{{- end -}}
+
+{{/*
+The settings of a province's bridge (resolved service with .svc.province), as a YAML map of its
+AGRITRACE_BRIDGE_* variables (part of configData); nothing for other services. Fails when a
+rest bridge has no base URL. Context: root, svc.
+*/}}
+{{- define "agritrace.bridgeConfig" -}}
+{{- if .svc.province -}}
+{{- $where := printf "provinceBridges.provinces.%s" .svc.province -}}
+{{- $data := dict
+  "AGRITRACE_BRIDGE_PROVINCE" .svc.province
+  "AGRITRACE_BRIDGE_ADAPTER" .svc.adapter
+  "AGRITRACE_BRIDGE_IMPORT_PAGE_SIZE" (toString (int .svc.importPageSize))
+-}}
+{{- if eq .svc.adapter "rest" -}}
+{{- if not .svc.rest.baseUrl -}}
+{{- fail (printf "\n\nagritrace: %s uses the rest adapter and %s.rest.baseUrl is empty: set it to the provincial platform's API base URL, e.g. https://trace.sd.example.cn/agritrace/v1.\n" $where $where) -}}
+{{- end -}}
+{{- $_ := set $data "AGRITRACE_BRIDGE_ADAPTER_BASE_URL" .svc.rest.baseUrl -}}
+{{- $_ := set $data "AGRITRACE_BRIDGE_ADAPTER_TIMEOUT_SECONDS" (toString .svc.rest.timeoutSeconds) -}}
+{{- $_ := set $data "AGRITRACE_BRIDGE_ADAPTER_CONNECT_TIMEOUT_SECONDS" (toString .svc.rest.connectTimeoutSeconds) -}}
+{{- else if eq .svc.adapter "drop-folder" -}}
+{{- $_ := set $data "AGRITRACE_BRIDGE_ADAPTER_ROOT" .svc.dropFolder.mountPath -}}
+{{- end -}}
+{{- toYaml $data -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Secret key of a rest bridge's provincial API key (AGRITRACE_BRIDGE_ADAPTER_API_KEY of its
+server): rest.apiKeySecretKey, else AGRITRACE_BRIDGE_API_KEY_<code>; empty for any other
+service. Context: root, svc.
+*/}}
+{{- define "agritrace.bridgeApiKeyKey" -}}
+{{- if and .svc.province (eq .svc.adapter "rest") -}}
+{{- .svc.rest.apiKeySecretKey | default (printf "AGRITRACE_BRIDGE_API_KEY_%s" .svc.province) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Whether a pod mounts a drop-folder bridge's folder: "true" for the server of a bridge with the
+drop-folder adapter (the one process that opens the adapter), else empty. Context: root, svc,
+component.
+*/}}
+{{- define "agritrace.dropFolder" -}}
+{{- if and .svc.province (eq (.svc.adapter | default "") "drop-folder") (eq .component "server") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The PersistentVolumeClaim of a drop-folder bridge: dropFolder.existingClaim, else the one the
+chart creates, <fullname>-province-bridge-<code>-drop-folder. Context: root, svc.
+*/}}
+{{- define "agritrace.dropFolderClaim" -}}
+{{- .svc.dropFolder.existingClaim | default (include "agritrace.componentName" (dict "root" .root "svc" .svc "component" "drop-folder")) -}}
+{{- end -}}
+
+{{/*
+Fails unless a province's bridge runs as a singleton: one server pod (no autoscaler), replaced
+with the Recreate strategy, so that two bridges of one province never run at once (they would
+both page the import, deliver the inbox and push the queue). Prints nothing. Context: root, svc.
+*/}}
+{{- define "agritrace.requireSingleton" -}}
+{{- if .svc.province -}}
+{{- $server := .svc.server -}}
+{{- if or (ne (int $server.replicas) 1) $server.autoscaling.enabled (ne ($server.strategy).type "Recreate") -}}
+{{- fail (printf "\n\nagritrace: provinceBridges.provinces.%s: a province's bridge is a singleton; its server needs replicas 1, autoscaling.enabled false and strategy.type Recreate (two bridges of one province must never run at once).\n" .svc.province) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
