@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -58,11 +58,16 @@ def _iso(moment: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+# The record's fields once, sorted: read with getattr rather than dataclasses.asdict, which
+# deep-copies every value (most of a log entry's hashing cost; every scan writes an entry).
+_RECORD_FIELDS = tuple(sorted(field.name for field in fields(QueryRecord)))
+
+
 def canonical(seq: int, record: QueryRecord) -> str:
-    fields: dict[str, object] = asdict(record)
-    fields["logged_at"] = _iso(record.logged_at)
-    fields["seq"] = seq
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    values: dict[str, object] = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    values["logged_at"] = _iso(record.logged_at)
+    values["seq"] = seq
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def hash_entry(prev_hash: str, seq: int, record: QueryRecord) -> str:

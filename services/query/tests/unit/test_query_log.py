@@ -18,6 +18,7 @@ from agritrace_query.adapters.query_log_writer import QueryLogWriter
 from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
 from agritrace_query.domain.query_log import (
     GENESIS,
+    Outcome,
     QueryRecord,
     canonical,
     chain,
@@ -57,6 +58,18 @@ def test_canonical_form_is_sorted_compact_utc_json() -> None:
     assert '"seq":7' in text and "杭州" in text and " " not in text.replace("杭州", "")
     local = dataclasses.replace(record(1), logged_at=(T + timedelta(seconds=1)).astimezone())
     assert canonical(7, local) == canonical(7, record(1))
+
+
+def test_the_hash_of_an_entry_is_stable_across_releases() -> None:
+    """Chains written by earlier releases must still verify: the canonical form and hash of
+    a known entry are pinned."""
+    assert canonical(1, record(1)) == (
+        '{"asker":"anon:0000000000000001","asker_jurisdiction":"",'
+        '"logged_at":"2024-05-01T08:00:01.000000+00:00","outcome":"OK","place":"330106",'
+        '"role":"CONSUMER","rpc":"GetOriginInfo","scope":"ORIGIN_ONLY","seq":1,'
+        '"target":"33K7MXH2TA9WPRC6","target_division":"330106"}')
+    assert hash_entry(GENESIS, 1, record(1, outcome=Outcome.OK)) == (
+        "de141bbef554b71438a9b9ae96128ed21a9cb00120e00e468dbdd2b5b355071d")
 
 
 def test_a_changed_field_breaks_its_own_entry() -> None:
