@@ -4,6 +4,7 @@ errors become statuses in the kernel's interceptor."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -48,6 +49,7 @@ def peer_address(peer: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=4096)  # parsing is a scan's dearest step after the cache look-up
 def network_place(address: str) -> str:
     """The caller's network, not its address: IPv4 /24, IPv6 /48."""
     try:
