@@ -94,7 +94,6 @@ from benchmarks.infra import (
     Microservices,
     RegistryServer,
     ThrowawayDatabase,
-    declare_event_exchanges,
     free_port,
     log,
     start_microservices,
@@ -707,8 +706,7 @@ def run_bridge_phase(report: Report, console: Console, *, subjects: int, trace_b
         db.create()
         amqp_uri = vhost.create()
         # No consumer of the national events runs here (the read model is not measured): the
-        # events are published, and dropped.
-        declare_event_exchanges(amqp_uri, ("sso", "registry", "flow", "province-bridge"))
+        # events are published (each service declares its exchange), and dropped.
         log(f"[bridge] throwaway database {db.name}, RabbitMQ {amqp_uri.rsplit('@', 1)[-1]}; "
             "starting sso, registry and flow")
         platform = start_microservices(db, ("registry", "flow"), amqp_uri=amqp_uri,

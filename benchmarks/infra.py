@@ -416,17 +416,3 @@ def start_microservices(db: ThrowawayDatabase, services: tuple[str, ...], *, amq
         raise
     return Microservices(servers, credentials, admin_password)
 
-
-def declare_event_exchanges(amqp_uri: str, sources: tuple[str, ...]) -> None:
-    """Declares nameko's topic exchange `<source>.events` of each source on the vhost, as
-    the consumers of those events do when they start. A run without those consumers would
-    otherwise find no exchange: every publish fails (404 NOT_FOUND) and the services' relays
-    retry in a loop; declared, the events are published as in production and, with no queue
-    bound, dropped by RabbitMQ."""
-    from kombu.connection import Connection
-    from nameko.standalone.events import get_event_exchange
-
-    with Connection(amqp_uri) as connection:  # type: ignore[no-untyped-call]
-        channel = connection.channel()
-        for source in sources:
-            get_event_exchange(source, {})(channel).declare()

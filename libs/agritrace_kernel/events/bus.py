@@ -105,11 +105,26 @@ class NamekoPublisher:
     """Dispatches events to RabbitMQ as nameko events (source service, event type)."""
 
     def __init__(self, amqp_uri: str) -> None:
-        # nameko.standalone.events uses kombu directly and does not monkey-patch: safe in a
-        # grpcio process. Imported here so the all-in-one mode never needs it.
-        from nameko.standalone.events import event_dispatcher
+        # nameko's publisher uses kombu directly and does not monkey-patch: safe in a grpcio
+        # process. Imported here so the all-in-one mode never needs it.
+        from nameko import serialization
+        from nameko.amqp.publish import Publisher
+        from nameko.standalone.events import get_event_exchange
 
-        self._dispatch = event_dispatcher({"AMQP_URI": amqp_uri})
+        config = {"AMQP_URI": amqp_uri}
+        serializer, _ = serialization.setup(config)
+        self._publisher = Publisher(amqp_uri, serializer=serializer)
+        self._exchanges: dict[str, Any] = {}
+        self._exchange_of: Callable[[str], Any] = lambda source: get_event_exchange(
+            source, config)
 
     def publish(self, event: Event) -> None:
-        self._dispatch(event.source, event.name, event.to_wire())
+        # The source's exchange is declared with the message (kombu does it once per
+        # connection): nameko's standalone dispatcher leaves that to the consumers, so a
+        # service publishing before any consumer of its events has started would find no
+        # exchange (404) and its relay would retry forever.
+        exchange = self._exchanges.get(event.source)
+        if exchange is None:
+            exchange = self._exchanges[event.source] = self._exchange_of(event.source)
+        self._publisher.publish(event.to_wire(), exchange=exchange, routing_key=event.name,
+                                declare=[exchange])
