@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="Scans of unknown or malformed codes from one place within 10 minutes "
         "that raise a counterfeit signal (query service).",
     )
+    query_near_cache_entries: int = Field(
+        50_000, ge=0, le=10_000_000,
+        description="Origin views a query server replica keeps in its own memory in front of "
+        "Redis (dropped when Redis announces their invalidation); 0 turns the near cache off. "
+        "Only with AGRITRACE_REDIS_URL.",
+    )
     resolver_base_url: str = Field(
         "https://trace.agritrace.example.cn",
         description="Base URL of the trace-code resolver printed in every label's QR code "

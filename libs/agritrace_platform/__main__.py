@@ -86,7 +86,7 @@ def build_platform(settings: Settings) -> Platform:
     )
     auth.start()
     sweeper.start()
-    query.start()  # the query log's writer; query.close drains it
+    query.start()  # the query log's writer (and near cache listener); query.close stops them
     server.on_stop.extend([auth.stop, sweeper.stop])
     for app in apps:
         if app.relay is not None:

@@ -14,7 +14,13 @@ from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.store import ServiceStore
-from agritrace_query.adapters.cache import origin_cache
+from agritrace_query.adapters.cache import (
+    InMemoryOriginCache,
+    InvalidationListener,
+    NearOriginCache,
+    RedisOriginCache,
+    origin_cache,
+)
 from agritrace_query.adapters.query_log_writer import QueryLogWriter
 from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
 from agritrace_query.adapters.read_store import PointOriginReader
@@ -45,6 +51,13 @@ class QueryApp:
     subscriptions: list[Subscription] = field(default_factory=list)
     # The event handlers' own engine, when they have one (see bootstrap).
     projection_engine: Engine | None = None
+    # Keeps the scans' near cache right; a server starts it (the worker, which makes the
+    # invalidations, has no use for it).
+    invalidations: InvalidationListener | None = None
+
+    def background(self) -> tuple[QueryLogWriter | InvalidationListener, ...]:
+        """What a query server runs beside its RPCs."""
+        return (self.log_writer, *((self.invalidations,) if self.invalidations else ()))
 
     @property
     def relay(self) -> OutboxRelay | None:
@@ -54,10 +67,14 @@ class QueryApp:
         return (self.store.ready,)
 
     def start(self) -> None:
-        """The background work besides the relay: the query log's writer."""
-        self.log_writer.start()
+        """The background work besides the relay (the all-in-one platform's way; a query
+        server hands `background` to the kernel's hosting instead)."""
+        for task in self.background():
+            task.start()
 
     def close(self) -> None:
+        if self.invalidations is not None:
+            self.invalidations.stop()
         # The log first: its queued entries need the database still open.
         self.log_writer.stop()
         self.scan_engine.dispose()
@@ -81,9 +98,16 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None,
                                    autocommit=True)
     if cache is None:
         cache = origin_cache(settings.redis_url)
+    # Scans read through a near cache of the replica's own when the shared cache is Redis;
+    # the event handlers invalidate Redis, which announces it to every replica.
+    scan_cache: OriginCache = cache
+    invalidations = None
+    if isinstance(cache, RedisOriginCache) and settings.query_near_cache_entries:
+        near = NearOriginCache(cache, InMemoryOriginCache(settings.query_near_cache_entries))
+        scan_cache, invalidations = near, cache.listener(near)
     writer = QueryLogWriter(lambda: QueryUnitOfWork(store.sessions))
     service = QueryService(
-        origins=PointOriginReader(scan_engine), cache=cache, log_sink=writer,
+        origins=PointOriginReader(scan_engine), cache=scan_cache, log_sink=writer,
         reader_factory=lambda: QueryUnitOfWork(store.readers),
         uow_factory=lambda: QueryUnitOfWork(store.sessions, after_commit=store.after_commit),
         counterfeit_threshold=settings.query_counterfeit_threshold)
@@ -101,4 +125,4 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None,
     subscriptions = projections.subscriptions(
         lambda: ProjectionUnitOfWork(projection_sessions), cache)
     return QueryApp(settings, store, service, cache, writer, scan_engine,
-                    settings.pii_key_bytes(), subscriptions, projection_engine)
+                    settings.pii_key_bytes(), subscriptions, projection_engine, invalidations)

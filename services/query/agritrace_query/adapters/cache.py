@@ -1,5 +1,8 @@
 """The origin-view cache and the per-place counter of scans of unknown codes: in Redis across
-replicas (microservices mode), in a bounded in-process LRU in the all-in-one mode.
+replicas (microservices mode), in a bounded in-process LRU in the all-in-one mode. A query
+server replica keeps the views it served lately in its own memory too (NearOriginCache), in
+front of Redis, dropped when Redis announces an invalidation: a hot code's scan then needs no
+round trip at all.
 
 A cache is an optimisation: on a Redis failure reads miss, writes and invalidations are
 skipped (logged; cached views expire by their TTL) and the scan counter answers 0, so a scan
@@ -11,20 +14,26 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from agritrace_query.service_layer.projection_ports import OriginCache, batch_key, code_key
 
-__all__ = ["KEY_PREFIX", "InMemoryOriginCache", "OriginCache", "RedisOriginCache",
-           "origin_cache"]
+__all__ = ["KEY_PREFIX", "InMemoryOriginCache", "InvalidationListener", "NearOriginCache",
+           "OriginCache", "RedisOriginCache", "origin_cache"]
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "agritrace:query:"
 ORIGIN_PATTERN = "origin:*"
 DELETE_CHUNK = 1000
+# The pub/sub channel (after the key prefix) on which every invalidation is announced:
+# {"by": the announcing cache's id, "keys": the keys dropped, or "*" when every view was}.
+INVALIDATIONS = "invalidations"
+EVERYTHING = "*"
+_CODE_KEYS = code_key("")
 
 
 # A scan's look-up in one round trip: the code's view, then the view of the batch it names.
@@ -71,7 +80,11 @@ class RedisOriginCache:
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
             protocol=2, maint_notifications_config=MaintNotificationsConfig(enabled=False))
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self._url = url
         self._prefix = prefix
+        # Names this cache's announcements: a near cache in front of it applies its own
+        # invalidations at once and skips their echo.
+        self.announcer = uuid.uuid4().hex
         self._origin = self._client.register_script(ORIGIN_SCRIPT)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -99,14 +112,36 @@ class RedisOriginCache:
             log.warning("origin cache write failed", extra={"error": str(error)})
 
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
-        keys = [self._prefix + code_key(code) for code in codes]
-        keys += [self._prefix + batch_key(batch_id) for batch_id in batch_ids]
+        keys = [code_key(code) for code in codes] + [batch_key(b) for b in batch_ids]
+        if not keys:
+            return
         try:
             for start in range(0, len(keys), DELETE_CHUNK):
-                self._client.unlink(*keys[start:start + DELETE_CHUNK])
+                chunk = keys[start:start + DELETE_CHUNK]
+                # Deleted, then announced to the replicas' near caches, in one round trip.
+                pipeline = self._client.pipeline(transaction=False)
+                pipeline.unlink(*(self._prefix + key for key in chunk))
+                pipeline.publish(self.channel, self._announcement(chunk))
+                pipeline.execute()
         except self._errors as error:
             log.warning("origin cache invalidation failed; views expire by their TTL",
                         extra={"error": str(error), "keys": len(keys)})
+
+    def _announcement(self, keys: list[str] | str) -> str:
+        return json.dumps({"by": self.announcer, "keys": keys})
+
+    @property
+    def channel(self) -> str:
+        return self._prefix + INVALIDATIONS
+
+    def listener(self, near: NearOriginCache) -> InvalidationListener:
+        """A listener that keeps `near` right by this Redis's announcements, on a connection
+        of its own that pings now and then (a connection that died silently is noticed)."""
+        import redis
+
+        client = redis.Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=2,
+                                      health_check_interval=10)
+        return InvalidationListener(client, self.channel, near, skip_announcer=self.announcer)
 
     def clear(self) -> None:
         try:
@@ -119,6 +154,7 @@ class RedisOriginCache:
                     batch = []
             if batch:
                 self._client.unlink(*batch)
+            self._client.publish(self.channel, self._announcement(EVERYTHING))
         except self._errors as error:
             log.warning("origin cache clear failed; views expire by their TTL",
                         extra={"error": str(error)})
@@ -184,7 +220,9 @@ class InMemoryOriginCache:
                 self._views.popitem(last=False)
 
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
-        keys = [code_key(code) for code in codes] + [batch_key(b) for b in batch_ids]
+        self.drop([code_key(code) for code in codes] + [batch_key(b) for b in batch_ids])
+
+    def drop(self, keys: Iterable[str]) -> None:
         with self._lock:
             for key in keys:
                 self._views.pop(key, None)
@@ -208,6 +246,172 @@ class InMemoryOriginCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._views)
+
+
+class NearOriginCache:
+    """A replica's own copy of the views it served lately, in front of the shared Redis
+    cache. An InvalidationListener drops what Redis announces as invalidated (the worker
+    announces every invalidation it makes); while the listener is not subscribed - starting,
+    or after losing its connection - the near copy is bypassed and emptied, so it never serves
+    a view whose invalidation it could have missed.
+
+    A fill races an invalidation: a view read from Redis or the read model before a change
+    and stored after the change's announcement would stay. So every announcement moves a
+    generation on, a read notes the generation it started in (per thread: a scan's cache miss,
+    its read-model query and its fill run on one thread), and a fill made in another
+    generation is skipped - locally and in Redis, which shares the race.
+
+    While subscribed, a code's own view (a small row: state and batch) is kept here only, not
+    in Redis: most codes are scanned once or twice, so a shared copy seldom saves the
+    read-model query it costs a round trip to look for (and another to store); the batch views,
+    which thousands of codes share, are kept in both."""
+
+    def __init__(self, remote: RedisOriginCache, local: InMemoryOriginCache,
+                 ttl_seconds: float = 60.0) -> None:
+        self._remote = remote
+        self._local = local
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._subscribed = False
+        self._reads = threading.local()
+
+    # -- kept by the listener ----------------------------------------------------------------
+
+    def subscribed(self, subscribed: bool) -> None:
+        with self._lock:
+            self._subscribed = subscribed
+            self._generation += 1
+            self._local.clear()
+
+    def drop(self, keys: Iterable[str] | None) -> None:
+        """Drops `keys`, or every view when None."""
+        with self._lock:
+            self._generation += 1
+            if keys is None:
+                self._local.clear()
+            else:
+                self._local.drop(keys)
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self._subscribed
+
+    # -- OriginCache ---------------------------------------------------------------------------
+
+    def _started_read(self) -> int:
+        generation = self._generation
+        self._reads.generation = generation
+        return generation
+
+    def _fill(self, generation: int, key: str, value: dict[str, Any] | None) -> None:
+        if value is None:
+            return
+        with self._lock:
+            if self._subscribed and generation == self._generation:
+                self._local.set(key, value, self._ttl)
+
+    @staticmethod
+    def _shared(key: str) -> bool:
+        return not key.startswith(_CODE_KEYS)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        subscribed = self._subscribed
+        if subscribed and (view := self._local.get(key)) is not None:
+            return view
+        generation = self._started_read()
+        if subscribed and not self._shared(key):
+            return None
+        view = self._remote.get(key)
+        self._fill(generation, key, view)
+        return view
+
+    def get_origin(self, code: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if not self._subscribed:
+            self._started_read()
+            return self._remote.get_origin(code)
+        view = self.get(code_key(code))
+        batch_id = _named_batch(view)
+        return view, self.get(batch_key(batch_id)) if batch_id else None
+
+    def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        generation = getattr(self._reads, "generation", None)
+        if generation is not None and generation != self._generation:
+            return  # announced changed since this thread's read: the value may be stale
+        if not self._subscribed or self._shared(key):
+            self._remote.set(key, value, ttl_seconds)
+        self._fill(self._generation if generation is None else generation, key, value)
+
+    def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
+        codes, batch_ids = list(codes), list(batch_ids)
+        self._remote.invalidate(codes, batch_ids)
+        self.drop([code_key(code) for code in codes] + [batch_key(b) for b in batch_ids])
+
+    def clear(self) -> None:
+        self._remote.clear()
+        self.drop(None)
+
+    def count_unknown_scan(self, place: str, window_seconds: int) -> int:
+        return self._remote.count_unknown_scan(place, window_seconds)
+
+
+class InvalidationListener:
+    """Subscribes to a Redis's invalidation announcements and applies them to a near cache
+    (a server's background thread). On a lost connection the near cache is bypassed until
+    the listener has subscribed again (retried every few seconds)."""
+
+    RETRY_SECONDS = 2.0
+    POLL_SECONDS = 1.0
+
+    def __init__(self, client: Any, channel: str, near: NearOriginCache,
+                 skip_announcer: str = "") -> None:
+        self._client = client
+        self._skip = skip_announcer
+        self._channel = channel
+        self._near = near
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="origin-cache-invalidations",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._near.subscribed(False)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as error:  # any failure: bypass, then retry
+                log.warning("origin cache invalidations lost; near cache bypassed",
+                            extra={"error": str(error)})
+            self._near.subscribed(False)
+            self._stopping.wait(self.RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stopping.is_set():
+                message = pubsub.get_message(timeout=self.POLL_SECONDS)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    self._near.subscribed(True)
+                elif message["type"] == "message":
+                    announcement = json.loads(message["data"])
+                    if announcement["by"] != self._skip:
+                        keys = announcement["keys"]
+                        self._near.drop(None if keys == EVERYTHING else keys)
+        finally:
+            pubsub.close()
 
 
 def origin_cache(redis_url: str | None) -> OriginCache:

@@ -31,4 +31,4 @@ def registration(
 def main(settings: Settings) -> None:
     serve_service(settings, "query", migrate=migrate, bootstrap=bootstrap,
                   registration=registration, policies=POLICIES,
-                  background=lambda app: (app.log_writer,))
+                  background=QueryApp.background)
