@@ -26,6 +26,8 @@ log = logging.getLogger("agritrace.rpc")
 tracer = trace.get_tracer("agritrace.grpc")
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+# Wrapped handlers an interceptor keeps (one per method, in practice).
+MAX_WRAPPED_HANDLERS = 4096
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,25 @@ class ScopedInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        service, _, method = details.method.lstrip("/").partition("/")
+        # grpc runs the chain on every call, but a method's registered handler - and so each
+        # interceptor's wrapping of it - is the same object call after call: wrap it once.
+        # Keyed by identity, with the handler kept so its id cannot be reused.
+        wrapped_handlers: dict[int, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = (
+            self.__dict__.setdefault("_wrapped_handlers", {}))
+        found = wrapped_handlers.get(id(handler))
+        if found is not None and found[0] is handler:
+            return found[1]
+        new_handler = self._wrap(handler, details.method)
+        if len(wrapped_handlers) >= MAX_WRAPPED_HANDLERS:
+            wrapped_handlers.clear()
+        wrapped_handlers[id(handler)] = (handler, new_handler)
+        return new_handler
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
+              ) -> grpc.RpcMethodHandler[Any, Any]:
+        service, _, method = full_method.lstrip("/").partition("/")
         info = MethodInfo(
-            details.method, service, method, handler.request_streaming, handler.response_streaming
+            full_method, service, method, handler.request_streaming, handler.response_streaming
         )
         kind = (
             f"{'stream' if info.request_streaming else 'unary'}_"

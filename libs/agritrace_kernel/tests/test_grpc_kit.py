@@ -440,3 +440,35 @@ def test_a_call_whose_deadline_passed_in_an_outer_interceptor_does_not_run() -> 
         assert handle.probe.calls == []
     finally:
         stop(handle)
+
+
+class CountingInterceptor(ScopedInterceptor):
+    """Counts the calls it sees and the handlers it builds."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+        self.wraps = 0
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
+              ) -> grpc.RpcMethodHandler[Any, Any]:
+        self.wraps += 1
+        return super()._wrap(handler, full_method)
+
+    @contextmanager
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+        self.scopes.append(info.method)
+        yield
+
+
+def test_the_chain_wraps_a_method_once_and_runs_every_call_through_it() -> None:
+    counting = CountingInterceptor()
+    handle = start(extra=[counting])
+    try:
+        for _ in range(5):
+            assert handle.unary()(b"ping", timeout=5) == b"pong:ping"
+        list(handle.server_stream()(b"ping", timeout=5))
+        list(handle.server_stream()(b"ping", timeout=5))
+        assert counting.scopes == ["Unary"] * 5 + ["ServerStream"] * 2
+        assert counting.wraps == 2  # one handler per method, built on its first call
+    finally:
+        stop(handle)
