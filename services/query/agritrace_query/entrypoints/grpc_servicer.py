@@ -60,24 +60,34 @@ def network_place(address: str) -> str:
     return f"ip:{ipaddress.ip_network(f'{ip}/{prefix}', strict=False)}"
 
 
-def _metadata(context: grpc.ServicerContext, key: str) -> str:
+def _declared(context: grpc.ServicerContext) -> tuple[str, str]:
+    """The client's user agent and declared scan division, in one pass over the metadata."""
+    agent = division = ""
     for name, value in context.invocation_metadata() or ():
-        if name.lower() == key and isinstance(value, str):
-            return value.strip()
-    return ""
+        if not isinstance(value, str):
+            continue
+        lowered = name.lower()
+        if lowered == "user-agent":
+            agent = value.strip()
+        elif lowered == SCAN_DIVISION:
+            division = value.strip()
+    return agent, division
+
+
+@functools.lru_cache(maxsize=8192)  # a client scans many codes over one connection
+def _fingerprint(key: bytes, address: str, agent: str) -> str:
+    material = f"{address}|{agent}".encode()
+    return hmac.new(key, material, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
 
 
 def caller_of(context: grpc.ServicerContext, key: bytes) -> Caller:
     """The caller of this call: its principal (or an anonymous fingerprint - a keyed hash of
-    its address and user agent; the address is never kept) and its place (the division its
+    its address and user agent; the address is never stored) and its place (the division its
     client declares in x-scan-division, else its network prefix)."""
     address = peer_address(context.peer() or "")
     principal = current_principal()
-    fingerprint = ""
-    if principal is None:
-        material = f"{address}|{_metadata(context, 'user-agent')}".encode()
-        fingerprint = hmac.new(key, material, hashlib.sha256).hexdigest()[:FINGERPRINT_HEX]
-    declared = _metadata(context, SCAN_DIVISION)
+    agent, declared = _declared(context)
+    fingerprint = _fingerprint(key, address, agent) if principal is None else ""
     place = (declared if declared.isdigit() and len(declared) in (2, 4, 6)
              else network_place(address))
     return Caller(Asker.of(principal, fingerprint), place)
