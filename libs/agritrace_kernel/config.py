@@ -13,7 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,7 +51,10 @@ class Settings(BaseSettings):
         "file is generated under data_dir (embedded mode only).",
     )
     outbox_poll_seconds: float = Field(0.2, gt=0, le=60)
-    grpc_max_workers: int = Field(16, ge=1, le=1024)
+    grpc_max_workers: int = Field(
+        16, ge=1, le=1024,
+        description="Server threads. A service whose calls are mostly answered from memory "
+        "has a lower default of its own (the query server: 4); setting it wins.")
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     migrate_on_start: bool = Field(
         False, description="Apply migrations when a server starts (all-in-one always does)."
@@ -162,6 +165,13 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return "json" if self.event_bus == "rabbitmq" else "text"
+
+    def with_defaults(self, **defaults: Any) -> Settings:
+        """These settings with a service's own defaults for the fields the environment
+        left unset."""
+        unset = {name: value for name, value in defaults.items()
+                 if name not in self.model_fields_set}
+        return self.model_copy(update=unset) if unset else self
 
     def database_for(self, service: str) -> DatabaseTarget:
         """Where a service keeps its data: its own schema, or its own SQLite file."""

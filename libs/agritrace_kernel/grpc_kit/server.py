@@ -109,6 +109,9 @@ class GrpcServer:
             callback()
 
 
+MIN_QUEUED_CALLS = 128
+
+
 def create_server(
     address: str,
     registrations: Sequence[ServiceRegistration],
@@ -127,7 +130,10 @@ def create_server(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=max_workers * 8,
+        # Calls beyond the threads wait in grpc's queue; beyond this many they are refused
+        # (RESOURCE_EXHAUSTED) rather than piling up. Not fewer than 128, so a server with
+        # few threads (the query server) still queues a burst of scans.
+        maximum_concurrent_rpcs=max(MIN_QUEUED_CALLS, max_workers * 8),
     )
     for registration in registrations:
         registration.add_to_server(server)

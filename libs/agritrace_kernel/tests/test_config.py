@@ -168,3 +168,11 @@ def test_embedded_mode_generates_one_private_pii_key(tmp_path: Path) -> None:
     assert settings.pii_key_bytes() == key
     assert load_settings(data_dir=tmp_path / "data").pii_key_bytes() == key
     assert load_settings(data_dir=tmp_path / "other").pii_key_bytes() != key
+
+
+def test_a_service_default_applies_only_where_the_environment_is_silent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGRITRACE_GRPC_MAX_WORKERS", raising=False)
+    assert load_settings().with_defaults(grpc_max_workers=4).grpc_max_workers == 4
+    monkeypatch.setenv("AGRITRACE_GRPC_MAX_WORKERS", "24")
+    assert load_settings().with_defaults(grpc_max_workers=4).grpc_max_workers == 24

@@ -28,7 +28,14 @@ def registration(
     )
 
 
+# Scans are answered from memory (the near cache) in tens of microseconds of Python: more
+# threads than this only contend for the GIL (measured: server CPU per cached scan 280 µs
+# with 4 threads, 420 µs with 16, at 16 concurrent callers).
+SERVER_THREADS = 4
+
+
 def main(settings: Settings) -> None:
+    settings = settings.with_defaults(grpc_max_workers=SERVER_THREADS)
     serve_service(settings, "query", migrate=migrate, bootstrap=bootstrap,
                   registration=registration, policies=POLICIES,
                   background=QueryApp.background)
