@@ -12,6 +12,7 @@ from typing import Any
 
 from agritrace_kernel.events.bus import Subscription
 from agritrace_kernel.events.model import Event
+from agritrace_kernel.process import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def run_worker(service_class: type, amqp_uri: str) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    settle_heap()
     runner.start()
     log.info("worker started", extra={"service": getattr(service_class, "name", "")})
     stop_requested.wait()

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agritrace_kernel.grpc_kit.interceptors import default_interceptors
+from agritrace_kernel.process import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def serve(grpc_server: GrpcServer, *, grace_seconds: float = 10.0,
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    settle_heap()
     grpc_server.start()
     if on_ready is not None:
         on_ready()

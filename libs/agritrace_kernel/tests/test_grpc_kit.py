@@ -472,3 +472,17 @@ def test_the_chain_wraps_a_method_once_and_runs_every_call_through_it() -> None:
         assert counting.wraps == 2  # one handler per method, built on its first call
     finally:
         stop(handle)
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector() -> None:
+    import gc
+
+    from agritrace_kernel.process import settle_heap
+
+    gc.unfreeze()
+    built_at_start_up = [{"n": n} for n in range(1000)]
+    settle_heap()
+    try:
+        assert gc.get_freeze_count() >= len(built_at_start_up)
+    finally:
+        gc.unfreeze()
