@@ -32,6 +32,7 @@ from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
 from agritrace_registry.domain import identifiers
+from agritrace_testing.polling import eventually
 from agritrace_testing.rabbit import RabbitVhost
 
 pytestmark = pytest.mark.integration
@@ -160,12 +161,9 @@ class Platform:
                 kind=kind, name=name or f"绿源农业{suffix}",  # type: ignore[arg-type]
                 division_code=county, credit_code=credit_code(county))),
             metadata=bearer_metadata(login.tokens.access_token)).subject
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if sso.GetAccount(sso_pb2.GetAccountRequest(account_id=account.account_id),
-                              metadata=bearer_metadata(self.admin_token)).account.subject_id:
-                break
-            time.sleep(0.1)
+        eventually(lambda: sso.GetAccount(sso_pb2.GetAccountRequest(
+            account_id=account.account_id), metadata=bearer_metadata(self.admin_token)
+        ).account.subject_id, timeout=30, interval=0.1, what="sso bound the operator")
         token = sso.Refresh(sso_pb2.RefreshRequest(
             refresh_token=login.tokens.refresh_token)).tokens.access_token
         return Account(subject.subject_id, token)

@@ -28,6 +28,7 @@ from agritrace.coding.v1 import coding_pb2_grpc
 from agritrace_coding.domain import codes as code_format
 from agritrace_registry.domain import identifiers
 from agritrace_testing.grpc_errors import error_reason, violations
+from agritrace_testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -276,11 +277,8 @@ def test_production_line_stream_broken_midway_voids_unacknowledged(  # type: ign
     assert (acknowledged.printed, acknowledged.outstanding) == (6, 4)
 
     responses.cancel()  # the line's connection breaks
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if counts(owner.coding, opened.issuance_id).get("CODE_STATE_VOID") == 4:
-            break
-        time.sleep(0.1)
+    eventually(lambda: counts(owner.coding, opened.issuance_id).get("CODE_STATE_VOID") == 4,
+               timeout=20, interval=0.1, what="the unacknowledged codes void")
     assert counts(owner.coding, opened.issuance_id) == {"CODE_STATE_ACTIVE": 6,
                                                         "CODE_STATE_VOID": 4}
     assert all(state_of(owner.coding, code) == pb.CODE_STATE_ACTIVE for code in sent[:6])
@@ -299,10 +297,11 @@ def test_production_line_stream_ending_normally(platform) -> None:  # type: igno
     answers = list(owner.coding.StreamCodes(script()))
     assert [a.WhichOneof("message") for a in answers] == ["opened", "codes"]
     issuance_id = answers[0].opened.issuance_id
-    deadline = time.monotonic() + 10
-    while counts(owner.coding, issuance_id) != {"CODE_STATE_VOID": 3}:
-        assert time.monotonic() < deadline, counts(owner.coding, issuance_id)
-        time.sleep(0.1)
+
+    def all_void() -> None:
+        assert counts(owner.coding, issuance_id) == {"CODE_STATE_VOID": 3}
+
+    eventually(all_void, timeout=10, interval=0.1)
 
 
 def test_derivation_and_lineage_both_ways(platform) -> None:  # type: ignore[no-untyped-def]

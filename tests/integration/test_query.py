@@ -11,12 +11,9 @@ import secrets
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import psycopg
@@ -28,24 +25,11 @@ from agritrace.query.v1 import query_pb2_grpc
 from agritrace_coding.domain import codes as code_format
 from agritrace_testing.chain import CHAOYANG, HAIDIAN, SHOUGUANG, Chain, Party, build_chain
 from agritrace_testing.grpc_errors import error_reason
+from agritrace_testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    """`check()`'s result once it stops failing its assertions (the read model is eventually
-    consistent with the source services)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def query_as(platform, token: str | None) -> query_pb2_grpc.QueryServiceStub:  # type: ignore[no-untyped-def]

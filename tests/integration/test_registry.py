@@ -16,6 +16,7 @@ from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace_registry.domain import identifiers
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_testing.grpc_errors import error_reason, violations
+from agritrace_testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -291,13 +292,9 @@ def test_event_reaches_its_consumer(platform) -> None:  # type: ignore[no-untype
     second = platform.registry.RegisterSubject(pb.RegisterSubjectRequest(
         request_id="it-event-2", registration=organisation(rng, "中原果蔬合作社", county))
     ).subject
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        seen = platform.registry.GetSubject(
-            pb.GetSubjectRequest(subject_id=second.subject_id)).subject
-        if seen.suspected_duplicate_ids:
-            break
-        time.sleep(0.2)
+    seen = eventually(lambda: (s := platform.registry.GetSubject(
+        pb.GetSubjectRequest(subject_id=second.subject_id)).subject).suspected_duplicate_ids
+        and s, timeout=30, what="the second subject flagged")
     assert list(seen.suspected_duplicate_ids) == [first.subject_id]
     other = platform.registry.GetSubject(pb.GetSubjectRequest(subject_id=first.subject_id))
     assert list(other.subject.suspected_duplicate_ids) == [second.subject_id]

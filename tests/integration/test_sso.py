@@ -18,6 +18,7 @@ from joserfc.jwk import KeySet
 from agritrace.sso.v1 import sso_pb2 as pb
 from agritrace.sso.v1 import sso_pb2_grpc
 from agritrace_registry.domain import identifiers
+from agritrace_testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -125,14 +126,9 @@ def test_refresh_rotates_and_reuse_revokes_the_session(sso, platform) -> None:  
     with pytest.raises(grpc.RpcError):
         sso.Refresh(pb.RefreshRequest(refresh_token=second.tokens.refresh_token))
     other = sso.Login(pb.LoginRequest(username="admin", password=platform.admin_password))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        answer = sso.Introspect(pb.IntrospectRequest(token=second.tokens.access_token),
-                                metadata=bearer(other.tokens.access_token))
-        if not answer.active:
-            break
-        time.sleep(0.2)
-    assert not answer.active
+    eventually(lambda: not sso.Introspect(pb.IntrospectRequest(
+        token=second.tokens.access_token), metadata=bearer(other.tokens.access_token)).active,
+        timeout=10, what="the family's access token inactive")
 
 
 def test_jwks_publishes_public_keys_only(sso) -> None:  # type: ignore[no-untyped-def]
@@ -272,13 +268,9 @@ def test_an_operator_registers_its_subject_and_then_updates_it(  # type: ignore[
         request_id=f"own-{suffix}", registration=registration(f"龙井家庭农场{suffix}")),
         metadata=bearer(operator.tokens.access_token)).subject
 
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        bound = sso.GetAccount(pb.GetAccountRequest(account_id=account.account_id),
-                               metadata=bearer(admin_token)).account
-        if bound.subject_id:
-            break
-        time.sleep(0.2)
+    bound = eventually(lambda: (a := sso.GetAccount(pb.GetAccountRequest(
+        account_id=account.account_id), metadata=bearer(admin_token)).account).subject_id
+        and a, timeout=30, what="sso bound the account to its subject")
     assert bound.subject_id == subject.subject_id
 
     renewed = sso.Refresh(pb.RefreshRequest(refresh_token=operator.tokens.refresh_token))
