@@ -1,23 +1,29 @@
 """The origin-view cache and unknown-scan counter: one contract, kept by the Redis adapter
-(against the Redis at 127.0.0.1:6379, under a key prefix of its own per test) and by the
-in-process LRU."""
+(against the Redis at 127.0.0.1:6379, under a key prefix of its own per test), by the
+in-process LRU and by a server's near cache in front of Redis; then what the near cache adds:
+views served from memory, dropped when Redis announces their invalidation, bypassed while it
+cannot hear the announcements."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from agritrace_query.adapters.cache import (
     KEY_PREFIX,
     InMemoryOriginCache,
+    InvalidationListener,
+    NearOriginCache,
     OriginCache,
     RedisOriginCache,
     origin_cache,
 )
 from agritrace_query.service_layer.projection_ports import batch_key, code_key
+from agritrace_testing.polling import eventually
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 VIEW = {"status": "GENUINE_ACTIVE", "product": "龙井茶", "flags": ["A", "B"], "n": 3}
@@ -48,10 +54,26 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
+def near(redis_prefix: str) -> Iterator[tuple[NearOriginCache, InvalidationListener]]:
+    """A near cache in front of Redis, its listener subscribed."""
+    remote = RedisOriginCache(REDIS_URL, redis_prefix)
+    near = NearOriginCache(remote, InMemoryOriginCache())
+    listener = remote.listener(near)
+    listener.start()
+    eventually(lambda: near.is_subscribed, timeout=10, what="the listener subscribed")
+    yield near, listener
+    listener.stop()
+    remote.close()
+
+
+@pytest.fixture(params=["memory", "redis", "near"])
 def cache(request: pytest.FixtureRequest) -> Iterator[OriginCache]:
     if request.param == "memory":
         yield InMemoryOriginCache()
+        return
+    if request.param == "near":
+        yield request.getfixturevalue("near")[0]
         return
     adapter = RedisOriginCache(REDIS_URL, request.getfixturevalue("redis_prefix"))
     yield adapter
@@ -197,3 +219,83 @@ def test_an_unreachable_redis_misses_and_never_raises() -> None:
     cache.clear()
     assert cache.count_unknown_scan("330106", 600) == 0
     assert not cache.ping()
+
+
+# -- the near cache --------------------------------------------------------------------------
+
+def _redis_client() -> Any:
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+
+
+def test_the_near_cache_serves_a_view_it_read_without_asking_redis_again(
+        near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
+    cache, _ = near
+    cache.set(code_key("C1"), {"state": "ACTIVE", "batch_id": "B1"}, 60)
+    cache.set(batch_key("B1"), VIEW, 60)
+    client = _redis_client()
+    client.delete(redis_prefix + code_key("C1"), redis_prefix + batch_key("B1"))  # unannounced
+    assert cache.get_origin("C1") == ({"state": "ACTIVE", "batch_id": "B1"}, VIEW)
+    client.close()
+
+
+def test_an_invalidation_by_another_process_reaches_the_near_cache(
+        near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
+    cache, _ = near
+    worker = RedisOriginCache(REDIS_URL, redis_prefix)  # the query worker's cache
+    for key in (code_key("C1"), code_key("C2"), batch_key("B1")):
+        cache.set(key, VIEW, 60)
+    worker.invalidate(["C1"], ["B1"])
+    eventually(lambda: cache.get(code_key("C1")) is None and cache.get(batch_key("B1")) is None,
+               timeout=5, what="the announced keys dropped")
+    assert cache.get(code_key("C2")) == VIEW
+    worker.clear()  # a rebuild: every view goes
+    eventually(lambda: cache.get(code_key("C2")) is None, timeout=5, what="everything dropped")
+    worker.close()
+
+
+def test_without_its_subscription_the_near_cache_is_bypassed(redis_prefix: str) -> None:
+    remote = RedisOriginCache(REDIS_URL, redis_prefix)
+    cache = NearOriginCache(remote, InMemoryOriginCache())  # no listener started
+    cache.set(code_key("C1"), VIEW, 60)
+    assert cache.get(code_key("C1")) == VIEW
+    client = _redis_client()
+    client.delete(redis_prefix + code_key("C1"))
+    assert cache.get(code_key("C1")) is None  # it asked Redis
+    client.close()
+    remote.close()
+
+
+def test_a_fill_after_an_announced_change_is_skipped_here_and_in_redis(
+        near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
+    """A scan misses, reads the read model, and meanwhile a change is announced: what it read
+    may be stale, so it is not cached anywhere."""
+    cache, _ = near
+    assert cache.get_origin("C1") == (None, None)  # the miss
+    cache.drop([code_key("C1")])  # an announcement arriving before the fill
+    cache.set(code_key("C1"), VIEW, 60)
+    client = _redis_client()
+    assert client.get(redis_prefix + code_key("C1")) is None
+    assert cache.get(code_key("C1")) is None
+    cache.set(code_key("C1"), VIEW, 60)  # after a read of its own, a fill is kept
+    assert cache.get(code_key("C1")) == VIEW
+    client.close()
+
+
+def test_a_lost_subscription_empties_the_near_cache_until_it_listens_again(
+        near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
+    cache, _ = near
+    cache.set(code_key("C1"), VIEW, 60)
+    client = _redis_client()
+    client.delete(redis_prefix + code_key("C1"))  # unannounced: only memory still has it
+    assert cache.get(code_key("C1")) == VIEW
+    client.client_kill_filter(_type="pubsub")  # announcements may have been missed
+    eventually(lambda: cache.get(code_key("C1")) is None, timeout=10,
+               what="the near copy dropped")
+    eventually(lambda: cache.is_subscribed, timeout=10, what="subscribed again")
+    assert cache.get(code_key("C1")) is None  # a scan's miss, then its fill
+    cache.set(code_key("C1"), VIEW, 60)
+    client.delete(redis_prefix + code_key("C1"))
+    assert cache.get(code_key("C1")) == VIEW  # served from memory again
+    client.close()
