@@ -96,7 +96,7 @@ class RegistryServer:
     run another server the same way, e.g. the all-in-one platform (`module=
     "agritrace_platform", serve_args=()`: it takes no command)."""
 
-    def __init__(self, database_url: str, log_path: Path, *, max_workers: int = 16,
+    def __init__(self, database_url: str, log_path: Path, *, max_workers: int | None = None,
                  pii_key: str | None = None, module: str = "agritrace_registry",
                  extra_env: dict[str, str] | None = None,
                  serve_args: tuple[str, ...] = ("serve",)) -> None:
@@ -114,12 +114,14 @@ class RegistryServer:
             "AGRITRACE_GRPC_ADDRESS": self.address,
             "AGRITRACE_METRICS_PORT": "0",
             "AGRITRACE_EVENT_BUS": "inprocess",
-            "AGRITRACE_GRPC_MAX_WORKERS": str(max_workers),
             "AGRITRACE_SHUTDOWN_GRACE_SECONDS": "2",
             "AGRITRACE_LOG_FORMAT": "text",
             "AGRITRACE_LOG_LEVEL": "INFO",
             **(extra_env or {}),
         }
+        # Unset: the service's own default, as deployed.
+        if max_workers is not None:
+            self.env["AGRITRACE_GRPC_MAX_WORKERS"] = str(max_workers)
         self.env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
