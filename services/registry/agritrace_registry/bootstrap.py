@@ -71,7 +71,7 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> Registr
     handler = IdempotentHandler(DUPLICATE_CHECK, service.flag_suspected_duplicates, uow_factory)
     subscriptions = [
         Subscription(DUPLICATE_CHECK, SERVICE, "subject_registered", handler),
-        Subscription(DUPLICATE_CHECK, SERVICE, "subjects_imported", handler),
+        Subscription(DUPLICATE_CHECK, SERVICE, "import_batch_applied", handler),
     ]
     leases = lease_manager(settings.redis_url, prefix="agritrace:registry")
     return RegistryApp(

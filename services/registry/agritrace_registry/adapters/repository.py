@@ -248,13 +248,6 @@ class SqlAlchemySubjectRepository:
             pairs.extend((row[0], row[1]) for row in rows)
         return pairs
 
-    def subjects_of_import(self, import_id: str) -> list[str]:
-        return list(self.session.execute(
-            sa.select(orm.provenance.c.subject_id)
-            .where(orm.provenance.c.import_id == import_id)
-            .where(orm.provenance.c.outcome == "CREATED")
-        ).scalars())
-
     def add_duplicate_suspicions(self, pairs: Sequence[tuple[str, str]]) -> None:
         both_ways = {(x, y) for x, y in pairs} | {(y, x) for x, y in pairs}
         existing = set()

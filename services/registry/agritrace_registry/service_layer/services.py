@@ -289,11 +289,14 @@ class RegistryService:
     def flag_suspected_duplicates(self, event: Event, uow: UnitOfWork) -> None:
         """Worker: a subject registered under one key whose name and county match another
         subject's under a different key is probably one producer twice; mark both pairs for
-        reviewers. Runs on `subject_registered` and, for whole imports, `subjects_imported`."""
+        reviewers. Runs on `subject_registered` and, for imports, on each
+        `import_batch_applied` with that batch's subjects: each subject is checked once, when
+        it arrives, against every subject before it (a check of a whole import's subjects
+        after each of its calls grew with the square of its pages)."""
         if event.name == "subject_registered":
             subject_ids = [str(event.payload["subject_id"])]
         else:
-            subject_ids = uow.subjects.subjects_of_import(str(event.payload["import_id"]))
+            subject_ids = [str(subject["subject_id"]) for subject in event.payload["subjects"]]
         pairs = uow.subjects.name_twins(subject_ids)
         if pairs:
             uow.subjects.add_duplicate_suspicions(pairs)

@@ -257,13 +257,6 @@ class FakeSubjectRepository:
                     pairs.append((this.subject_id, other.subject_id))
         return pairs
 
-    def subjects_of_import(self, import_id: str) -> list[str]:
-        return [
-            p.subject_id
-            for p in self._tables.provenance
-            if p.import_id == import_id and p.outcome == "CREATED"
-        ]
-
     def add_duplicate_suspicions(self, pairs: Sequence[tuple[str, str]]) -> None:
         for this, other in pairs:
             self._tables.suspicions |= {(this, other), (other, this)}

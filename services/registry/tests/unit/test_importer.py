@@ -598,22 +598,25 @@ def test_the_duplicate_check_is_idempotent(
     }
 
 
-def test_the_duplicate_check_after_an_import_covers_the_created_subjects(
+def test_the_duplicate_check_of_an_import_covers_each_batch_against_all_before_it(
     importer: SubjectImporter, service: RegistryService, database: Any, fake: Any
 ) -> None:
-    results, _ = run_batch(
+    """Each `import_batch_applied` is checked once: a twin in a later batch (or a later call
+    of the same import) is found against the subjects already there."""
+    first_results, _ = run_batch(
         importer,
         [
             record("r1", farmer(kind=SubjectKind.TRADER, name="李四")),
-            record("r2", company(CODE_A, kind=SubjectKind.TRADER, name="李 四")),
             record("r3", company(CODE_B, name="无关公司")),
         ],
     )
-    (event,) = database.events_named("subjects_imported")
+    second_results, _ = run_batch(
+        importer, [record("r2", company(CODE_A, kind=SubjectKind.TRADER, name="李 四"))])
+    for event in database.events_named("import_batch_applied"):
+        flag_duplicates(service, event, fake, database)
 
-    flag_duplicates(service, event, fake, database)
-
-    first, second, unrelated = (r.subject_id for r in results)
+    (first, unrelated), (second,) = ((r.subject_id for r in first_results),
+                                     (r.subject_id for r in second_results))
     assert service.get_subject(first).suspected_duplicate_ids == [second]
     assert service.get_subject(second).suspected_duplicate_ids == [first]
     assert service.get_subject(unrelated).suspected_duplicate_ids == []
