@@ -1,7 +1,9 @@
 """The flow service's benchmarks (issue #5), against the all-in-one platform process
-(`python -m agritrace_platform`: sso + registry + coding + flow in one process) on a
+(`python -m agritrace_platform`: sso + registry + coding + flow + query in one process) on a
 throwaway PostgreSQL database, called as the administrator (OPS_ADMIN may send any
-province's production records), as a provincial bridge would call it:
+province's production records), as a provincial bridge would call it. The query read model's
+projections of the stream's events run in the same process (in-process events), so the
+platform's CPU includes them:
 
 9. CaptureRecords of N mixed records (default 200,000), streamed in messages of 5,000, timed
    from the client; every record must come back STORED. The mix (seeded):
@@ -804,7 +806,7 @@ def run_flow_phase(report: Report, console: Console, *, records: int, history_ca
     try:
         db.create()
         log(f"[flow] throwaway database {db.name}; starting the all-in-one platform "
-            "(sso + registry + coding + flow in one process; it migrates on start-up)")
+            "(sso + registry + coding + flow + query in one process; it migrates on start-up)")
         platform = start_platform(db, COUNTY, PRODUCER, label="flow",
                                   log_name="flow-platform-server.log")
         buyer = platform.register_subject(BUYER_COUNTY, "北京新发地农产品批发市场（基准测试）")
@@ -925,7 +927,7 @@ def _capture_phase(report: Report, console: Console, db: ThrowawayDatabase,
     if added != counts:
         report.mismatch(f"flow capture: rows added {added} != the baseline's {counts}")
     report.figures["flow"] = {
-        "process": "all-in-one platform (sso + registry + coding + flow), PostgreSQL",
+        "process": "all-in-one platform (sso + registry + coding + flow + query), PostgreSQL",
         "records": plan.records, "messages": len(plan.messages), "layout": layout,
         "mix": dict(kinds), "trace_runs": len(runs), "trace_events": run_events,
         "batches_in_progress_before": len(plan.setup),

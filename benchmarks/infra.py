@@ -197,7 +197,7 @@ class RegistryServer:
 
 @dataclass
 class Platform:
-    """`python -m agritrace_platform` (sso + registry + coding + flow in one process) on a
+    """`python -m agritrace_platform` (sso + registry + coding + flow + query in one process) on a
     throwaway database, the administrator's token, and the subject registered at start-up."""
 
     server: RegistryServer
