@@ -35,36 +35,14 @@ from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_bridge.contract import MAX_PAGE_SIZE as MAX_IMPORT_PAGE_SIZE
 from agritrace_bridge.simulator.data import SubjectGenerator
 from agritrace_kernel.auth.sso_client import bearer_metadata
+from agritrace_testing.bridge import Simulator
+from agritrace_testing.bridge import register_province as shared_register_province
+from agritrace_testing.bridge import start_simulator as start_shared_simulator
 from agritrace_testing.chain import SHOUGUANG, party, printed_codes, tomato_batch
 from agritrace_testing.polling import eventually
 from tests.integration.conftest import ROOT, USER_PASSWORD, Platform, free_port, wait_serving
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Simulator:
-    """`python -m agritrace_bridge simulate` as a process."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    api_key: str
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=15)
-
-
-def start_simulator(province: str, log: Path, *args: str) -> Simulator:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agritrace_bridge", "simulate", "--province", province,
-         "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=log.open("wb"))
-    assert process.stdout is not None
-    url = process.stdout.readline().decode().strip()
-    key = process.stdout.readline().decode().strip().removeprefix("api_key=")
-    assert url.startswith("http"), f"simulator did not start: {log.read_text()[-2000:]}"
-    return Simulator(process, url, key)
 
 
 @dataclass
@@ -112,21 +90,12 @@ def sso_stub(platform: Platform) -> Any:
 def register_province(platform: Platform, province: str, stage: int) -> tuple[str, str]:
     """The province's platform in sso's directory at `stage`, and a platform client account
     for its bridge: (platform_id, username)."""
-    sso, admin = sso_stub(platform), bearer_metadata(platform.admin_token)
-    platform_id = f"province-{province}"
-    sso.RegisterPlatform(sso_pb2.RegisterPlatformRequest(platform=sso_pb2.Platform(
-        platform_id=platform_id, province=province, name=f"省级追溯平台 {province}",
-        url=f"https://trace{province}.example.gov.cn")), metadata=admin)
-    sso.UpdatePlatform(sso_pb2.UpdatePlatformRequest(
-        platform=sso_pb2.Platform(platform_id=platform_id, stage=stage),  # type: ignore[arg-type]
-        update_mask={"paths": ["stage"]}), metadata=admin)
-    username = f"bridge-{province}"
-    sso.CreateAccount(sso_pb2.CreateAccountRequest(
-        request_id=username, password=USER_PASSWORD, account=sso_pb2.Account(
-            username=username, display_name=f"bridge of {province}",
-            kind=sso_pb2.ACCOUNT_KIND_PLATFORM_CLIENT, jurisdiction=province)),
-        metadata=admin)
-    return platform_id, username
+    return shared_register_province(sso_stub(platform), bearer_metadata(platform.admin_token),
+                                    province, stage, USER_PASSWORD)
+
+
+def start_simulator(province: str, log: Path, *args: str) -> Simulator:
+    return start_shared_simulator(province, log, *args, cwd=ROOT)
 
 
 def bridge_env(platform: Platform, province: str, username: str, simulator: Simulator,
@@ -341,10 +310,7 @@ def test_a_full_conformance_pass_run_by_an_administrator_connects_the_province(
 
 
 def _admin(province: Province, method: str, path: str, body: dict[str, Any]) -> None:
-    response = httpx.request(method, f"{province.simulator.url}{path}", json=body,
-                             headers={"Authorization": f"Bearer {province.simulator.api_key}"},
-                             timeout=10)
-    response.raise_for_status()
+    province.simulator.admin(method, path, body)
 
 
 def _inbound(province: Province) -> Any:
