@@ -5,7 +5,7 @@ changes nothing (counters aside, which the inbox guards)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -324,31 +324,23 @@ class SqlProjectionStore:
 
     # -- statistics ---------------------------------------------------------------------------
 
-    def count(self, day: date, division_code: str, metric: str, amount: int) -> None:
-        if not amount:
+    def add_counts(self, deltas: Mapping[tuple[date, str, str], int]) -> None:
+        # One statement, rows in key order: concurrent handlers lock shared rows alike.
+        changes = [(key, amount) for key, amount in sorted(deltas.items()) if amount]
+        if not changes:
             return
         table = orm.daily_counts
-        statement = self._insert(table).values(day=day, division_code=division_code,
-                                               metric=metric, count=amount)
+        statement = self._insert(table).values([
+            {"day": day, "division_code": division_code, "metric": metric, "count": amount}
+            for (day, division_code, metric), amount in changes])
         self._session.execute(statement.on_conflict_do_update(
             index_elements=["day", "division_code", "metric"],
             set_={"count": table.c.count + statement.excluded["count"]}))
-        if amount < 0:  # a count moved elsewhere leaves no zero behind
-            self._session.execute(table.delete().where(
-                table.c.day == day, table.c.division_code == division_code,
-                table.c.metric == metric, table.c.count == 0))
-
-    def count_many(self, day: date, counts: Sequence[tuple[str, str, int]]) -> None:
-        # In one order for every event, so concurrent handlers lock shared rows alike.
-        rows = [{"day": day, "division_code": division_code, "metric": metric, "count": amount}
-                for division_code, metric, amount in sorted(counts) if amount > 0]
-        if not rows:
-            return
-        table = orm.daily_counts
-        statement = self._insert(table).values(rows)
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["day", "division_code", "metric"],
-            set_={"count": table.c.count + statement.excluded["count"]}))
+        lowered = [sa.and_(table.c.day == day, table.c.division_code == division_code,
+                           table.c.metric == metric)
+                   for (day, division_code, metric), amount in changes if amount < 0]
+        if lowered:  # a count moved elsewhere leaves no zero behind
+            self._session.execute(table.delete().where(table.c.count == 0, sa.or_(*lowered)))
 
     def hold_count(self, held: HeldCount) -> None:
         table = orm.held_counts

@@ -4,7 +4,7 @@ logs. Adapters implement them; tests use fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol, Self
@@ -184,13 +184,9 @@ class ProjectionStore(Protocol):
 
     def put_market_entry(self, entry: MarketEntryFacts) -> None: ...
 
-    def count(self, day: date, division_code: str, metric: str, amount: int) -> None:
-        """Adds `amount` (may be negative) to a daily counter."""
-        ...
-
-    def count_many(self, day: date, counts: Sequence[tuple[str, str, int]]) -> None:
-        """Adds each positive `amount` of (division_code, metric, amount) to its daily counter,
-        all in one statement; each (division_code, metric) at most once."""
+    def add_counts(self, deltas: Mapping[tuple[date, str, str], int]) -> None:
+        """Adds each amount (may be negative) to its daily counter (day, division_code,
+        metric), all in one statement; a counter brought to zero is dropped."""
         ...
 
     def hold_count(self, held: HeldCount) -> None:

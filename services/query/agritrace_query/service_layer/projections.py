@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -145,14 +145,14 @@ def _place(store: ProjectionStore, subject_id: str, province: str = "") -> _Plac
 
 def _count(store: ProjectionStore, day: date, place: _Place, metric: str,
            amount: int = 1) -> None:
-    store.count(day, place.division, metric, amount)
+    store.add_counts({(day, place.division, metric): amount})
     _hold(store, day, place, metric, amount)
 
 
 def _count_ones(store: ProjectionStore, day: date, counted: Sequence[tuple[_Place, str]]
                 ) -> None:
     """One each to several (place, metric) counters, in one statement."""
-    store.count_many(day, [(place.division, metric, 1) for place, metric in counted])
+    store.add_counts(Counter((day, place.division, metric) for place, metric in counted))
     for place, metric in counted:
         _hold(store, day, place, metric, 1)
 
@@ -189,18 +189,23 @@ def _sight(store: ProjectionStore, subjects: Iterable[SubjectFacts | None],
         if facts is not None and (facts.subject_id not in latest
                                   or facts.version > latest[facts.subject_id].version):
             latest[facts.subject_id] = facts
+    # Summed, then written at once: an import batch's thousand subjects are a handful of
+    # counters, not a thousand upserts (taken in one order, so concurrent batches of two
+    # provinces cannot deadlock on the counters they share).
+    deltas: Counter[tuple[date, str, str]] = Counter()
     for sighting in store.sight_subjects(list(latest.values()), at):
         division = latest[sighting.subject_id].division_code
         if sighting.moved_from is not None:
             earlier_at, earlier_division = sighting.moved_from
-            store.count(china_day(earlier_at), earlier_division, "subjects_registered", -1)
+            deltas[(china_day(earlier_at), earlier_division, "subjects_registered")] -= 1
         if sighting.first or sighting.moved_from is not None:
-            store.count(china_day(at), division, "subjects_registered", 1)
+            deltas[(china_day(at), division, "subjects_registered")] += 1
     for held in store.take_held_counts(latest):
         division = latest[held.subject_id].division_code
         if held.division_code != division:
-            store.count(held.day, held.division_code, held.metric, -held.count)
-            store.count(held.day, division, held.metric, held.count)
+            deltas[(held.day, held.division_code, held.metric)] -= held.count
+            deltas[(held.day, division, held.metric)] += held.count
+    store.add_counts(deltas)
     # A producer's name changes the origin view of its batches: their cached views expire
     # on their own (TTL) rather than being looked up and dropped here.
     return Touched()
