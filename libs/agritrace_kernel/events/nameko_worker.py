@@ -10,11 +10,15 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from agritrace_kernel import metrics
 from agritrace_kernel.events.bus import Subscription
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.process import settle_heap
 
 log = logging.getLogger(__name__)
+
+# The least time before an event whose handler failed is delivered again.
+REDELIVERY_DELAY_SECONDS = 2.0
 
 
 def build_worker_service(service: str, subscriptions: Sequence[Subscription]) -> type:
@@ -23,7 +27,12 @@ def build_worker_service(service: str, subscriptions: Sequence[Subscription]) ->
     SERVICE_POOL handlers share one queue per (event, worker service), so replicas of a
     worker compete for events instead of each handling every one; reliable delivery acks
     only after the handler returned, so a crash re-delivers (and the inbox drops repeats).
+    An event whose handler fails goes back to the queue too (nameko would ack and drop it):
+    a database restart longer than a handler's own retries must not lose events. It comes
+    back no sooner than REDELIVERY_DELAY_SECONDS; one that keeps failing is logged and
+    counted (agritrace_events_handled_total{outcome="failed"}) each time, not lost.
     """
+    import eventlet
     from nameko.events import SERVICE_POOL, event_handler
 
     attributes: dict[str, Any] = {"name": f"{service}_worker"}
@@ -31,7 +40,16 @@ def build_worker_service(service: str, subscriptions: Sequence[Subscription]) ->
 
         def entrypoint(_self: object, payload: dict[str, Any], _sub: Subscription = subscription
                        ) -> None:
-            _sub.handle(Event.from_wire(payload))
+            event = Event.from_wire(payload)
+            try:
+                _sub.handle(event)
+            except Exception:
+                metrics.events_handled_total.labels(_sub.consumer, event.name, "failed").inc()
+                log.exception("event handler failed; the event goes back to its queue",
+                              extra={"consumer": _sub.consumer, "event": event.routing_key,
+                                     "event_id": event.event_id})
+                eventlet.sleep(REDELIVERY_DELAY_SECONDS)
+                raise
 
         method = f"on_{subscription.source}_{subscription.name}__{subscription.consumer}"
         attributes[method] = event_handler(
@@ -39,6 +57,7 @@ def build_worker_service(service: str, subscriptions: Sequence[Subscription]) ->
             subscription.name,
             handler_type=SERVICE_POOL,
             reliable_delivery=True,
+            requeue_on_error=True,
         )(entrypoint)
     return type(f"{service.title().replace('-', '')}Worker", (), attributes)
 
