@@ -9,7 +9,6 @@ import logging
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agritrace.coding.v1 import coding_pb2 as pb
 from agritrace.coding.v1 import coding_pb2_grpc
@@ -32,6 +31,7 @@ from agritrace_coding.service_layer.services import (
 from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.errors import InvalidArgument
 from agritrace_kernel.grpc_kit.enums import enum_by_number
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CodingService"].full_name
 EXPORT_CHUNK_BYTES = 256 * 1024
@@ -50,12 +50,6 @@ _CONTENT_TYPES = {
 }
 
 
-def _timestamp(value: object) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
-    return stamp
-
-
 def issuance_to_proto(
     issuance: Issuance, counts: dict[CodeState, int] | None = None
 ) -> pb.Issuance:
@@ -70,7 +64,7 @@ def issuance_to_proto(
         line_id=issuance.line_id,
         state_counts={f"CODE_STATE_{state.value}": count
                       for state, count in (counts or {}).items()},
-        create_time=_timestamp(issuance.created_at),
+        create_time=to_timestamp(issuance.created_at),
     )
 
 
@@ -81,7 +75,7 @@ def derivation_to_proto(derivation: Derivation) -> pb.Derivation:
         child_codes=derivation.child_codes,
         reason=derivation.reason.value,
         subject_id=derivation.subject_id,
-        create_time=_timestamp(derivation.created_at),
+        create_time=to_timestamp(derivation.created_at),
     )
 
 

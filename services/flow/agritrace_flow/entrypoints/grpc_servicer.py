@@ -39,6 +39,7 @@ from agritrace_kernel.auth.principal import Principal, current_principal
 from agritrace_kernel.errors import DomainError, InvalidArgument
 from agritrace_kernel.grpc_kit.enums import enum_by_number
 from agritrace_kernel.grpc_kit.status import status_code_for
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FlowService"].full_name
 MAX_CAPTURE_MESSAGE = 5000
@@ -142,12 +143,6 @@ def trace_input(record: pb.InternalTraceRecord) -> TraceInput:
 # -- domain -> messages ------------------------------------------------------------------------
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _date_message(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
@@ -165,7 +160,7 @@ def batch_to_proto(batch: Batch) -> pb.Batch:
         origin_division=batch.origin_division, code_count=batch.code_count,
         parent_batch_ids=batch.parent_batch_ids, flags=batch.flags)
     if batch.created_at is not None:
-        message.create_time.CopyFrom(_timestamp(batch.created_at))
+        message.create_time.CopyFrom(to_timestamp(batch.created_at))
     if batch.certificate is not None:
         c = batch.certificate
         message.certificate.CopyFrom(pb.Certificate(
@@ -181,10 +176,10 @@ def shipment_to_proto(shipment: Shipment) -> pb.Shipment:
         shipment_id=shipment.shipment_id, batch_id=shipment.batch_id,
         seller_subject_id=shipment.seller_subject_id,
         buyer_subject_id=shipment.buyer_subject_id, codes=shipment.codes,
-        quantity=_quantity(shipment.quantity), ship_time=_timestamp(shipment.ship_time),
+        quantity=_quantity(shipment.quantity), ship_time=to_timestamp(shipment.ship_time),
         transport_document=shipment.transport_document)
     if shipment.received_at is not None:
-        message.receive_time.CopyFrom(_timestamp(shipment.received_at))
+        message.receive_time.CopyFrom(to_timestamp(shipment.received_at))
     return message
 
 
@@ -194,12 +189,12 @@ def entry_to_proto(entry: MarketEntry) -> pb.MarketEntry:
         admitted=entry.admitted,
         refusal=_REFUSALS[entry.refusal.value] if entry.refusal else 0,  # type: ignore[arg-type]
         reason=entry.reason, batch_id=entry.batch_id, code=entry.code,
-        check_time=_timestamp(entry.check_time))
+        check_time=to_timestamp(entry.check_time))
 
 
 def history_to_proto(entry: HistoryEntry) -> pb.HistoryRecord:
     return pb.HistoryRecord(
-        kind=entry.kind, occur_time=_timestamp(entry.occurred_at), subject_id=entry.subject_id,
+        kind=entry.kind, occur_time=to_timestamp(entry.occurred_at), subject_id=entry.subject_id,
         other_subject_id=entry.other_subject_id, record_id=entry.record_id,
         summary=entry.summary)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agritrace.bridge.v1 import bridge_pb2 as pb
 from agritrace.bridge.v1 import bridge_pb2_grpc
@@ -19,6 +18,7 @@ from agritrace_bridge.service_layer.security import SecurityReports
 from agritrace_bridge.service_layer.status import StatusQuery
 from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.grpc_kit.enums import enum_by_number
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 from agritrace_kernel.paging import page_size
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProvinceBridgeService"].full_name
@@ -37,21 +37,15 @@ _CHECKS = {CheckOutcome.PASSED: pb.CHECK_OUTCOME_PASSED,
 REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX = 100, 1000
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
 def run_to_proto(run: ImportRun) -> pb.ImportRun:
     message = pb.ImportRun(
         import_id=run.import_id, province=run.province, state=_STATES[run.state.value],
         pages=run.pages, total_size=run.total_size, created=run.counts.created,
         merged=run.counts.merged, conflict=run.counts.conflict,
         rejected=run.counts.rejected, last_error=run.last_error, attempts=run.attempts,
-        start_time=_timestamp(run.started_at), update_time=_timestamp(run.updated_at))
+        start_time=to_timestamp(run.started_at), update_time=to_timestamp(run.updated_at))
     if run.finished_at is not None:
-        message.finish_time.CopyFrom(_timestamp(run.finished_at))
+        message.finish_time.CopyFrom(to_timestamp(run.finished_at))
     return message
 
 
@@ -61,7 +55,7 @@ def direction_to_proto(status: DirectionStatus) -> pb.DirectionStatus:
         lag_seconds=status.lag_seconds, delivered=status.delivered, errors=status.errors,
         last_error=status.last_error)
     if status.last_success_at is not None:
-        message.last_success_time.CopyFrom(_timestamp(status.last_success_at))
+        message.last_success_time.CopyFrom(to_timestamp(status.last_success_at))
     return message
 
 
@@ -128,7 +122,7 @@ class ProvinceBridgeServicer(bridge_pb2_grpc.ProvinceBridgeServiceServicer):
             occur_time=request.occur_time.ToDatetime(tzinfo=UTC)
             if request.HasField("occur_time") else None)
         return pb.ReportSecurityEventResponse(
-            event_id=event.event_id, record_time=_timestamp(event.recorded_at),
+            event_id=event.event_id, record_time=to_timestamp(event.recorded_at),
             replayed=replayed)
 
     def RunConformance(self, request: pb.RunConformanceRequest,

@@ -8,15 +8,15 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 
 from agritrace.query.v1 import query_pb2 as pb
 from agritrace.query.v1 import query_pb2_grpc
 from agritrace_kernel.auth.principal import current_principal
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 from agritrace_query import metrics
 from agritrace_query.domain.graph import EdgeView, NodeView, TraceView
 from agritrace_query.domain.origin import OriginView
@@ -96,18 +96,6 @@ def caller_of(context: grpc.ServicerContext, key: bytes) -> Caller:
 # -- domain -> messages -------------------------------------------------------------------------
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    # The fields directly: FromDatetime goes through a naive copy, and a trace of thousands
-    # of edges spends much of its protobuf time there. Stored times are UTC even where a
-    # database drops the zone.
-    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
-    return Timestamp(seconds=since.days * 86_400 + since.seconds,
-                     nanos=since.microseconds * 1000)
-
-
 def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
@@ -141,7 +129,7 @@ def origin_to_proto(view: OriginView) -> pb.GetOriginInfoResponse:
                                          last_result=found.inspections.last_result))
     if found.inspections.last_at is not None:
         message.inspections.last_inspection_time.CopyFrom(
-            _timestamp(found.inspections.last_at))
+            to_timestamp(found.inspections.last_at))
     if found.certificate is not None:
         c = found.certificate
         message.certificate.CopyFrom(pb.OriginCertificate(
@@ -180,8 +168,8 @@ def _edge(view: EdgeView) -> pb.TraceEdge:
     return pb.TraceEdge(
         from_node_id=edge.source.node_id, to_node_id=edge.target.node_id, kind=kind,
         redacted=False, record_id=edge.record_id, quantity=edge.quantity, unit=edge.unit,
-        occur_time=_timestamp(edge.occurred_at) if edge.occurred_at is not None else None,
-        receive_time=_timestamp(edge.received_at) if edge.received_at is not None else None)
+        occur_time=to_timestamp(edge.occurred_at) if edge.occurred_at is not None else None,
+        receive_time=to_timestamp(edge.received_at) if edge.received_at is not None else None)
 
 
 def trace_to_proto(view: TraceView) -> pb.TraceGraph:
@@ -194,7 +182,7 @@ def trace_to_proto(view: TraceView) -> pb.TraceGraph:
 def entry_to_proto(entry: LogEntry) -> pb.QueryLogEntry:
     r = entry.record
     return pb.QueryLogEntry(
-        seq=entry.seq, log_time=_timestamp(r.logged_at), asker=r.asker, role=r.role,
+        seq=entry.seq, log_time=to_timestamp(r.logged_at), asker=r.asker, role=r.role,
         asker_jurisdiction=r.asker_jurisdiction, rpc=r.rpc, target=r.target,
         target_division=r.target_division, scope=r.scope, outcome=r.outcome, place=r.place,
         prev_hash=entry.prev_hash, entry_hash=entry.entry_hash)

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agritrace.registry.v1 import registry_pb2 as pb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.errors import InvalidArgument
 from agritrace_kernel.grpc_kit.enums import enum_by_number
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 from agritrace_registry.domain.model import (
     RegistrationInput,
     ReviewDecision,
@@ -67,12 +67,6 @@ def registration_from_proto(message: pb.SubjectRegistration) -> RegistrationInpu
     )
 
 
-def _timestamp(value: object) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
-    return stamp
-
-
 def subject_to_proto(subject: Subject) -> pb.Subject:
     return pb.Subject(
         subject_id=subject.subject_id,
@@ -91,14 +85,14 @@ def subject_to_proto(subject: Subject) -> pb.Subject:
             pb.Provenance(
                 source=p.source,
                 source_record_id=p.source_record_id,
-                first_seen_time=_timestamp(p.first_seen),
+                first_seen_time=to_timestamp(p.first_seen),
             )
             for p in subject.provenance
         ],
         version=subject.version,
         suspected_duplicate_ids=subject.suspected_duplicate_ids,
-        create_time=_timestamp(subject.created_at),
-        update_time=_timestamp(subject.updated_at),
+        create_time=to_timestamp(subject.created_at),
+        update_time=to_timestamp(subject.updated_at),
     )
 
 

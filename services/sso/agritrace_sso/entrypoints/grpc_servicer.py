@@ -7,14 +7,13 @@ authentication interceptor; method-level rules are in `policy.py`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agritrace.sso.v1 import sso_pb2 as pb
 from agritrace.sso.v1 import sso_pb2_grpc
 from agritrace_kernel.auth.principal import Principal, current_principal
+from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 from agritrace_sso.domain.model import (
     NATIONAL_AUDIENCE,
     Account,
@@ -60,12 +59,6 @@ def current_caller() -> Caller | None:
     return caller_from_principal(current_principal())
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def account_to_proto(account: Account) -> pb.Account:
     return pb.Account(
         account_id=account.account_id,
@@ -77,7 +70,7 @@ def account_to_proto(account: Account) -> pb.Account:
         roles=[_ROLE_NUMBERS[role] for role in account.roles],  # type: ignore[misc]
         disabled=account.disabled,
         version=account.version,
-        create_time=_timestamp(account.created_at),
+        create_time=to_timestamp(account.created_at),
     )
 
 
@@ -164,7 +157,7 @@ class SsoServicer(sso_pb2_grpc.SsoServiceServicer):
         )
         return pb.ListRevocationsResponse(
             revocations=[
-                pb.Revocation(session_id=r.session_id, revoke_time=_timestamp(r.revoked_at))
+                pb.Revocation(session_id=r.session_id, revoke_time=to_timestamp(r.revoked_at))
                 for r in revocations
             ],
             next_cursor=cursor,
@@ -183,7 +176,7 @@ class SsoServicer(sso_pb2_grpc.SsoServiceServicer):
             audience=result.audience,
         )
         if result.expire_time is not None:
-            response.expire_time.CopyFrom(_timestamp(result.expire_time))
+            response.expire_time.CopyFrom(to_timestamp(result.expire_time))
         return response
 
     def GetJwks(
