@@ -8,6 +8,7 @@ touches one entry, not one per code.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -171,6 +172,9 @@ class OriginView:
         return self.code[:2] if self.code else ""
 
 
+# Pure functions on every scan's path, memoised: a hot code is scanned again and again, and
+# a few thousand counties are the places of nearly every answer.
+@functools.lru_cache(maxsize=16_384)
 def canonical_code(text: str) -> str | None:
     """The canonical code, or None when `text` is not a well-formed code with a valid check
     character."""
@@ -194,6 +198,7 @@ def status_of(facts: CodeFacts | None) -> OriginStatus:
     return OriginStatus.GENUINE_NOT_ACTIVE
 
 
+@functools.lru_cache(maxsize=8_192)  # a catalogue never changes
 def _place(catalog: DivisionCatalog, code: str) -> Place:
     return Place(code, catalog.name_path(code) if code and code in catalog else "")
 
