@@ -62,6 +62,10 @@ def _view(raw: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _text(raw: Any) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _named_batch(view: dict[str, Any] | None) -> str:
     batch_id = view.get("batch_id") if view is not None else None
     return batch_id if isinstance(batch_id, str) else ""
@@ -88,21 +92,24 @@ class RedisOriginCache:
         self._origin = self._client.register_script(ORIGIN_SCRIPT)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        return _view(self.get_text(key))
+
+    def get_text(self, key: str) -> str | None:
         try:
             raw = self._client.get(self._prefix + key)
         except self._errors as error:
             log.warning("origin cache read failed", extra={"error": str(error)})
             return None
-        return _view(raw)
+        return _text(raw)
 
-    def get_origin(self, code: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def get_origin(self, code: str) -> tuple[str | None, str | None]:
         try:
             raw_code, raw_batch = self._origin(keys=[self._prefix + code_key(code)],
                                                args=[self._prefix + batch_key("")])
         except self._errors as error:
             log.warning("origin cache read failed", extra={"error": str(error)})
             return None, None
-        return _view(raw_code), _view(raw_batch)
+        return _text(raw_code), _text(raw_batch)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -195,6 +202,10 @@ class InMemoryOriginCache:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:
+        # Stored as JSON text: a caller changing the dict it got cannot change the cache.
+        return _view(self.get_text(key))
+
+    def get_text(self, key: str) -> str | None:
         with self._lock:
             found = self._views.get(key)
             if found is None:
@@ -203,18 +214,20 @@ class InMemoryOriginCache:
                 del self._views[key]
                 return None
             self._views.move_to_end(key)
-        # Stored as JSON text: a caller changing the dict it got cannot change the cache.
-        return _view(found[1])
+        return found[1]
 
-    def get_origin(self, code: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        view = self.get(code_key(code))
-        batch_id = _named_batch(view)
-        return view, self.get(batch_key(batch_id)) if batch_id else None
+    def get_origin(self, code: str) -> tuple[str | None, str | None]:
+        text = self.get_text(code_key(code))
+        batch_id = _named_batch(_view(text))
+        return text, self.get_text(batch_key(batch_id)) if batch_id else None
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        data = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        self.set_text(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+                      ttl_seconds)
+
+    def set_text(self, key: str, text: str, ttl_seconds: float) -> None:
         with self._lock:
-            self._views[key] = (self._clock() + ttl_seconds, data)
+            self._views[key] = (self._clock() + ttl_seconds, text)
             self._views.move_to_end(key)
             while len(self._views) > self._max_entries:
                 self._views.popitem(last=False)
@@ -304,35 +317,38 @@ class NearOriginCache:
         self._reads.generation = generation
         return generation
 
-    def _fill(self, generation: int, key: str, value: dict[str, Any] | None) -> None:
-        if value is None:
+    def _fill(self, generation: int, key: str, text: str | None) -> None:
+        if text is None:
             return
         with self._lock:
             if self._subscribed and generation == self._generation:
-                self._local.set(key, value, self._ttl)
+                self._local.set_text(key, text, self._ttl)
 
     @staticmethod
     def _shared(key: str) -> bool:
         return not key.startswith(_CODE_KEYS)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        return _view(self._get_text(key))
+
+    def _get_text(self, key: str) -> str | None:
         subscribed = self._subscribed
-        if subscribed and (view := self._local.get(key)) is not None:
-            return view
+        if subscribed and (text := self._local.get_text(key)) is not None:
+            return text
         generation = self._started_read()
         if subscribed and not self._shared(key):
             return None
-        view = self._remote.get(key)
-        self._fill(generation, key, view)
-        return view
+        text = self._remote.get_text(key)
+        self._fill(generation, key, text)
+        return text
 
-    def get_origin(self, code: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def get_origin(self, code: str) -> tuple[str | None, str | None]:
         if not self._subscribed:
             self._started_read()
             return self._remote.get_origin(code)
-        view = self.get(code_key(code))
-        batch_id = _named_batch(view)
-        return view, self.get(batch_key(batch_id)) if batch_id else None
+        text = self._get_text(code_key(code))
+        batch_id = _named_batch(_view(text))
+        return text, self._get_text(batch_key(batch_id)) if batch_id else None
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         generation = getattr(self._reads, "generation", None)
@@ -340,7 +356,8 @@ class NearOriginCache:
             return  # announced changed since this thread's read: the value may be stale
         if not self._subscribed or self._shared(key):
             self._remote.set(key, value, ttl_seconds)
-        self._fill(self._generation if generation is None else generation, key, value)
+        self._fill(self._generation if generation is None else generation, key,
+                   json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
         codes, batch_ids = list(codes), list(batch_ids)

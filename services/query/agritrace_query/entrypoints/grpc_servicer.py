@@ -200,10 +200,28 @@ def _statistics(row: DivisionFigures) -> pb.DivisionStatistics:
         market_refusals=f.counter("market_refusals"), scans=f.scans, usage_rate=f.usage_rate)
 
 
+# Answers whose message is kept: the memoised ones of hot codes (see origin.cached_view).
+MAX_KEPT_ANSWERS = 20_000
+
+
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def __init__(self, service: QueryService, fingerprint_secret: bytes) -> None:
         self.service = service
         self._key = fingerprint_key(fingerprint_secret)
+        # A memoised answer comes back as the same object, so its message is built once and
+        # shared (grpc only reads it to serialize). Keyed by identity, the answer kept beside
+        # it so its id is not reused.
+        self._messages: dict[int, tuple[OriginView, pb.GetOriginInfoResponse]] = {}
+
+    def _origin_message(self, view: OriginView) -> pb.GetOriginInfoResponse:
+        found = self._messages.get(id(view))
+        if found is not None and found[0] is view:
+            return found[1]
+        message = origin_to_proto(view)
+        if len(self._messages) >= MAX_KEPT_ANSWERS:
+            self._messages.clear()
+        self._messages[id(view)] = (view, message)
+        return message
 
     def GetOriginInfo(self, request: pb.GetOriginInfoRequest,
                       context: grpc.ServicerContext) -> pb.GetOriginInfoResponse:
@@ -214,7 +232,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             # are counted together, and the event carries the prefix itself.
             label = caller.place if caller.place.isdigit() else "network"
             metrics.counterfeit_signals_total.labels(label).inc()
-        return origin_to_proto(answer.view)
+        return self._origin_message(answer.view)
 
     def TraceCode(self, request: pb.TraceCodeRequest,
                   context: grpc.ServicerContext) -> pb.TraceCodeResponse:

@@ -242,10 +242,12 @@ class OriginCache(Protocol):
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def get_origin(self, code: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def get_origin(self, code: str) -> tuple[str | None, str | None]:
         """The code's view (code_key) and the view of the batch its `batch_id` names
-        (batch_key), in one look-up: what a scan needs. (None, None) when the code's view is
-        missing; the batch's is None when missing or when the code names no batch."""
+        (batch_key), in one look-up, as the JSON texts stored: what a scan needs (it decodes
+        them only when it has not answered from the same texts before). (None, None) when the
+        code's view is missing; the batch's is None when missing or when the code names no
+        batch."""
         ...
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:

@@ -5,11 +5,13 @@ and how it ended. What each asker may see is decided in domain/visibility.py onl
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from agritrace_kernel import paging
 from agritrace_kernel.errors import (
@@ -144,19 +146,29 @@ class QueryService:
                 view = origin.malformed()
             else:
                 note.target = code
-                facts, batch = self._origin_facts(code)
-                view = origin.view(code, facts, batch, self.catalog)
+                view = self._origin_view(code)
             note.target_division = view.target_division
             signal = False
             if view.status in (OriginStatus.UNKNOWN, OriginStatus.MALFORMED):
                 signal = self._count_unknown_scan(caller.place, view.code)
             return OriginAnswer(view, signal)
 
-    def _origin_facts(self, code: str) -> tuple[CodeFacts | None, BatchOrigin | None]:
-        """Cache first (the code's view and its batch's in one look-up); on a miss one point
-        query for the code and one for its batch, then the cache is filled. Unknown codes are
-        not cached: an issue would have to invalidate every code it creates."""
-        cached, cached_batch = self.cache.get_origin(code)
+    def _origin_view(self, code: str) -> OriginView:
+        """Cache first (the code's view and its batch's in one look-up; both there: the
+        memoised answer for those texts); on a miss one point query for the code and one for
+        its batch, then the cache is filled. Unknown codes are not cached: an issue would have
+        to invalidate every code it creates."""
+        cached_text, cached_batch_text = self.cache.get_origin(code)
+        if cached_text is not None and cached_batch_text is not None:
+            return origin.cached_view(code, cached_text, cached_batch_text, self.catalog)
+        cached = json.loads(cached_text) if cached_text is not None else None
+        cached_batch = json.loads(cached_batch_text) if cached_batch_text is not None else None
+        facts, batch = self._origin_facts(code, cached, cached_batch)
+        return origin.view(code, facts, batch, self.catalog)
+
+    def _origin_facts(self, code: str, cached: dict[str, Any] | None,
+                      cached_batch: dict[str, Any] | None
+                      ) -> tuple[CodeFacts | None, BatchOrigin | None]:
         facts = CodeFacts.from_cache(code, cached) if cached is not None else None
         if facts is None:
             facts = self.origins.code(code)

@@ -19,6 +19,7 @@ from agritrace_query.entrypoints.grpc_servicer import (
     peer_address,
 )
 from agritrace_query.entrypoints.policy import POLICIES, SERVICE
+from agritrace_query.service_layer.projection_ports import code_key
 from agritrace_testing.fakes import load_beside
 
 side = load_beside(__file__, "read_side.py", "agritrace_query_unit_read_side")
@@ -108,6 +109,20 @@ def test_origin_message(servicer: Any) -> None:
     unknown = service.GetOriginInfo(pb.GetOriginInfoRequest(code="nonsense"),
                                     Context("ipv4:203.0.113.7:5000"))
     assert unknown.status == pb.ORIGIN_STATUS_MALFORMED and not unknown.HasField("origin")
+
+
+def test_a_memoised_answer_shares_its_message_and_a_changed_one_gets_its_own(
+        servicer: Any) -> None:
+    service, chain = servicer
+    scan = pb.GetOriginInfoRequest(code=chain.b1_code)
+    where = Context("ipv4:203.0.113.7:5000")
+    service.GetOriginInfo(scan, where)  # read from the model, then cached
+    cached = service.GetOriginInfo(scan, where)
+    assert service.GetOriginInfo(scan, where) is cached  # built once, shared
+    service.service.cache.set(code_key(chain.b1_code), {"state": "VOID", "batch_id": "B1"}, 60)
+    voided = service.GetOriginInfo(scan, where)
+    assert voided is not cached and voided.status == pb.ORIGIN_STATUS_VOID
+    assert cached.status == pb.ORIGIN_STATUS_GENUINE_ACTIVE  # the shared one never changes
 
 
 def test_trace_message_redacts_edges(servicer: Any) -> None:

@@ -16,6 +16,7 @@ from agritrace_kernel.errors import InvalidArgument, NotFound, PermissionDenied
 from agritrace_kernel.events.store import outbox
 from agritrace_query.domain.origin import BatchOrigin, CodeFacts, OriginStatus
 from agritrace_query.service_layer.ports import LogFilter
+from agritrace_query.service_layer.projection_ports import code_key
 from agritrace_testing.fakes import load_beside
 
 side = load_beside(__file__, "read_side.py", "agritrace_query_unit_read_side")
@@ -96,6 +97,23 @@ def test_second_scan_is_served_from_the_cache(model: Any, wiring: Any) -> None:
     wiring.cache.invalidate([], ["B1"])
     wiring.service.get_origin_info(CONSUMER, chain.b1_code)
     assert wiring.service.origins.calls[-1] == "batch"
+
+
+def test_a_hot_code_is_answered_from_its_memoised_answer_until_its_views_change(
+        model: Any, wiring: Any) -> None:
+    """Both views in the cache: the same answer object comes back (nothing decoded again);
+    a view changed by the read model is another text, so the answer follows at once."""
+    chain = side.seed_chain(model)
+    wiring.service.get_origin_info(CONSUMER, chain.b1_code)  # read, then cached
+    cached = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
+    again = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
+    assert again is cached and wiring.service.origins.calls == ["code", "batch"]
+    assert again.origin is not None and again.origin.product_name == "Tea"
+    # The worker's projection of a void: the code's view changes in the cache.
+    wiring.cache.set(code_key(chain.b1_code), {"state": "VOID", "batch_id": "B1"}, 60)
+    voided = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
+    assert voided.status is OriginStatus.VOID and voided.origin is None
+    assert wiring.service.origins.calls == ["code", "batch"]
 
 
 @pytest.mark.parametrize(("state", "batch", "status", "has_origin"), [
