@@ -4,35 +4,9 @@ exchange is declared with the message), and a consumer bound later gets what fol
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
-import pytest
-
 from agritrace_kernel.events.bus import NamekoPublisher
 from agritrace_kernel.events.model import Event
 from agritrace_testing.polling import eventually
-from agritrace_testing.rabbit import RabbitVhost
-
-AMQP_URI = os.environ.get("AGRITRACE_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
-
-
-@pytest.fixture
-def vhost_uri() -> Iterator[str]:
-    from kombu import Connection
-
-    vhost = RabbitVhost(AMQP_URI, prefix="agritrace_publisher_test", warn=lambda _: None)
-    uri = vhost.create()
-    if uri == vhost.base_uri:
-        pytest.skip("rabbitmqctl cannot make a vhost here")
-    try:
-        with Connection(uri, connect_timeout=3) as connection:  # type: ignore[no-untyped-call]
-            connection.ensure_connection(max_retries=1)
-    except Exception as error:  # any reason: no broker to test against
-        vhost.drop()
-        pytest.skip(f"no RabbitMQ at {AMQP_URI}: {error}")
-    yield uri
-    vhost.drop()
 
 
 def test_events_published_before_any_consumer_exist_reach_a_later_one(vhost_uri: str) -> None:

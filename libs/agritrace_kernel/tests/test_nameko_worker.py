@@ -4,22 +4,15 @@ event whose handler fails is delivered again until the handler succeeds - never 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agritrace_kernel.events.bus import NamekoPublisher
 from agritrace_kernel.events.model import Event
 from agritrace_testing.polling import eventually
-from agritrace_testing.rabbit import RabbitVhost
-
-AMQP_URI = os.environ.get("AGRITRACE_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 
 # A worker whose handler fails on its first two deliveries; each attempt is a line in a file.
 WORKER = textwrap.dedent("""
@@ -45,24 +38,6 @@ WORKER = textwrap.dedent("""
         "probe", [Subscription("probe-consumer", "probe", "probe_happened", handle)])
     nameko_worker.run_worker(service, sys.argv[1])
 """)
-
-
-@pytest.fixture
-def vhost_uri() -> Iterator[str]:
-    from kombu import Connection
-
-    vhost = RabbitVhost(AMQP_URI, prefix="agritrace_worker_test", warn=lambda _: None)
-    uri = vhost.create()
-    if uri == vhost.base_uri:
-        pytest.skip("rabbitmqctl cannot make a vhost here")
-    try:
-        with Connection(uri, connect_timeout=3) as connection:  # type: ignore[no-untyped-call]
-            connection.ensure_connection(max_retries=1)
-    except Exception as error:  # any reason: no broker to test against
-        vhost.drop()
-        pytest.skip(f"no RabbitMQ at {AMQP_URI}: {error}")
-    yield uri
-    vhost.drop()
 
 
 def test_an_event_whose_handler_fails_comes_back_until_it_is_handled(
