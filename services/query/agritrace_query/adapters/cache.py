@@ -66,6 +66,14 @@ def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def _origin_texts(get_text: Callable[[str], str | None], code: str
+                  ) -> tuple[str | None, str | None]:
+    """A scan's two views read key by key: the code's, then the batch's it names."""
+    text = get_text(code_key(code))
+    batch_id = _named_batch(_view(text))
+    return text, get_text(batch_key(batch_id)) if batch_id else None
+
+
 def _named_batch(view: dict[str, Any] | None) -> str:
     batch_id = view.get("batch_id") if view is not None else None
     return batch_id if isinstance(batch_id, str) else ""
@@ -217,9 +225,7 @@ class InMemoryOriginCache:
         return found[1]
 
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
-        text = self.get_text(code_key(code))
-        batch_id = _named_batch(_view(text))
-        return text, self.get_text(batch_key(batch_id)) if batch_id else None
+        return _origin_texts(self.get_text, code)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         self.set_text(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")),
@@ -346,9 +352,7 @@ class NearOriginCache:
         if not self._subscribed:
             self._started_read()
             return self._remote.get_origin(code)
-        text = self._get_text(code_key(code))
-        batch_id = _named_batch(_view(text))
-        return text, self._get_text(batch_key(batch_id)) if batch_id else None
+        return _origin_texts(self._get_text, code)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         generation = getattr(self._reads, "generation", None)
