@@ -29,8 +29,10 @@ CODE_LENGTH = PROVINCE_LENGTH + RANDOM_LENGTH + 1
 RANDOM_BITS = RANDOM_LENGTH * 4.857980995127572  # log2(29) per character: ≈ 63.2
 
 # Look-alikes a person may type or an OCR may read, mapped to what they stand for.
-_LOOK_ALIKES = {"O": "0", "I": "1", "L": "1", "B": "8", "S": "5", "Z": "2"}
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1", "B": "8", "S": "5", "Z": "2"})
 _SEPARATORS = re.compile(r"[\s\-_.·]")
+# Translating with this leaves only what is outside the alphabet (every scan checks it).
+_OUTSIDE_ALPHABET = str.maketrans("", "", ALPHABET)
 
 # Character -> value byte, value byte -> character, as bytes.translate tables.
 _VALUE_OF = bytes(
@@ -111,13 +113,13 @@ def check_province(province: str) -> str:
 def normalize(text: str) -> str:
     """The canonical form of a code as typed or scanned: separators dropped, upper case,
     look-alike letters read as what they resemble. Raises CodeFormatError."""
-    compact = _SEPARATORS.sub("", text).upper()
-    compact = "".join(_LOOK_ALIKES.get(char, char) for char in compact)
+    compact = _SEPARATORS.sub("", text).upper().translate(_LOOK_ALIKES)
     if len(compact) != CODE_LENGTH:
         raise CodeFormatError(f"has {len(compact)} characters; a trace code has {CODE_LENGTH}")
-    bad = sorted({char for char in compact if char not in ALPHABET})
+    bad = compact.translate(_OUTSIDE_ALPHABET)
     if bad:
-        raise CodeFormatError(f"contains characters outside the code alphabet: {''.join(bad)}")
+        raise CodeFormatError("contains characters outside the code alphabet: "
+                              f"{''.join(sorted(set(bad)))}")
     if not compact[:PROVINCE_LENGTH].isdigit() or compact[:2] not in PROVINCES:
         raise CodeFormatError("does not start with the two digits of a province")
     return compact
