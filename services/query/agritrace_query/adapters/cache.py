@@ -335,9 +335,9 @@ class NearOriginCache:
         return not key.startswith(_CODE_KEYS)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return _view(self._get_text(key))
+        return _view(self.get_text(key))
 
-    def _get_text(self, key: str) -> str | None:
+    def get_text(self, key: str) -> str | None:
         subscribed = self._subscribed
         if subscribed and (text := self._local.get_text(key)) is not None:
             return text
@@ -352,7 +352,7 @@ class NearOriginCache:
         if not self._subscribed:
             self._started_read()
             return self._remote.get_origin(code)
-        return _origin_texts(self._get_text, code)
+        return _origin_texts(self.get_text, code)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
         generation = getattr(self._reads, "generation", None)

@@ -224,7 +224,15 @@ def cached_view(code: str, code_view: str, batch_view: str, catalog: DivisionCat
     view is another text, so a memoised answer is never stale; a hot code's scan decodes
     nothing."""
     return view(code, CodeFacts.from_cache(code, json.loads(code_view)),
-                BatchOrigin.from_cache(json.loads(batch_view)), catalog)
+                cached_batch(batch_view), catalog)
+
+
+@functools.lru_cache(maxsize=4_096)
+def cached_batch(batch_view: str) -> BatchOrigin:
+    """A batch's origin from its cached JSON text, memoised by content as cached_view: the
+    codes of one batch (thousands of packages) share one object, so a first scan of any of
+    them decodes nothing and its answer's origin part is built once (see the servicer)."""
+    return BatchOrigin.from_cache(json.loads(batch_view))
 
 
 def malformed() -> OriginView:

@@ -8,7 +8,9 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 from datetime import UTC, date
+from typing import Generic, TypeVar
 
 import grpc
 from google.type import date_pb2
@@ -19,7 +21,7 @@ from agritrace_kernel.auth.principal import current_principal
 from agritrace_kernel.grpc_kit.timestamps import to_timestamp
 from agritrace_query import metrics
 from agritrace_query.domain.graph import EdgeView, NodeView, TraceView
-from agritrace_query.domain.origin import OriginView
+from agritrace_query.domain.origin import BatchOrigin, OriginView
 from agritrace_query.domain.query_log import LogEntry
 from agritrace_query.domain.statistics import DivisionFigures
 from agritrace_query.domain.visibility import Asker
@@ -109,13 +111,19 @@ def _from_date(message: date_pb2.Date, present: bool) -> date | None:
         return None
 
 
-def origin_to_proto(view: OriginView) -> pb.GetOriginInfoResponse:
-    response = pb.GetOriginInfoResponse(
-        code=view.code, status=f"ORIGIN_STATUS_{view.status.value}",
-        message=view.message)
+def origin_to_proto(view: OriginView, origin: pb.Origin | None = None
+                    ) -> pb.GetOriginInfoResponse:
+    """The answer's message; `origin`: its origin part built already (see QueryServicer)."""
+    if view.origin is not None and origin is None:
+        origin = origin_part(view)
+    return pb.GetOriginInfoResponse(code=view.code, status=f"ORIGIN_STATUS_{view.status.value}",
+                                    message=view.message, origin=origin)
+
+
+def origin_part(view: OriginView) -> pb.Origin:
+    """What a view with an origin says of its batch: the same for every code of the batch."""
     found = view.origin
-    if found is None:
-        return response
+    assert found is not None
     message = pb.Origin(
         product_code=found.product_code, product_name=found.product_name,
         category=found.category, producer_name=found.producer_name,
@@ -138,8 +146,7 @@ def origin_to_proto(view: OriginView) -> pb.GetOriginInfoResponse:
             basis=c.basis, test_result=c.test_result))
         if c.issue_date is not None:
             message.certificate.issue_date.CopyFrom(_date(c.issue_date))
-    response.origin.CopyFrom(message)
-    return response
+    return message
 
 
 def _node(view: NodeView) -> pb.TraceNode:
@@ -200,28 +207,48 @@ def _statistics(row: DivisionFigures) -> pb.DivisionStatistics:
         market_refusals=f.counter("market_refusals"), scans=f.scans, usage_rate=f.usage_rate)
 
 
-# Answers whose message is kept: the memoised ones of hot codes (see origin.cached_view).
+# Messages kept of memoised answers and batch origins (see origin.cached_view, cached_batch).
 MAX_KEPT_ANSWERS = 20_000
+MAX_KEPT_ORIGINS = 4_096
+
+Key = TypeVar("Key")
+Built = TypeVar("Built")
+
+
+class BuiltOnce(Generic[Key, Built]):
+    """What is built from an object that comes back as the same object while unchanged (a
+    memoised answer or batch origin): built once and shared (grpc only reads a message to
+    serialize it). Keyed by identity, the object kept beside it so its id is not reused."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._kept: dict[int, tuple[Key, Built]] = {}
+
+    def get(self, key: Key, build: Callable[[], Built]) -> Built:
+        found = self._kept.get(id(key))
+        if found is not None and found[0] is key:
+            return found[1]
+        value = build()
+        if len(self._kept) >= self._max_entries:
+            self._kept.clear()
+        self._kept[id(key)] = (key, value)
+        return value
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def __init__(self, service: QueryService, fingerprint_secret: bytes) -> None:
         self.service = service
         self._key = fingerprint_key(fingerprint_secret)
-        # A memoised answer comes back as the same object, so its message is built once and
-        # shared (grpc only reads it to serialize). Keyed by identity, the answer kept beside
-        # it so its id is not reused.
-        self._messages: dict[int, tuple[OriginView, pb.GetOriginInfoResponse]] = {}
+        self._answers: BuiltOnce[OriginView, pb.GetOriginInfoResponse] = BuiltOnce(
+            MAX_KEPT_ANSWERS)
+        # The first scan of each of a batch's codes (an answer of its own) shares the
+        # batch's part.
+        self._origins: BuiltOnce[BatchOrigin, pb.Origin] = BuiltOnce(MAX_KEPT_ORIGINS)
 
     def _origin_message(self, view: OriginView) -> pb.GetOriginInfoResponse:
-        found = self._messages.get(id(view))
-        if found is not None and found[0] is view:
-            return found[1]
-        message = origin_to_proto(view)
-        if len(self._messages) >= MAX_KEPT_ANSWERS:
-            self._messages.clear()
-        self._messages[id(view)] = (view, message)
-        return message
+        return self._answers.get(view, lambda: origin_to_proto(
+            view, None if view.origin is None
+            else self._origins.get(view.origin, lambda: origin_part(view))))
 
     def GetOriginInfo(self, request: pb.GetOriginInfoRequest,
                       context: grpc.ServicerContext) -> pb.GetOriginInfoResponse:

@@ -242,6 +242,10 @@ class OriginCache(Protocol):
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
+    def get_text(self, key: str) -> str | None:
+        """The view under `key` as the JSON text stored (None when missing)."""
+        ...
+
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         """The code's view (code_key) and the view of the batch its `batch_id` names
         (batch_key), in one look-up, as the JSON texts stored: what a scan needs (it decodes

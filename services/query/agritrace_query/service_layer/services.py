@@ -162,12 +162,11 @@ class QueryService:
         if cached_text is not None and cached_batch_text is not None:
             return origin.cached_view(code, cached_text, cached_batch_text, self.catalog)
         cached = json.loads(cached_text) if cached_text is not None else None
-        cached_batch = json.loads(cached_batch_text) if cached_batch_text is not None else None
-        facts, batch = self._origin_facts(code, cached, cached_batch)
+        facts, batch = self._origin_facts(code, cached, cached_batch_text)
         return origin.view(code, facts, batch, self.catalog)
 
     def _origin_facts(self, code: str, cached: dict[str, Any] | None,
-                      cached_batch: dict[str, Any] | None
+                      cached_batch_text: str | None
                       ) -> tuple[CodeFacts | None, BatchOrigin | None]:
         facts = CodeFacts.from_cache(code, cached) if cached is not None else None
         if facts is None:
@@ -179,9 +178,9 @@ class QueryService:
                 OriginStatus.GENUINE_ACTIVE, OriginStatus.CONSUMED):
             return facts, None
         if cached is None:  # a code new to the cache: its batch's view may be there already
-            cached_batch = self.cache.get(batch_key(facts.batch_id))
-        if cached_batch is not None:
-            return facts, BatchOrigin.from_cache(cached_batch)
+            cached_batch_text = self.cache.get_text(batch_key(facts.batch_id))
+        if cached_batch_text is not None:
+            return facts, origin.cached_batch(cached_batch_text)
         batch = self.origins.batch_origin(facts.batch_id)
         if batch is not None:
             self.cache.set(batch_key(batch.batch_id), batch.to_cache(), self.cache_ttl_seconds)

@@ -125,6 +125,26 @@ def test_a_memoised_answer_shares_its_message_and_a_changed_one_gets_its_own(
     assert cached.status == pb.ORIGIN_STATUS_GENUINE_ACTIVE  # the shared one never changes
 
 
+def test_first_scans_of_one_batchs_codes_share_its_origin_part(tmp_path: Path) -> None:
+    model = side.ReadModel.create(tmp_path)
+    chain = side.seed_chain(model)
+    more = model.codes("B1", count=2)
+    service = QueryServicer(side.wire(model).service, b"k" * 32)
+    where = Context("ipv4:203.0.113.7:5000")
+    try:
+        service.GetOriginInfo(pb.GetOriginInfoRequest(code=chain.b1_code), where)  # B1 cached
+        built_before = len(service._origins._kept)
+        first, second = (service.GetOriginInfo(pb.GetOriginInfoRequest(code=code), where)
+                         for code in more)
+    finally:
+        model.close()
+    assert [first.code, second.code] == list(more) and first is not second
+    assert first.origin == second.origin and first.origin.producer_division_name
+    assert first.origin.certificate.contact_phone_masked == "138****5678"
+    # B1's view now comes from the cache: its origin part is built once for both.
+    assert len(service._origins._kept) == built_before + 1
+
+
 def test_trace_message_redacts_edges(servicer: Any) -> None:
     service, _ = servicer
     with acting_as(side.regulator("330106")):
