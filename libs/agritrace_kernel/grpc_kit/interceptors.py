@@ -124,7 +124,19 @@ class ScopedInterceptor(grpc.ServerInterceptor):
 
 
 class TracingInterceptor(ScopedInterceptor):
-    """A server span per call, continuing the caller's trace from the metadata."""
+    """A server span per call, continuing the caller's trace from the metadata. (The span is
+    started and made current by hand: `start_as_current_span` nests three more generator
+    context managers, ~5 µs of every call.)"""
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, dict[str, str]] = {}
+
+    def _span_attributes(self, info: MethodInfo) -> dict[str, str]:
+        found = self._attributes.get(info.full_method)
+        if found is None:
+            found = self._attributes[info.full_method] = {
+                "rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method}
+        return found
 
     @contextmanager
     def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
@@ -133,21 +145,21 @@ class TracingInterceptor(ScopedInterceptor):
             for key, value in context.invocation_metadata()
             if isinstance(value, str)
         }
-        token = otel_context.attach(extract_context(carrier))
+        parent = extract_context(carrier)
+        span = tracer.start_span(
+            info.full_method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER,
+            attributes=self._span_attributes(info), record_exception=False,
+            set_status_on_exception=False)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        failed = False
         try:
-            with tracer.start_as_current_span(
-                info.full_method.lstrip("/"),
-                kind=trace.SpanKind.SERVER,
-                attributes={
-                    "rpc.system": "grpc",
-                    "rpc.service": info.service,
-                    "rpc.method": info.method,
-                },
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span, observed(context, lambda outcome: _end_span(span, outcome)):
-                yield
+            yield
+        except BaseException:
+            failed = True
+            raise
         finally:
+            _end_span(span, final_code(context, failed))
+            span.end()
             otel_context.detach(token)
 
 
@@ -156,10 +168,10 @@ _CLIENT_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
                            grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS})
 
 
-def _end_span(span: trace.Span, outcome: CallOutcome) -> None:
-    span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
-    if outcome.code not in _CLIENT_CODES:
-        span.set_status(Status(StatusCode.ERROR, outcome.code.name))
+def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code not in _CLIENT_CODES:
+        span.set_status(Status(StatusCode.ERROR, code.name))
 
 
 @dataclass
@@ -170,36 +182,59 @@ class CallOutcome:
     seconds: float = 0.0
 
 
-@contextmanager
-def observed(
-    context: grpc.ServicerContext, on_done: Callable[[CallOutcome], None]
-) -> Iterator[None]:
-    """Times the call and reports its final status code to `on_done`, however it ends."""
-    started = time.perf_counter()
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        on_done(CallOutcome(final_code(context, failed), time.perf_counter() - started))
+class observed:  # noqa: N801 - used as a function: `with observed(context, on_done):`
+    """Times the call and reports its final status code to `on_done`, however it ends. (A
+    class, not a generator: it runs around every call, twice.)"""
+
+    __slots__ = ("_context", "_on_done", "_started")
+
+    def __init__(self, context: grpc.ServicerContext,
+                 on_done: Callable[[CallOutcome], None]) -> None:
+        self._context = context
+        self._on_done = on_done
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        self._on_done(CallOutcome(final_code(self._context, exc_type is not None),
+                                  time.perf_counter() - self._started))
+
+
+class _MethodMetrics:
+    """A method's labelled series, looked up once instead of on every call."""
+
+    def __init__(self, info: MethodInfo) -> None:
+        self._labels = (info.grpc_type, info.service, info.method)
+        self.started = metrics.grpc_server_started_total.labels(*self._labels)
+        self._seconds = metrics.grpc_server_handling_seconds.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def record(self, outcome: CallOutcome) -> None:
+        self._seconds.observe(outcome.seconds)
+        handled = self._handled.get(outcome.code)
+        if handled is None:
+            handled = self._handled[outcome.code] = metrics.grpc_server_handled_total.labels(
+                *self._labels, outcome.code.name)
+        handled.inc()
 
 
 class MetricsInterceptor(ScopedInterceptor):
     """RED metrics per method, named like the go-grpc-prometheus middleware."""
 
+    def __init__(self) -> None:
+        self._methods: dict[str, _MethodMetrics] = {}
+
     def scope(
         self, context: grpc.ServicerContext, info: MethodInfo
     ) -> AbstractContextManager[None]:
-        labels = (info.grpc_type, info.service, info.method)
-        metrics.grpc_server_started_total.labels(*labels).inc()
-
-        def record(outcome: CallOutcome) -> None:
-            metrics.grpc_server_handling_seconds.labels(*labels).observe(outcome.seconds)
-            metrics.grpc_server_handled_total.labels(*labels, outcome.code.name).inc()
-
-        return observed(context, record)
+        series = self._methods.get(info.full_method)
+        if series is None:
+            series = self._methods[info.full_method] = _MethodMetrics(info)
+        series.started.inc()
+        return observed(context, series.record)
 
 
 class LoggingInterceptor(ScopedInterceptor):
