@@ -26,7 +26,7 @@ from agritrace_query.domain.query_log import LogEntry
 from agritrace_query.domain.statistics import DivisionFigures
 from agritrace_query.domain.visibility import Asker
 from agritrace_query.service_layer.ports import LogFilter
-from agritrace_query.service_layer.services import Caller, QueryService
+from agritrace_query.service_layer.services import Caller, OriginAnswer, QueryService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 SCAN_DIVISION = "x-scan-division"
@@ -245,10 +245,15 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         # batch's part.
         self._origins: BuiltOnce[BatchOrigin, pb.Origin] = BuiltOnce(MAX_KEPT_ORIGINS)
 
-    def _origin_message(self, view: OriginView) -> pb.GetOriginInfoResponse:
-        return self._answers.get(view, lambda: origin_to_proto(
-            view, None if view.origin is None
-            else self._origins.get(view.origin, lambda: origin_part(view))))
+    def _origin_message(self, answer: OriginAnswer) -> pb.GetOriginInfoResponse:
+        view = answer.view
+
+        def build() -> pb.GetOriginInfoResponse:
+            return origin_to_proto(view, None if view.origin is None else self._origins.get(
+                view.origin, lambda: origin_part(view)))
+
+        # Only a memoised answer comes again: any other's message would never be used twice.
+        return self._answers.get(view, build) if answer.memoised else build()
 
     def GetOriginInfo(self, request: pb.GetOriginInfoRequest,
                       context: grpc.ServicerContext) -> pb.GetOriginInfoResponse:
@@ -259,7 +264,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             # are counted together, and the event carries the prefix itself.
             label = caller.place if caller.place.isdigit() else "network"
             metrics.counterfeit_signals_total.labels(label).inc()
-        return self._origin_message(answer.view)
+        return self._origin_message(answer)
 
     def TraceCode(self, request: pb.TraceCodeRequest,
                   context: grpc.ServicerContext) -> pb.TraceCodeResponse:

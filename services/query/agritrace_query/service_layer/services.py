@@ -76,6 +76,9 @@ class OriginAnswer:
     view: OriginView
     # True when this scan raised a counterfeit signal for its place.
     counterfeit_signal: bool = False
+    # True when `view` is the memoised answer for its cached texts (origin.cached_view): the
+    # same object comes back on every scan of the code until one of its views changes.
+    memoised: bool = False
 
 
 @dataclass
@@ -142,28 +145,29 @@ class QueryService:
         with self._logged(caller, "GetOriginInfo", text.strip()) as note:
             note.scope = visibility.origin_scope(caller.asker).label
             code = origin.canonical_code(text)
+            memoised = False
             if code is None:
                 view = origin.malformed()
             else:
                 note.target = code
-                view = self._origin_view(code)
+                view, memoised = self._origin_view(code)
             note.target_division = view.target_division
             signal = False
             if view.status in (OriginStatus.UNKNOWN, OriginStatus.MALFORMED):
                 signal = self._count_unknown_scan(caller.place, view.code)
-            return OriginAnswer(view, signal)
+            return OriginAnswer(view, signal, memoised)
 
-    def _origin_view(self, code: str) -> OriginView:
-        """Cache first (the code's view and its batch's in one look-up; both there: the
-        memoised answer for those texts); on a miss one point query for the code and one for
-        its batch, then the cache is filled. Unknown codes are not cached: an issue would have
-        to invalidate every code it creates."""
+    def _origin_view(self, code: str) -> tuple[OriginView, bool]:
+        """The view and whether it is memoised. Cache first (the code's view and its batch's
+        in one look-up; both there: the memoised answer for those texts); on a miss one point
+        query for the code and one for its batch, then the cache is filled. Unknown codes are
+        not cached: an issue would have to invalidate every code it creates."""
         cached_text, cached_batch_text = self.cache.get_origin(code)
         if cached_text is not None and cached_batch_text is not None:
-            return origin.cached_view(code, cached_text, cached_batch_text, self.catalog)
+            return origin.cached_view(code, cached_text, cached_batch_text, self.catalog), True
         cached = json.loads(cached_text) if cached_text is not None else None
         facts, batch = self._origin_facts(code, cached, cached_batch_text)
-        return origin.view(code, facts, batch, self.catalog)
+        return origin.view(code, facts, batch, self.catalog), False
 
     def _origin_facts(self, code: str, cached: dict[str, Any] | None,
                       cached_batch_text: str | None

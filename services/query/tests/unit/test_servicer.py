@@ -143,6 +143,7 @@ def test_first_scans_of_one_batchs_codes_share_its_origin_part(tmp_path: Path) -
     assert first.origin.certificate.contact_phone_masked == "138****5678"
     # B1's view now comes from the cache: its origin part is built once for both.
     assert len(service._origins._kept) == built_before + 1
+    assert not service._answers._kept  # first scans are never answered twice: not kept
 
 
 def test_trace_message_redacts_edges(servicer: Any) -> None:

@@ -104,9 +104,11 @@ def test_a_hot_code_is_answered_from_its_memoised_answer_until_its_views_change(
     """Both views in the cache: the same answer object comes back (nothing decoded again);
     a view changed by the read model is another text, so the answer follows at once."""
     chain = side.seed_chain(model)
-    wiring.service.get_origin_info(CONSUMER, chain.b1_code)  # read, then cached
-    cached = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
-    again = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
+    first = wiring.service.get_origin_info(CONSUMER, chain.b1_code)  # read, then cached
+    cached = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
+    again = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
+    assert not first.memoised and cached.memoised and again.memoised
+    cached, again = cached.view, again.view
     assert again is cached and wiring.service.origins.calls == ["code", "batch"]
     assert again.origin is not None and again.origin.product_name == "Tea"
     # The worker's projection of a void: the code's view changes in the cache.
