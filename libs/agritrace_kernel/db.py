@@ -3,6 +3,7 @@ Alembic migrations per service, and the SQLAlchemy unit of work base."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -280,10 +281,11 @@ def bulk_insert_values(session: Session, table: sa.Table, columns: Sequence[str]
 class PointQuery:
     """One constant SELECT run many times on a hot path (e.g. every scan of a trace code):
     compiled once for the engine's dialect and run on a pooled DBAPI connection, so a call
-    costs one round trip and no ORM session, statement compilation or result wrapping. The
-    engine should be dedicated, without pre-ping and in autocommit (create_engine(...,
-    pre_ping=False, autocommit=True)); a connection found dead is replaced and the query
-    retried once."""
+    costs one round trip and no ORM session, statement compilation or result wrapping. On
+    psycopg it is a server-side prepared statement run by one blocking libpq call (see
+    _LibpqStatement). The engine should be dedicated, without pre-ping and in autocommit
+    (create_engine(..., pre_ping=False, autocommit=True)); a connection found dead is
+    replaced and the query retried once."""
 
     def __init__(self, engine: Engine, statement: sa.Select[Any]) -> None:
         self.engine = engine
@@ -292,6 +294,8 @@ class PointQuery:
         self.positional = compiled.positiontup is not None
         self.names = list(compiled.positiontup or compiled.params)
         self.errors: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.Error,)
+        self._libpq = (_LibpqStatement(engine, statement)
+                       if engine.dialect.driver == "psycopg" else None)
 
     def rows(self, **params: Any) -> list[tuple[Any, ...]]:
         arguments: Any = (tuple(params[name] for name in self.names) if self.positional
@@ -299,6 +303,8 @@ class PointQuery:
         for attempt in (1, 2):
             connection = self.engine.raw_connection()
             try:
+                if self._libpq is not None:
+                    return self._libpq.rows(connection, params)
                 cursor = connection.cursor()
                 cursor.execute(self.sql, arguments)
                 found = [tuple(row) for row in cursor.fetchall()]
@@ -311,6 +317,52 @@ class PointQuery:
             finally:
                 connection.close()
         raise AssertionError("unreachable")
+
+
+class _LibpqStatement:
+    """A PointQuery on psycopg: prepared once per connection, then run with one blocking
+    libpq call (PQexecPrepared, which releases the GIL once) and its text results loaded by
+    the connection's own psycopg loaders. A psycopg cursor runs a query as non-blocking
+    steps, each wait releasing and retaking the GIL: on a busy threaded server that cost
+    ~100 µs more CPU per query (measured: first scans of trace codes at 16 concurrent
+    callers, 1,750-2,340 -> 2,330-2,930 scans/s)."""
+
+    def __init__(self, engine: Engine, statement: sa.Select[Any]) -> None:
+        dialect_class: Any = type(engine.dialect)
+        dialect = dialect_class(paramstyle="numeric_dollar")  # $1, $2, ...
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled).encode()
+        self.names = list(compiled.positiontup or ())
+        self.name = f"agritrace_point_{hashlib.sha256(self.sql).hexdigest()[:24]}".encode()
+
+    def rows(self, connection: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Parameters go as text (their str()); PostgreSQL reads them as the types the
+        prepared statement's comparisons ask for."""
+        from psycopg import errors as pg_errors
+        from psycopg import pq
+        from psycopg.adapt import Transformer
+
+        driver = connection.driver_connection
+        pgconn = driver.pgconn
+        # The pool's per-connection dict: the statements this server session has prepared.
+        prepared: set[bytes] = connection.info.setdefault("agritrace_prepared", set())
+        if self.name not in prepared:
+            _checked(pgconn.prepare(self.name, self.sql), pq.ExecStatus.COMMAND_OK,
+                     pg_errors, driver)
+            prepared.add(self.name)
+        values = [None if params[name] is None else str(params[name]).encode()
+                  for name in self.names]
+        result = _checked(pgconn.exec_prepared(self.name, values), pq.ExecStatus.TUPLES_OK,
+                          pg_errors, driver)
+        loader = Transformer(driver)
+        loader.set_pgresult(result)
+        return loader.load_rows(0, result.ntuples, tuple)
+
+
+def _checked(result: Any, expected: Any, pg_errors: Any, driver: Any) -> Any:
+    if result.status != expected:
+        raise pg_errors.error_from_result(result, encoding=driver.info.encoding)
+    return result
 
 
 def _is_dead(connection: Any) -> bool:

@@ -73,3 +73,22 @@ def test_postgres_replaces_a_connection_the_server_killed(postgres: DatabaseTarg
                       "WHERE datname = %s", (name,))
     assert query.rows(key="a") == [("a", 1)]
     engine.dispose()
+
+
+def test_postgres_runs_a_prepared_statement_with_typed_results(postgres: DatabaseTarget) -> None:
+    engine = _filled(postgres)
+    query = db.PointQuery(engine, LOOKUP)
+    by_value = db.PointQuery(engine, sa.select(items.c.key).where(
+        items.c.value == sa.bindparam("value")))
+    assert query.rows(key="a") == [("a", 1)] and isinstance(query.rows(key="a")[0][1], int)
+    assert by_value.rows(value=2) == [("b",)]  # an int parameter, sent as text
+    assert query.rows(key="no such key") == []
+    connection = engine.raw_connection()  # the pool's only connection: the one used above
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT statement FROM pg_prepared_statements ORDER BY statement")
+        statements = [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    assert len(statements) == 2 and all("$1" in text for text in statements)
+    engine.dispose()
