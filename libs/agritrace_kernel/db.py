@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import select
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -338,31 +339,139 @@ class _LibpqStatement:
     def rows(self, connection: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Parameters go as text (their str()); PostgreSQL reads them as the types the
         prepared statement's comparisons ask for."""
-        from psycopg import errors as pg_errors
         from psycopg import pq
-        from psycopg.adapt import Transformer
 
-        driver = connection.driver_connection
-        pgconn = driver.pgconn
+        pgconn = connection.driver_connection.pgconn
         # The pool's per-connection dict: the statements this server session has prepared.
         prepared: set[bytes] = connection.info.setdefault("agritrace_prepared", set())
         if self.name not in prepared:
-            _checked(pgconn.prepare(self.name, self.sql), pq.ExecStatus.COMMAND_OK,
-                     pg_errors, driver)
+            _checked(connection, pgconn.prepare(self.name, self.sql), pq.ExecStatus.COMMAND_OK)
             prepared.add(self.name)
-        values = [None if params[name] is None else str(params[name]).encode()
-                  for name in self.names]
-        result = _checked(pgconn.exec_prepared(self.name, values), pq.ExecStatus.TUPLES_OK,
-                          pg_errors, driver)
-        loader = Transformer(driver)
-        loader.set_pgresult(result)
-        return loader.load_rows(0, result.ntuples, tuple)
+        result = _checked(connection, pgconn.exec_prepared(
+            self.name, [_as_text(params[name]) for name in self.names]),
+            pq.ExecStatus.TUPLES_OK)
+        return _loaded(connection, result)
 
 
-def _checked(result: Any, expected: Any, pg_errors: Any, driver: Any) -> Any:
+def _as_text(value: Any) -> bytes | None:
+    return None if value is None else str(value).encode()
+
+
+def _checked(connection: Any, result: Any, expected: Any) -> Any:
+    """`result` if its status is `expected`, else raises the psycopg error it reports."""
     if result.status != expected:
+        from psycopg import errors as pg_errors
+
+        driver = connection.driver_connection
         raise pg_errors.error_from_result(result, encoding=driver.info.encoding)
     return result
+
+
+def _loaded(connection: Any, result: Any) -> list[tuple[Any, ...]]:
+    """A libpq result's rows as tuples, by the connection's own psycopg loaders."""
+    from psycopg.adapt import Transformer
+
+    loader = Transformer(connection.driver_connection)
+    loader.set_pgresult(result)
+    rows: list[tuple[Any, ...]] = loader.load_rows(0, result.ntuples, tuple)
+    return rows
+
+
+# COPY's text format: a backslash and the row and column separators are escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_line(values: Sequence[str | int]) -> str:
+    """One row of COPY's text format (no NULLs)."""
+    return "\t".join(str(value).translate(_COPY_ESCAPES) for value in values) + "\n"
+
+
+class LibpqTransaction:
+    """A transaction on one pooled psycopg connection driven by libpq's blocking calls, each
+    releasing the GIL once, for a background writer in a threaded server (see
+    _LibpqStatement for what psycopg's cursors cost there). The engine must be in
+    autocommit: this class sends BEGIN and COMMIT itself; leaving without commit() rolls
+    back, and a connection found dead is discarded from the pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Any = None
+        self._done = False
+
+    def __enter__(self) -> Self:
+        self._connection = self.engine.raw_connection()
+        self._done = False
+        try:
+            self._run(b"BEGIN")
+        except BaseException as error:
+            self.__exit__(type(error), error, None)
+            raise
+        return self
+
+    def rows(self, sql: bytes, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query's rows ($1, $2, ... for `params`, sent as text)."""
+        from psycopg import pq
+
+        pgconn = self._connection.driver_connection.pgconn
+        result = _checked(self._connection, pgconn.exec_params(
+            sql, [_as_text(value) for value in params]), pq.ExecStatus.TUPLES_OK)
+        return _loaded(self._connection, result)
+
+    def copy(self, statement: bytes, lines: Iterable[str]) -> None:
+        """COPY ... FROM STDIN of `lines` in the text format (see copy_line)."""
+        from psycopg import pq
+
+        pgconn = self._connection.driver_connection.pgconn
+        _checked(self._connection, pgconn.exec_(statement), pq.ExecStatus.COPY_IN)
+        if pgconn.put_copy_data("".join(lines).encode()) != 1 or pgconn.put_copy_end() != 1:
+            raise self.engine.dialect.loaded_dbapi.OperationalError(
+                pgconn.get_error_message().decode(errors="replace"))
+        _checked(self._connection, _next_result(pgconn), pq.ExecStatus.COMMAND_OK)
+        while _next_result(pgconn) is not None:  # the end of the COPY's results
+            pass
+
+    def commit(self) -> None:
+        self._run(b"COMMIT")
+        self._done = True
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        connection, self._connection = self._connection, None
+        try:
+            if not self._done and not _is_dead(connection):
+                self._run_on(connection, b"ROLLBACK")
+        except self.engine.dialect.loaded_dbapi.Error:
+            pass  # the connection is discarded below
+        finally:
+            if _is_dead(connection) or (not self._done and _in_transaction(connection)):
+                connection.invalidate()
+            connection.close()
+
+    def _run(self, sql: bytes) -> None:
+        self._run_on(self._connection, sql)
+
+    @staticmethod
+    def _run_on(connection: Any, sql: bytes) -> None:
+        from psycopg import pq
+
+        _checked(connection, connection.driver_connection.pgconn.exec_(sql),
+                 pq.ExecStatus.COMMAND_OK)
+
+
+def _next_result(pgconn: Any) -> Any:
+    """PQgetResult once it would not block: psycopg's get_result holds the GIL while it
+    waits, select() does not."""
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return pgconn.get_result()
+        select.select([pgconn.socket], [], [])
+
+
+def _in_transaction(connection: Any) -> bool:
+    from psycopg import pq
+
+    return bool(connection.driver_connection.pgconn.transaction_status
+                != pq.TransactionStatus.IDLE)
 
 
 def _is_dead(connection: Any) -> bool:

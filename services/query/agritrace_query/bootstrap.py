@@ -22,7 +22,7 @@ from agritrace_query.adapters.cache import (
     origin_cache,
 )
 from agritrace_query.adapters.query_log_writer import QueryLogWriter
-from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
+from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork, log_units_of_work
 from agritrace_query.adapters.read_store import PointOriginReader
 from agritrace_query.adapters.unit_of_work import ProjectionUnitOfWork
 from agritrace_query.service_layer import projections
@@ -105,7 +105,7 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None,
     if isinstance(cache, RedisOriginCache) and settings.query_near_cache_entries:
         near = NearOriginCache(cache, InMemoryOriginCache(settings.query_near_cache_entries))
         scan_cache, invalidations = near, cache.listener(near)
-    writer = QueryLogWriter(lambda: QueryUnitOfWork(store.sessions))
+    writer = QueryLogWriter(log_units_of_work(store.sessions, scan_engine))
     service = QueryService(
         origins=PointOriginReader(scan_engine), cache=scan_cache, log_sink=writer,
         reader_factory=lambda: QueryUnitOfWork(store.readers),

@@ -4,12 +4,13 @@ and scan counts (the use cases). Nothing here updates or deletes an entry."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from agritrace_kernel.db import as_utc, bulk_insert
+from agritrace_kernel.db import LibpqTransaction, as_utc, bulk_insert, copy_line
 from agritrace_query.adapters import orm
 from agritrace_query.adapters.read_store import prefix_of, utc
 from agritrace_query.domain.query_log import (
@@ -96,3 +97,50 @@ class SqlAlchemyQueryLog:
         rows = self.session.execute(
             sa.select(grouped, sa.func.count()).where(*conditions).group_by(grouped)).all()
         return {row[0]: int(row[1]) for row in rows}
+
+
+_COPY_LOG = ("COPY query_log (seq, logged_at, " + ", ".join(_RECORD_FIELDS)
+             + ", prev_hash, entry_hash) FROM STDIN").encode()
+
+
+class LibpqQueryLog:
+    """SqlAlchemyQueryLog.append on PostgreSQL through libpq's blocking calls: the writer
+    thread shares its server's GIL with the calls it logs, and a psycopg session's many
+    GIL hand-offs per batch cost those calls more than the writing itself (measured: p99 of
+    cached scans at 16 concurrent callers ~12 ms with the session, ~8 ms without writing)."""
+
+    def __init__(self, transaction: LibpqTransaction) -> None:
+        self.transaction = transaction
+
+    def append(self, records: Sequence[QueryRecord]) -> list[LogEntry]:
+        if not records:
+            return []
+        self.transaction.rows(b"SELECT pg_advisory_xact_lock($1)", [LOG_LOCK_KEY])
+        tail = self.transaction.rows(
+            b"SELECT seq, entry_hash FROM query_log ORDER BY seq DESC LIMIT 1")
+        last_seq, last_hash = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
+        entries = chain(records, last_seq, last_hash)
+        self.transaction.copy(_COPY_LOG, (
+            copy_line((entry.seq, utc(entry.record.logged_at).isoformat(),
+                       *(getattr(entry.record, name) for name in _RECORD_FIELDS),
+                       entry.prev_hash, entry.entry_hash))
+            for entry in entries))
+        return entries
+
+
+class LibpqLogUnitOfWork:
+    """The query log writer's unit of work on PostgreSQL (an autocommit engine)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._transaction = LibpqTransaction(engine)
+        self.log = LibpqQueryLog(self._transaction)
+
+    def __enter__(self) -> Self:
+        self._transaction.__enter__()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        self._transaction.__exit__(exc_type, exc, traceback)
+
+    def commit(self) -> None:
+        self._transaction.commit()

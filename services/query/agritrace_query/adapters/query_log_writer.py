@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, Self
 
-from agritrace_query.adapters.query_log_store import SqlAlchemyQueryLog
-from agritrace_query.domain.query_log import QueryRecord
+from agritrace_query.domain.query_log import LogEntry, QueryRecord
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,13 @@ BATCH_SIZE = 500
 RETRY_SECONDS = 1.0
 
 
+class LogAppender(Protocol):
+    def append(self, records: Sequence[QueryRecord]) -> list[LogEntry]: ...
+
+
 class LogUnitOfWork(Protocol):
-    log: SqlAlchemyQueryLog
+    @property
+    def log(self) -> LogAppender: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None: ...

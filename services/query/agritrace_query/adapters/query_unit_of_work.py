@@ -4,10 +4,13 @@ log (`log`) on one session, plus the kernel's outbox for the service's own event
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_kernel.db import SqlAlchemyUnitOfWork
-from agritrace_query.adapters.query_log_store import SqlAlchemyQueryLog
+from agritrace_query.adapters.query_log_store import LibpqLogUnitOfWork, SqlAlchemyQueryLog
 from agritrace_query.adapters.read_store import SqlAlchemyReadStore
 
 
@@ -18,3 +21,12 @@ class QueryUnitOfWork(SqlAlchemyUnitOfWork):
     def _open(self, session: Session) -> None:
         self.reads = SqlAlchemyReadStore(session)
         self.log = SqlAlchemyQueryLog(session)
+
+
+def log_units_of_work(sessions: sessionmaker[Session], autocommit_engine: Engine
+                      ) -> Callable[[], QueryUnitOfWork | LibpqLogUnitOfWork]:
+    """The query log writer's units of work: on psycopg straight through libpq on the
+    autocommit engine (see LibpqQueryLog), else (SQLite) a session."""
+    if autocommit_engine.dialect.driver == "psycopg":
+        return lambda: LibpqLogUnitOfWork(autocommit_engine)
+    return lambda: QueryUnitOfWork(sessions)

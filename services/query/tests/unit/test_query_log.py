@@ -10,12 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from agritrace_query.adapters import orm
 from agritrace_query.adapters.query_log_writer import QueryLogWriter
-from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
+from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork, log_units_of_work
 from agritrace_query.domain.query_log import (
     GENESIS,
     Outcome,
@@ -116,8 +117,13 @@ def stored(model: Any) -> list[Any]:
         return uow.log.entries(1, 10**9)
 
 
+def units(model: Any) -> Any:
+    """The writer's units of work as the service wires them (libpq on PostgreSQL)."""
+    return log_units_of_work(model.sessions, model.scan_engine)
+
+
 def test_writer_batches_in_order_and_flush_writes_everything(model: Any) -> None:
-    writer = QueryLogWriter(lambda: QueryUnitOfWork(model.sessions), batch_size=3)
+    writer = QueryLogWriter(units(model), batch_size=3)
     for n in range(1, 8):
         writer.append(record(n))
     assert writer.pending == 7 and stored(model) == []  # nothing written on append
@@ -128,7 +134,7 @@ def test_writer_batches_in_order_and_flush_writes_everything(model: Any) -> None
 
 
 def test_writer_thread_flushes_within_its_interval_and_drains_on_stop(model: Any) -> None:
-    writer = QueryLogWriter(lambda: QueryUnitOfWork(model.sessions), interval=0.02)
+    writer = QueryLogWriter(units(model), interval=0.02)
     writer.start()
     writer.append(record(1))
     deadline = time.monotonic() + 5
@@ -185,8 +191,31 @@ def test_a_tick_keeps_writing_while_full_batches_pile_up(model: Any) -> None:
     assert verify(stored(model), 1, 7, None).ok
 
 
+def test_written_text_comes_back_as_given_and_a_killed_connection_is_replaced(
+        model: Any) -> None:
+    writer = QueryLogWriter(units(model))
+    odd = record(1, target="a\tb\nc\\d\re 中", place="ip:2001:db8::/48")  # COPY's escapes
+    writer.append(odd)
+    assert writer.flush() == 1
+    if model.scan_engine.dialect.name == "postgresql":
+        connection = model.scan_engine.raw_connection()  # the writer's, back in the pool
+        backend = connection.driver_connection.info.backend_pid
+        connection.close()
+        with psycopg.connect(side.POSTGRES, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        writer.append(record(2))
+        with pytest.raises(psycopg.Error):
+            writer.flush()  # found dead: the record waits, the connection is discarded
+    else:
+        writer.append(record(2))
+    assert writer.flush() == 1
+    entries = stored(model)
+    assert [e.record for e in entries] == [odd, record(2)]
+    assert verify(entries, 1, 2, None).ok
+
+
 def test_concurrent_writers_chain_one_log(model: Any) -> None:
-    writers = [QueryLogWriter(lambda: QueryUnitOfWork(model.sessions), batch_size=7)
+    writers = [QueryLogWriter(units(model), batch_size=7)
                for _ in range(3)]
 
     def work(writer: QueryLogWriter, offset: int) -> None:
