@@ -3,6 +3,7 @@ left open, and a connection killed by the server replaced transparently."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,20 +76,31 @@ def test_postgres_replaces_a_connection_the_server_killed(postgres: DatabaseTarg
     engine.dispose()
 
 
-def test_postgres_runs_a_prepared_statement_with_typed_results(postgres: DatabaseTarget) -> None:
+def test_postgres_runs_prepared_statements_on_a_kept_connection(
+        postgres: DatabaseTarget) -> None:
     engine = _filled(postgres)
     query = db.PointQuery(engine, LOOKUP)
     by_value = db.PointQuery(engine, sa.select(items.c.key).where(
         items.c.value == sa.bindparam("value")))
+    prepared = db.PointQuery(engine, sa.select(sa.column("statement")).select_from(
+        sa.table("pg_prepared_statements")).where(sa.column("statement").like(
+            sa.bindparam("pattern"))))
     assert query.rows(key="a") == [("a", 1)] and isinstance(query.rows(key="a")[0][1], int)
     assert by_value.rows(value=2) == [("b",)]  # an int parameter, sent as text
     assert query.rows(key="no such key") == []
-    connection = engine.raw_connection()  # the pool's only connection: the one used above
-    try:
-        cursor = connection.cursor()
-        cursor.execute("SELECT statement FROM pg_prepared_statements ORDER BY statement")
-        statements = [row[0] for row in cursor.fetchall()]
-    finally:
-        connection.close()
-    assert len(statements) == 2 and all("$1" in text for text in statements)
-    engine.dispose()
+    # One after the other, the queries ran on one kept connection: its session prepared all.
+    statements = [row[0] for row in prepared.rows(pattern="%$1%")]
+    assert len(statements) == 3
+    name = postgres.url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        sessions = admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()
+    assert sessions == [("idle",)]
+    engine.dispose()  # closes the kept connection (its backend ends moments later)
+    deadline = time.monotonic() + 10
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        while (left := admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                     "%s", (name,)).fetchone()) != (0,) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert left == (0,)
