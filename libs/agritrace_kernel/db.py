@@ -18,6 +18,9 @@ from typing import Any, Self
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.adapt import Transformer
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
@@ -400,42 +403,51 @@ class _LibpqStatement:
     def rows(self, connection: Any, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Parameters go as text (their str()); PostgreSQL reads them as the types the
         prepared statement's comparisons ask for."""
-        from psycopg import pq
+        session = _libpq_session(connection)
+        if self.name not in session.prepared:
+            session.checked(session.pgconn.prepare(self.name, self.sql), _COMMAND_OK)
+            session.prepared.add(self.name)
+        return session.loaded(session.checked(session.pgconn.exec_prepared(
+            self.name, [_as_text(params[name]) for name in self.names]), _TUPLES_OK))
 
-        pgconn = connection.driver_connection.pgconn
-        # The pool's per-connection dict: the statements this server session has prepared.
-        prepared: set[bytes] = connection.info.setdefault("agritrace_prepared", set())
-        if self.name not in prepared:
-            _checked(connection, pgconn.prepare(self.name, self.sql), pq.ExecStatus.COMMAND_OK)
-            prepared.add(self.name)
-        result = _checked(connection, pgconn.exec_prepared(
-            self.name, [_as_text(params[name]) for name in self.names]),
-            pq.ExecStatus.TUPLES_OK)
-        return _loaded(connection, result)
+
+_COMMAND_OK, _TUPLES_OK, _COPY_IN = (
+    pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COPY_IN)
 
 
 def _as_text(value: Any) -> bytes | None:
     return None if value is None else str(value).encode()
 
 
-def _checked(connection: Any, result: Any, expected: Any) -> Any:
-    """`result` if its status is `expected`, else raises the psycopg error it reports."""
-    if result.status != expected:
-        from psycopg import errors as pg_errors
+class _LibpqSession:
+    """What libpq calls need of one pooled psycopg connection, looked up once per connection
+    (kept in the pool's per-connection dict, which a new connection starts empty)."""
 
+    def __init__(self, connection: Any) -> None:
         driver = connection.driver_connection
-        raise pg_errors.error_from_result(result, encoding=driver.info.encoding)
-    return result
+        self.pgconn = driver.pgconn
+        self.encoding = driver.info.encoding
+        self.loader = Transformer(driver)  # the connection's own loaders
+        self.prepared: set[bytes] = set()  # statements this server session has prepared
+
+    def checked(self, result: Any, expected: Any) -> Any:
+        """`result` if its status is `expected`, else raises the psycopg error it reports."""
+        if result.status != expected:
+            raise pg_errors.error_from_result(result, encoding=self.encoding)
+        return result
+
+    def loaded(self, result: Any) -> list[tuple[Any, ...]]:
+        """A result's rows as tuples."""
+        self.loader.set_pgresult(result)
+        rows: list[tuple[Any, ...]] = self.loader.load_rows(0, result.ntuples, tuple)
+        return rows
 
 
-def _loaded(connection: Any, result: Any) -> list[tuple[Any, ...]]:
-    """A libpq result's rows as tuples, by the connection's own psycopg loaders."""
-    from psycopg.adapt import Transformer
-
-    loader = Transformer(connection.driver_connection)
-    loader.set_pgresult(result)
-    rows: list[tuple[Any, ...]] = loader.load_rows(0, result.ntuples, tuple)
-    return rows
+def _libpq_session(connection: Any) -> _LibpqSession:
+    found: _LibpqSession | None = connection.info.get("agritrace_libpq")
+    if found is None:
+        found = connection.info["agritrace_libpq"] = _LibpqSession(connection)
+    return found
 
 
 # COPY's text format: a backslash and the row and column separators are escaped.
@@ -471,23 +483,19 @@ class LibpqTransaction:
 
     def rows(self, sql: bytes, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A query's rows ($1, $2, ... for `params`, sent as text)."""
-        from psycopg import pq
-
-        pgconn = self._connection.driver_connection.pgconn
-        result = _checked(self._connection, pgconn.exec_params(
-            sql, [_as_text(value) for value in params]), pq.ExecStatus.TUPLES_OK)
-        return _loaded(self._connection, result)
+        session = _libpq_session(self._connection)
+        return session.loaded(session.checked(session.pgconn.exec_params(
+            sql, [_as_text(value) for value in params]), _TUPLES_OK))
 
     def copy(self, statement: bytes, lines: Iterable[str]) -> None:
         """COPY ... FROM STDIN of `lines` in the text format (see copy_line)."""
-        from psycopg import pq
-
-        pgconn = self._connection.driver_connection.pgconn
-        _checked(self._connection, pgconn.exec_(statement), pq.ExecStatus.COPY_IN)
+        session = _libpq_session(self._connection)
+        pgconn = session.pgconn
+        session.checked(pgconn.exec_(statement), _COPY_IN)
         if pgconn.put_copy_data("".join(lines).encode()) != 1 or pgconn.put_copy_end() != 1:
-            raise self.engine.dialect.loaded_dbapi.OperationalError(
-                pgconn.get_error_message().decode(errors="replace"))
-        _checked(self._connection, _next_result(pgconn), pq.ExecStatus.COMMAND_OK)
+            raise pg_errors.OperationalError(pgconn.get_error_message().decode(
+                errors="replace"))
+        session.checked(_next_result(pgconn), _COMMAND_OK)
         while _next_result(pgconn) is not None:  # the end of the COPY's results
             pass
 
@@ -512,10 +520,8 @@ class LibpqTransaction:
 
     @staticmethod
     def _run_on(connection: Any, sql: bytes) -> None:
-        from psycopg import pq
-
-        _checked(connection, connection.driver_connection.pgconn.exec_(sql),
-                 pq.ExecStatus.COMMAND_OK)
+        session = _libpq_session(connection)
+        session.checked(session.pgconn.exec_(sql), _COMMAND_OK)
 
 
 def _next_result(pgconn: Any) -> Any:
@@ -529,8 +535,6 @@ def _next_result(pgconn: Any) -> Any:
 
 
 def _in_transaction(connection: Any) -> bool:
-    from psycopg import pq
-
     return bool(connection.driver_connection.pgconn.transaction_status
                 != pq.TransactionStatus.IDLE)
 
