@@ -11,15 +11,16 @@ the query log: logging is on throughout, as in production.
    by COPY into the query schema (subjects, batches with a compliance certificate, inspections
    and flags, ACTIVE codes bound to them). Two scan modes:
      - new: every call scans a code nobody scanned before (each package has its own code; the
-       code's view misses the cache: one point query + a cache fill; its batch's view is
-       usually cached already, as many codes share a batch);
+       code's view misses the cache: one point query + a near-cache fill; its batch's view
+       is usually cached already, as many codes share a batch);
      - again: codes scanned before (the code's and the batch's views come from Redis).
    Figures: requests/s, p50/p99 client latency, the server's CPU per call. Goals: requests/s ≥
    1/2 of the bare echo's and p99 ≤ 2× the bare echo's p99. Every answer must say
    GENUINE_ACTIVE with the seeded product (else MISMATCH), and the query log must have grown
    by one entry per call. The log writer's cost, isolated: the same kind of entries (N = the
    scan calls) chained and written by a QueryLogWriter in this process into the same table,
-   batches of 500 as the server's writer does; wall and CPU time per entry, set against the
+   wired as the server's (libpq on PostgreSQL), in batches of 500 (the most the server's
+   writer puts in one transaction); wall and CPU time per entry, set against the
    server's CPU per scan. With py-spy (next to the Python running the benchmark;
    --no-query-profile turns it off), a further run of scans is sampled and the share of the
    server's busy samples in the writer thread is printed. Finally VerifyQueryLog (as the
@@ -127,7 +128,7 @@ LAG_PRODUCER_COUNTIES = ("370783", "410102", "130102", "320102", "330106", "4401
                          "420102")
 LAG_BATCHES = len(LAG_PRODUCER_COUNTIES)
 LAG_DRAIN_SECONDS = 45.0  # after the load, how long the shipments may take to become visible
-LOG_LOCK_NOTE = "pg_advisory_xact_lock + tail read + INSERT of the batch, one transaction"
+LOG_LOCK_NOTE = "pg_advisory_xact_lock + tail read + COPY of the batch, one transaction"
 PROVINCES = ("37", "41", "13", "32", "33", "44", "51", "42", "11", "31")  # producing first
 PRODUCING = PROVINCES[:8]
 _CHINA = timedelta(hours=8)
@@ -452,13 +453,14 @@ def log_writer_cost(db: ThrowawayDatabase, entries: int) -> WriterCost:
     from agritrace_kernel import db as kernel_db
     from agritrace_kernel.config import DatabaseTarget
     from agritrace_query.adapters.query_log_writer import QueryLogWriter
-    from agritrace_query.adapters.query_unit_of_work import QueryUnitOfWork
+    from agritrace_query.adapters.query_unit_of_work import log_units_of_work
     from agritrace_query.domain.query_log import QueryRecord
 
-    engine = kernel_db.create_engine(DatabaseTarget(url=db.sqlalchemy_url, schema="query"),
-                                     pool_size=2)
+    target = DatabaseTarget(url=db.sqlalchemy_url, schema="query")
+    engine = kernel_db.create_engine(target, pool_size=2)
+    autocommit = kernel_db.create_engine(target, pool_size=2, pre_ping=False, autocommit=True)
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    writer = QueryLogWriter(lambda: QueryUnitOfWork(sessions))
+    writer = QueryLogWriter(log_units_of_work(sessions, autocommit))  # as the server wires it
     rng = random.Random(entries)
     try:
         for _ in range(entries):
@@ -473,6 +475,7 @@ def log_writer_cost(db: ThrowawayDatabase, entries: int) -> WriterCost:
         seconds = time.perf_counter() - started
         cpu = time.thread_time() - cpu_before
     finally:
+        autocommit.dispose()
         engine.dispose()
     return WriterCost(written, seconds, cpu)
 
