@@ -66,6 +66,10 @@ def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+# One encoder for every view stored: json.dumps with options builds a new one per call.
+_as_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _origin_texts(get_text: Callable[[str], str | None], code: str
                   ) -> tuple[str | None, str | None]:
     """A scan's two views read key by key: the code's, then the batch's it names."""
@@ -120,7 +124,7 @@ class RedisOriginCache:
         return _text(raw_code), _text(raw_batch)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        data = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        data = _as_text(value)
         try:
             self._client.set(self._prefix + key, data, px=max(1, int(ttl_seconds * 1000)))
         except self._errors as error:
@@ -228,7 +232,7 @@ class InMemoryOriginCache:
         return _origin_texts(self.get_text, code)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        self.set_text(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+        self.set_text(key, _as_text(value),
                       ttl_seconds)
 
     def set_text(self, key: str, text: str, ttl_seconds: float) -> None:
@@ -361,7 +365,7 @@ class NearOriginCache:
         if not self._subscribed or self._shared(key):
             self._remote.set(key, value, ttl_seconds)
         self._fill(self._generation if generation is None else generation, key,
-                   json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+                   _as_text(value))
 
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
         codes, batch_ids = list(codes), list(batch_ids)
