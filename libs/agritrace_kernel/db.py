@@ -333,14 +333,18 @@ class PointQuery:
             try:
                 found = self._libpq.rows(connection, params)
             except self.errors:
-                if attempt == 2 or not _is_dead(connection):
-                    held.give(connection)
+                if not _is_dead(connection):
+                    held.give(connection)  # the query failed, not the connection
                     raise
-                connection.invalidate()
-                connection.close()
-            else:
-                held.give(connection)
-                return found
+                _discard(connection)
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                _discard(connection)  # interrupted mid-query: its state is unknown
+                raise
+            held.give(connection)
+            return found
         raise AssertionError("unreachable")
 
 
@@ -537,6 +541,12 @@ def _next_result(pgconn: Any) -> Any:
 def _in_transaction(connection: Any) -> bool:
     return bool(connection.driver_connection.pgconn.transaction_status
                 != pq.TransactionStatus.IDLE)
+
+
+def _discard(connection: Any) -> None:
+    """Closes a pooled connection for good (the pool opens another when it needs one)."""
+    connection.invalidate()
+    connection.close()
 
 
 def _is_dead(connection: Any) -> bool:

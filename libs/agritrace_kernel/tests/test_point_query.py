@@ -104,3 +104,19 @@ def test_postgres_runs_prepared_statements_on_a_kept_connection(
                 and time.monotonic() < deadline:
             time.sleep(0.05)
     assert left == (0,)
+
+
+def test_postgres_reports_a_failed_query_and_keeps_its_connection(
+        postgres: DatabaseTarget) -> None:
+    engine = _filled(postgres)
+    by_value = db.PointQuery(engine, sa.select(items.c.key).where(
+        items.c.value == sa.bindparam("value")))
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        by_value.rows(value="not a number")  # PostgreSQL's own error, as psycopg raises it
+    assert by_value.rows(value=1) == [("a",)]
+    name = postgres.url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        sessions = admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall()
+    assert sessions == [("idle",)]  # the same connection served both, idle between queries
+    engine.dispose()
