@@ -458,8 +458,9 @@ def _libpq_session(connection: Any) -> _LibpqSession:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def copy_line(values: Sequence[str | int]) -> str:
-    """One row of COPY's text format (no NULLs)."""
+def copy_line(values: Sequence[object]) -> str:
+    """One row of COPY's text format: each value as its str() (for numbers, text and aware
+    datetimes that is a form PostgreSQL reads), no NULLs."""
     return "\t".join(str(value).translate(_COPY_ESCAPES) for value in values) + "\n"
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from agritrace_kernel.db import LibpqTransaction, as_utc, bulk_insert, copy_line
+from agritrace_kernel.db import LibpqTransaction, as_utc, bulk_insert_values, copy_line
 from agritrace_query.adapters import orm
 from agritrace_query.adapters.read_store import prefix_of, utc
 from agritrace_query.domain.query_log import (
@@ -28,6 +28,24 @@ LOG_LOCK_KEY = 0x71756572796C6F67 & 0x7FFFFFFFFFFFFFFF  # "querylog"
 
 _RECORD_FIELDS = ("asker", "role", "asker_jurisdiction", "rpc", "target", "target_division",
                   "scope", "outcome", "place")
+
+
+# The stored columns of an entry, in the order both ways of appending write them.
+_LOG_COLUMNS = ("seq", "logged_at", *_RECORD_FIELDS, "prev_hash", "entry_hash")
+
+
+def _chained(records: Sequence[QueryRecord], tail: Sequence[Any] | None) -> list[LogEntry]:
+    """`records` chained onto the log's newest entry, (seq, entry_hash) or None if empty."""
+    last_seq, last_hash = (int(tail[0]), str(tail[1])) if tail else (0, GENESIS)
+    return chain(records, last_seq, last_hash)
+
+
+def _stored(entry: LogEntry) -> tuple[Any, ...]:
+    """An entry's values in _LOG_COLUMNS order."""
+    record = entry.record
+    return (entry.seq, utc(record.logged_at),
+            *(getattr(record, name) for name in _RECORD_FIELDS),
+            entry.prev_hash, entry.entry_hash)
 
 
 def _entry(row: Any) -> LogEntry:
@@ -49,15 +67,10 @@ class SqlAlchemyQueryLog:
             return []
         if self.session.get_bind().dialect.name == "postgresql":
             self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(LOG_LOCK_KEY)))
-        tail = self.session.execute(
-            sa.select(_q.seq, _q.entry_hash).order_by(_q.seq.desc()).limit(1)).first()
-        last_seq, last_hash = (int(tail[0]), str(tail[1])) if tail else (0, GENESIS)
-        entries = chain(records, last_seq, last_hash)
-        bulk_insert(self.session, orm.query_log, [
-            {"seq": entry.seq, "logged_at": utc(entry.record.logged_at),
-             **{name: getattr(entry.record, name) for name in _RECORD_FIELDS},
-             "prev_hash": entry.prev_hash, "entry_hash": entry.entry_hash}
-            for entry in entries])
+        entries = _chained(records, self.session.execute(
+            sa.select(_q.seq, _q.entry_hash).order_by(_q.seq.desc()).limit(1)).first())
+        bulk_insert_values(self.session, orm.query_log, _LOG_COLUMNS,
+                           [_stored(entry) for entry in entries])
         return entries
 
     def page(self, selection: LogFilter, before_seq: int | None, limit: int) -> list[LogEntry]:
@@ -99,8 +112,7 @@ class SqlAlchemyQueryLog:
         return {row[0]: int(row[1]) for row in rows}
 
 
-_COPY_LOG = ("COPY query_log (seq, logged_at, " + ", ".join(_RECORD_FIELDS)
-             + ", prev_hash, entry_hash) FROM STDIN").encode()
+_COPY_LOG = f"COPY query_log ({', '.join(_LOG_COLUMNS)}) FROM STDIN".encode()
 
 
 class LibpqQueryLog:
@@ -118,13 +130,8 @@ class LibpqQueryLog:
         self.transaction.rows(b"SELECT pg_advisory_xact_lock($1)", [LOG_LOCK_KEY])
         tail = self.transaction.rows(
             b"SELECT seq, entry_hash FROM query_log ORDER BY seq DESC LIMIT 1")
-        last_seq, last_hash = (int(tail[0][0]), str(tail[0][1])) if tail else (0, GENESIS)
-        entries = chain(records, last_seq, last_hash)
-        self.transaction.copy(_COPY_LOG, (
-            copy_line((entry.seq, utc(entry.record.logged_at).isoformat(),
-                       *(getattr(entry.record, name) for name in _RECORD_FIELDS),
-                       entry.prev_hash, entry.entry_hash))
-            for entry in entries))
+        entries = _chained(records, tail[0] if tail else None)
+        self.transaction.copy(_COPY_LOG, (copy_line(_stored(entry)) for entry in entries))
         return entries
 
 
