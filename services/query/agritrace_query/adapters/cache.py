@@ -114,6 +114,9 @@ class RedisOriginCache:
             return None
         return _text(raw)
 
+    def get_local_text(self, key: str) -> str | None:
+        return None  # everything here is a round trip away
+
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         try:
             raw_code, raw_batch = self._origin(keys=[self._prefix + code_key(code)],
@@ -228,12 +231,13 @@ class InMemoryOriginCache:
             self._views.move_to_end(key)
         return found[1]
 
+    get_local_text = get_text
+
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         return _origin_texts(self.get_text, code)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        self.set_text(key, _as_text(value),
-                      ttl_seconds)
+        self.set_text(key, _as_text(value), ttl_seconds)
 
     def set_text(self, key: str, text: str, ttl_seconds: float) -> None:
         with self._lock:
@@ -351,6 +355,9 @@ class NearOriginCache:
         text = self._remote.get_text(key)
         self._fill(generation, key, text)
         return text
+
+    def get_local_text(self, key: str) -> str | None:
+        return self._local.get_text(key) if self._subscribed else None
 
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         if not self._subscribed:

@@ -1,12 +1,13 @@
-"""SELECTs over the read model: the scan path's two point queries (PointOriginReader, one
-round trip each, no ORM session) and what traces and statistics read inside a read unit of
-work (SqlAlchemyReadStore). Every many-batch read is one statement per call (`= ANY(array)`
+"""SELECTs over the read model: the scan path's point queries (PointOriginReader, one round
+trip each, no ORM session) and what traces and statistics read inside a read unit of work
+(SqlAlchemyReadStore). Every many-batch read is one statement per call (`= ANY(array)`
 on PostgreSQL, IN lists of at most 900 on SQLite)."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -60,39 +61,69 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+# A row without created_at holds only facts that arrived before the batch did.
+_COMPLETE_BATCH = _b.created_at.is_not(None)
+
+
 class PointOriginReader:
-    """GetOriginInfo's reads on a dedicated autocommit engine: a code (its state and batch),
-    then its batch joined to the producer's name."""
+    """GetOriginInfo's reads on a dedicated autocommit engine: a code with its batch's origin
+    (one query, whatever the cache holds: a first scan needs one round trip), or a batch's
+    origin alone (for a code whose own view was cached)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._code = PointQuery(engine, sa.select(_c.state, _c.batch_id)
-                                .where(_c.code == sa.bindparam("code")))
+        # The batch's columns come as one JSON text, decoded only when the scan needs them:
+        # most first scans find their batch's view cached already.
+        as_array = (sa.func.json_build_array if engine.dialect.name == "postgresql"
+                    else sa.func.json_array)
+        self._code_origin = PointQuery(
+            engine, sa.select(_c.state, _c.batch_id, sa.case(
+                (_b.batch_id.is_not(None), sa.cast(as_array(*_ORIGIN_COLUMNS), sa.Text))))
+            .select_from(orm.codes.outerjoin(orm.batches, sa.and_(
+                _b.batch_id == _c.batch_id, _COMPLETE_BATCH)).outerjoin(
+                orm.subjects, _s.subject_id == _b.subject_id))
+            .where(_c.code == sa.bindparam("code")))
         self._batch = PointQuery(
             engine, sa.select(*_ORIGIN_COLUMNS)
             .select_from(orm.batches.outerjoin(orm.subjects, _s.subject_id == _b.subject_id))
-            # A row without created_at holds only facts that arrived before the batch did.
-            .where(_b.batch_id == sa.bindparam("batch_id"), _b.created_at.is_not(None)))
+            .where(_b.batch_id == sa.bindparam("batch_id"), _COMPLETE_BATCH))
 
-    def code(self, code: str) -> CodeFacts | None:
-        rows = self._code.rows(code=code)
-        return CodeFacts(code, str(rows[0][0]), str(rows[0][1] or "")) if rows else None
+    def code_origin(self, code: str
+                    ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
+        rows = self._code_origin.rows(code=code)
+        if not rows:
+            return None
+        state, batch_id, origin = rows[0]
+        return (CodeFacts(code, str(state), str(batch_id or "")),
+                functools.partial(_batch_origin_of_array, origin))
 
     def batch_origin(self, batch_id: str) -> BatchOrigin | None:
         rows = self._batch.rows(batch_id=batch_id)
-        if not rows:
-            return None
-        (batch, product_code, product_name, category, producer_division, origin_division,
-         production_date, certificate, flags, passed, failed, last_result, last_at,
-         producer_name) = rows[0]
-        return BatchOrigin(
-            batch_id=batch, product_code=product_code, product_name=product_name,
-            category=category, producer_name=producer_name or "",
-            producer_division=producer_division, origin_division=origin_division,
-            production_date=_date(production_date),
-            certificate=Certificate.from_json(json.loads(certificate)) if certificate else None,
-            inspections=Inspections(int(passed or 0), int(failed or 0), last_result or "",
-                                    _moment(last_at)),
-            flags=_split(flags))
+        return _batch_origin(rows[0] if rows else None)
+
+
+def _batch_origin_of_array(array: Any) -> BatchOrigin | None:
+    """_batch_origin of the columns as a JSON array (text, or decoded by the driver)."""
+    if array is None:
+        return None
+    return _batch_origin(json.loads(array) if isinstance(array, str) else array)
+
+
+def _batch_origin(row: Sequence[Any] | None) -> BatchOrigin | None:
+    """A batch's origin from _ORIGIN_COLUMNS' values (None for no row)."""
+    if row is None:
+        return None
+    (batch, product_code, product_name, category, producer_division, origin_division,
+     production_date, certificate, flags, passed, failed, last_result, last_at,
+     producer_name) = row
+    return BatchOrigin(
+        batch_id=batch, product_code=product_code, product_name=product_name,
+        category=category, producer_name=producer_name or "",
+        producer_division=producer_division, origin_division=origin_division,
+        production_date=_date(production_date),
+        certificate=Certificate.from_json(json.loads(certificate)) if certificate else None,
+        inspections=Inspections(int(passed or 0), int(failed or 0), last_result or "",
+                                _moment(last_at)),
+        flags=_split(flags))
 
 
 def _batch_info(row: Any) -> BatchInfo:

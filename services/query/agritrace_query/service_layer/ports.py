@@ -4,6 +4,7 @@ outbox of the service's own events. Adapters implement them; unit tests use smal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, Self
@@ -27,7 +28,12 @@ class Clock(Protocol):
 class OriginReader(Protocol):
     """The scan path's reads: one indexed point query each."""
 
-    def code(self, code: str) -> CodeFacts | None: ...
+    def code_origin(self, code: str
+                    ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
+        """A code (None if unknown) with its batch's origin from the same query, decoded only
+        when called (None when the code names no batch or the batch is not complete yet)."""
+        ...
+
     def batch_origin(self, batch_id: str) -> BatchOrigin | None: ...
 
 

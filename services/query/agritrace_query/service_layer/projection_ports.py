@@ -246,6 +246,12 @@ class OriginCache(Protocol):
         """The view under `key` as the JSON text stored (None when missing)."""
         ...
 
+    def get_local_text(self, key: str) -> str | None:
+        """As get_text, but only what this process holds (no round trip): None otherwise. A
+        first scan has its batch's origin from the read model already; it takes the cached
+        text instead only when that is free (the same text decodes to the same object)."""
+        ...
+
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         """The code's view (code_key) and the view of the batch its `batch_id` names
         (batch_key), in one look-up, as the JSON texts stored: what a scan needs (it decodes

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
 from agritrace_kernel import paging
 from agritrace_kernel.errors import (
@@ -103,6 +102,12 @@ def outcome_of(error: BaseException) -> Outcome:
     return Outcome.FAILED
 
 
+def _shows_origin(facts: CodeFacts) -> bool:
+    """Whether a code's answer shows its batch's origin (goods on the market or repacked)."""
+    return bool(facts.batch_id) and origin.status_of(facts) in (
+        OriginStatus.GENUINE_ACTIVE, OriginStatus.CONSUMED)
+
+
 def _not_found(what: str, ident: str) -> NotFound:
     # The same answer for goods that do not exist and goods the caller may not see.
     return NotFound(f"no {what} {ident} among the goods you may trace",
@@ -159,36 +164,48 @@ class QueryService:
 
     def _origin_view(self, code: str) -> tuple[OriginView, bool]:
         """The view and whether it is memoised. Cache first (the code's view and its batch's
-        in one look-up; both there: the memoised answer for those texts); on a miss one point
-        query for the code and one for its batch, then the cache is filled. Unknown codes are
-        not cached: an issue would have to invalidate every code it creates."""
+        in one look-up; both there: the memoised answer for those texts); else the read
+        model, then the cache is filled. Unknown codes are not cached: an issue would have
+        to invalidate every code it creates."""
         cached_text, cached_batch_text = self.cache.get_origin(code)
         if cached_text is not None and cached_batch_text is not None:
             return origin.cached_view(code, cached_text, cached_batch_text, self.catalog), True
-        cached = json.loads(cached_text) if cached_text is not None else None
-        facts, batch = self._origin_facts(code, cached, cached_batch_text)
+        if cached_text is None:
+            facts, batch = self._first_scan_facts(code)
+        else:
+            facts, batch = self._cached_code_facts(
+                CodeFacts.from_cache(code, json.loads(cached_text)), cached_batch_text)
         return origin.view(code, facts, batch, self.catalog), False
 
-    def _origin_facts(self, code: str, cached: dict[str, Any] | None,
-                      cached_batch_text: str | None
-                      ) -> tuple[CodeFacts | None, BatchOrigin | None]:
-        facts = CodeFacts.from_cache(code, cached) if cached is not None else None
-        if facts is None:
-            facts = self.origins.code(code)
-            if facts is None:
-                return None, None
-            self.cache.set(code_key(code), facts.to_cache(), self.cache_ttl_seconds)
-        if not facts.batch_id or origin.status_of(facts) not in (
-                OriginStatus.GENUINE_ACTIVE, OriginStatus.CONSUMED):
+    def _first_scan_facts(self, code: str) -> tuple[CodeFacts | None, BatchOrigin | None]:
+        """A code new to the cache: one point query for it and its batch's origin, whatever
+        the cache holds (a first scan costs one round trip); the batch's cached text is used
+        instead when this process holds it, since the same text decodes to the same object."""
+        found = self.origins.code_origin(code)
+        if found is None:
+            return None, None
+        facts, batch_of_code = found
+        self.cache.set(code_key(code), facts.to_cache(), self.cache_ttl_seconds)
+        if not _shows_origin(facts):
             return facts, None
-        if cached is None:  # a code new to the cache: its batch's view may be there already
-            cached_batch_text = self.cache.get_text(batch_key(facts.batch_id))
+        cached_batch_text = self.cache.get_local_text(batch_key(facts.batch_id))
         if cached_batch_text is not None:
             return facts, origin.cached_batch(cached_batch_text)
-        batch = self.origins.batch_origin(facts.batch_id)
+        return facts, self._cached_batch(batch_of_code())
+
+    def _cached_code_facts(self, facts: CodeFacts, cached_batch_text: str | None
+                           ) -> tuple[CodeFacts, BatchOrigin | None]:
+        """A code whose own view was cached, and its batch's view if that was too."""
+        if not _shows_origin(facts):
+            return facts, None
+        if cached_batch_text is not None:
+            return facts, origin.cached_batch(cached_batch_text)
+        return facts, self._cached_batch(self.origins.batch_origin(facts.batch_id))
+
+    def _cached_batch(self, batch: BatchOrigin | None) -> BatchOrigin | None:
         if batch is not None:
             self.cache.set(batch_key(batch.batch_id), batch.to_cache(), self.cache_ttl_seconds)
-        return facts, batch
+        return batch
 
     def _count_unknown_scan(self, place: str, code: str) -> bool:
         """One counterfeit_suspected event per place and window, when its unknown scans reach

@@ -5,6 +5,7 @@ jurisdiction filter, and what each call leaves in the log."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from agritrace_kernel.errors import InvalidArgument, NotFound, PermissionDenied
 from agritrace_kernel.events.store import outbox
 from agritrace_query.domain.origin import BatchOrigin, CodeFacts, OriginStatus
 from agritrace_query.service_layer.ports import LogFilter
-from agritrace_query.service_layer.projection_ports import code_key
+from agritrace_query.service_layer.projection_ports import batch_key, code_key
 from agritrace_testing.fakes import load_beside
 
 side = load_beside(__file__, "read_side.py", "agritrace_query_unit_read_side")
@@ -29,15 +30,30 @@ class CountingOrigins:
         self.inner = inner
         self.calls: list[str] = []
 
-    def code(self, code: str) -> CodeFacts | None:
+    def code_origin(self, code: str
+                    ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
         self.calls.append("code")
-        found: CodeFacts | None = self.inner.code(code)
+        found: tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None = (
+            self.inner.code_origin(code))
         return found
 
     def batch_origin(self, batch_id: str) -> BatchOrigin | None:
         self.calls.append("batch")
         found: BatchOrigin | None = self.inner.batch_origin(batch_id)
         return found
+
+
+class FarCache:
+    """A cache as RedisOriginCache is: nothing of it held in the process."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get_local_text(self, key: str) -> str | None:
+        return None
 
 
 model = side.model  # each test on SQLite and on PostgreSQL
@@ -83,20 +99,38 @@ def test_a_phone_in_clear_is_never_read(model: Any, wiring: Any) -> None:
     assert "13812345678" not in repr(view)
 
 
-def test_second_scan_is_served_from_the_cache(model: Any, wiring: Any) -> None:
+def test_a_first_scan_is_one_query_and_a_second_scan_none(model: Any, wiring: Any) -> None:
     chain = side.seed_chain(model)
-    wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    assert wiring.service.origins.calls == ["code", "batch"]
+    first = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
+    # The code and its batch's origin in one query; both views cached after it.
+    assert wiring.service.origins.calls == ["code"]
+    assert wiring.cache.get(batch_key("B1"))["product_name"] == "Tea"
     again = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    assert wiring.service.origins.calls == ["code", "batch"]
+    assert wiring.service.origins.calls == ["code"]
     assert again.view.origin is not None and again.view.origin.product_name == "Tea"
-    # Another code of the same batch needs its own facts, not the batch's again.
+    assert again.view.origin == first.view.origin
+    # Another code of the same batch needs its own facts; its batch's origin is the cached
+    # one, the same object as every other scan of the batch takes from the cache.
     (other,) = model.codes("B1")
-    wiring.service.get_origin_info(CONSUMER, other)
-    assert wiring.service.origins.calls == ["code", "batch", "code"]
+    third = wiring.service.get_origin_info(CONSUMER, other)
+    assert wiring.service.origins.calls == ["code", "code"]
+    assert third.view.origin is again.view.origin
+    # A code whose own view is cached but whose batch's is not: the batch alone.
     wiring.cache.invalidate([], ["B1"])
     wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    assert wiring.service.origins.calls[-1] == "batch"
+    assert wiring.service.origins.calls == ["code", "code", "batch"]
+
+
+def test_a_first_scan_takes_its_batch_from_the_query_when_the_cache_has_none_nearby(
+        model: Any, wiring: Any) -> None:
+    """A cache that holds nothing in the process (Redis alone) is not asked for the batch:
+    the code's query brought it; the batch's view is stored for the scans after."""
+    chain = side.seed_chain(model)
+    wiring.service.cache = FarCache(wiring.cache)
+    view = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
+    assert view.origin is not None and view.origin.product_name == "Tea"
+    assert wiring.service.origins.calls == ["code"]
+    assert wiring.cache.get(batch_key("B1"))["product_name"] == "Tea"
 
 
 def test_a_hot_code_is_answered_from_its_memoised_answer_until_its_views_change(
@@ -109,13 +143,13 @@ def test_a_hot_code_is_answered_from_its_memoised_answer_until_its_views_change(
     again = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
     assert not first.memoised and cached.memoised and again.memoised
     cached, again = cached.view, again.view
-    assert again is cached and wiring.service.origins.calls == ["code", "batch"]
+    assert again is cached and wiring.service.origins.calls == ["code"]
     assert again.origin is not None and again.origin.product_name == "Tea"
     # The worker's projection of a void: the code's view changes in the cache.
     wiring.cache.set(code_key(chain.b1_code), {"state": "VOID", "batch_id": "B1"}, 60)
     voided = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
     assert voided.status is OriginStatus.VOID and voided.origin is None
-    assert wiring.service.origins.calls == ["code", "batch"]
+    assert wiring.service.origins.calls == ["code"]
 
 
 @pytest.mark.parametrize(("state", "batch", "status", "has_origin"), [
