@@ -6,8 +6,7 @@ answers refusals itself, with the same rich status (ErrorInfo reason) domain err
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 import grpc
 
@@ -58,8 +57,7 @@ class AuthInterceptor(ScopedInterceptor):
         self._policies = policies
         self._audience = audience
 
-    @contextmanager
-    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> acting_as:
         principal: Principal | None = None
         if info.service not in UNAUTHENTICATED_SERVICES:
             try:
@@ -70,8 +68,7 @@ class AuthInterceptor(ScopedInterceptor):
                 log.warning("cannot verify tokens: no keys from sso yet")
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               "authentication is not available yet; retry")
-        with acting_as(principal):
-            yield
+        return acting_as(principal)
 
     def authorize(self, metadata: Metadata | None, full_method: str) -> Principal | None:
         """The principal the call runs as; raises Unauthenticated or PermissionDenied."""

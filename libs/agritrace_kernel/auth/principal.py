@@ -3,8 +3,6 @@ that carries it through a call."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -74,16 +72,22 @@ def current_principal() -> Principal | None:
     return _current.get()
 
 
-@contextmanager
-def acting_as(principal: Principal | None) -> Iterator[None]:
+class acting_as:  # noqa: N801 - used as a function: `with acting_as(principal):`
     """Makes `principal` current for the duration of the block (for a streamed response the
-    server interceptor keeps the block open until the last message)."""
-    token = _current.set(principal)
-    try:
-        yield
-    finally:
+    server interceptor keeps the block open until the last message). A class, not a
+    generator: it runs around every call."""
+
+    __slots__ = ("_principal", "_token")
+
+    def __init__(self, principal: Principal | None) -> None:
+        self._principal = principal
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._principal)
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         try:
-            _current.reset(token)
+            _current.reset(self._token)
         except ValueError:
             # A streamed response abandoned by its client is closed from another context;
             # the next call on this thread sets its own principal anyway.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,9 +124,7 @@ class ScopedInterceptor(grpc.ServerInterceptor):
 
 
 class TracingInterceptor(ScopedInterceptor):
-    """A server span per call, continuing the caller's trace from the metadata. (The span is
-    started and made current by hand: `start_as_current_span` nests three more generator
-    context managers, ~5 µs of every call.)"""
+    """A server span per call, continuing the caller's trace from the metadata."""
 
     def __init__(self) -> None:
         self._attributes: dict[str, dict[str, str]] = {}
@@ -138,29 +136,41 @@ class TracingInterceptor(ScopedInterceptor):
                 "rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method}
         return found
 
-    @contextmanager
-    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
-        carrier = {
-            key: value
-            for key, value in context.invocation_metadata()
-            if isinstance(value, str)
-        }
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo
+              ) -> AbstractContextManager[None]:
+        return _ServerSpan(context, info.full_method.lstrip("/"), self._span_attributes(info))
+
+
+class _ServerSpan:
+    """A call's span, started and made current by hand: `start_as_current_span` nests three
+    generator context managers, and this runs around every call. (Every scope of the chain
+    is a class for that reason: a generator-based one costs ~1 µs more per call.)"""
+
+    __slots__ = ("_attributes", "_context", "_name", "_span", "_token")
+
+    def __init__(self, context: grpc.ServicerContext, name: str,
+                 attributes: dict[str, str]) -> None:
+        self._context = context
+        self._name = name
+        self._attributes = attributes
+
+    def __enter__(self) -> None:
+        carrier = {key: value for key, value in self._context.invocation_metadata()
+                   if isinstance(value, str)}
         parent = extract_context(carrier)
-        span = tracer.start_span(
-            info.full_method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER,
-            attributes=self._span_attributes(info), record_exception=False,
+        self._span = tracer.start_span(
+            self._name, context=parent, kind=trace.SpanKind.SERVER,
+            attributes=self._attributes, record_exception=False,
             set_status_on_exception=False)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        failed = False
+        self._token = otel_context.attach(trace.set_span_in_context(self._span, parent))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
         try:
-            yield
-        except BaseException:
-            failed = True
-            raise
+            _end_span(self._span, final_code(self._context, exc_type is not None))
+            self._span.end()
         finally:
-            _end_span(span, final_code(context, failed))
-            span.end()
-            otel_context.detach(token)
+            otel_context.detach(self._token)
 
 
 # Client mistakes are the caller's, not the server's: they do not mark the span as failed.
@@ -276,22 +286,34 @@ class ErrorInterceptor(ScopedInterceptor):
     """Domain errors become canonical codes with rich details; anything unexpected becomes
     INTERNAL with a trace id and no internals. Refuses calls whose deadline already passed."""
 
-    @contextmanager
-    def scope(self, context: grpc.ServicerContext, info: MethodInfo) -> Iterator[None]:
-        remaining = context.time_remaining()
+    def scope(self, context: grpc.ServicerContext, info: MethodInfo
+              ) -> AbstractContextManager[None]:
+        return _ErrorMapping(context, info.full_method)
+
+
+class _ErrorMapping:
+    __slots__ = ("_context", "_method")
+
+    def __init__(self, context: grpc.ServicerContext, method: str) -> None:
+        self._context = context
+        self._method = method
+
+    def __enter__(self) -> None:
+        remaining = self._context.time_remaining()
         if remaining is not None and remaining <= 0:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
-        try:
-            yield
-        except errors.DomainError as error:
-            context.abort_with_status(rich_status(error))
-        except Exception as error:
-            if _is_abort(context, error):
-                raise
+            self._context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                "deadline passed before the call")
+
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> None:
+        # Raising here (abort raises) replaces the error, as an `except` clause would.
+        if isinstance(error, errors.DomainError):
+            self._context.abort_with_status(rich_status(error))
+        elif isinstance(error, Exception) and not _is_abort(self._context, error):
             span_context = trace.get_current_span().get_span_context()
             trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
-            log.exception("unhandled error in %s", info.full_method)
-            context.abort_with_status(internal_status(trace_id))
+            log.error("unhandled error in %s", self._method, exc_info=error)
+            self._context.abort_with_status(internal_status(trace_id))
 
 
 def _is_abort(context: grpc.ServicerContext, error: Exception) -> bool:
