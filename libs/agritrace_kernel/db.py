@@ -460,8 +460,15 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 def copy_line(values: Sequence[object]) -> str:
     """One row of COPY's text format: each value as its str() (for numbers, text and aware
-    datetimes that is a form PostgreSQL reads), no NULLs."""
-    return "\t".join(str(value).translate(_COPY_ESCAPES) for value in values) + "\n"
+    datetimes that is a form PostgreSQL reads), no NULLs. Values are escaped one by one only
+    when the row holds a character to escape (seldom: escaping each costs more than the
+    rest of the row)."""
+    texts = list(map(str, values))
+    line = "\t".join(texts)
+    if ("\\" in line or "\n" in line or "\r" in line
+            or line.count("\t") != len(texts) - 1):
+        line = "\t".join(text.translate(_COPY_ESCAPES) for text in texts)
+    return line + "\n"
 
 
 class LibpqTransaction:

@@ -89,3 +89,14 @@ def test_bulk_insert_values_takes_rows_as_values_in_column_order(engine: sa.Engi
         stored = connection.execute(sa.select(rows_table.c.key, rows_table.c.value)
                                     .order_by(rows_table.c.seq)).all()
     assert stored == [(f"v{n}", n) for n in range(5)]
+
+
+@pytest.mark.parametrize(("values", "line"), [
+    ((1, "plain", "中文"), "1\tplain\t中文\n"),
+    (("a\tb", "c"), "a\\tb\tc\n"),  # a tab inside a value, nothing else to escape
+    (("back\\slash", "new\nline", "car\rriage"), "back\\\\slash\tnew\\nline\tcar\\rriage\n"),
+    (("",), "\n"),
+])
+def test_copy_line_escapes_exactly_what_the_text_format_needs(
+        values: tuple[object, ...], line: str) -> None:
+    assert db.copy_line(values) == line

@@ -61,13 +61,26 @@ def _iso(moment: datetime) -> str:
 # The record's fields once, sorted: read with getattr rather than dataclasses.asdict, which
 # deep-copies every value (most of a log entry's hashing cost; every scan writes an entry).
 _RECORD_FIELDS = tuple(sorted(field.name for field in fields(QueryRecord)))
+_TEXT_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "logged_at")
+# The canonical form as a template: the keys in sorted order, each text encoded by the C
+# function json.dumps encodes a str with - json.dumps(sort_keys=True)'s output at less than
+# half its cost. seq is the only number.
+_KEYS = tuple(sorted((*_RECORD_FIELDS, "seq")))
+_TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in _KEYS) + "}"
+_LOGGED_AT_AT, _SEQ_AT = _KEYS.index("logged_at"), _KEYS.index("seq")
+_encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
 
 
 def canonical(seq: int, record: QueryRecord) -> str:
-    values: dict[str, object] = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    values["logged_at"] = _iso(record.logged_at)
-    values["seq"] = seq
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    texts = [getattr(record, name) for name in _TEXT_FIELDS]
+    if not all(isinstance(text, str) for text in texts):  # not what the types say: be exact
+        values: dict[str, object] = dict(zip(_TEXT_FIELDS, texts, strict=True))
+        values.update(logged_at=_iso(record.logged_at), seq=seq)
+        return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    encoded = list(map(_encode_text, texts))
+    encoded.insert(_LOGGED_AT_AT, _encode_text(_iso(record.logged_at)))
+    encoded.insert(_SEQ_AT, str(int(seq)))
+    return _TEMPLATE % tuple(encoded)
 
 
 def hash_entry(prev_hash: str, seq: int, record: QueryRecord) -> str:

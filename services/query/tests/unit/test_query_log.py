@@ -5,6 +5,7 @@ after a failed write)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,18 @@ def test_the_hash_of_an_entry_is_stable_across_releases() -> None:
         '"target":"33K7MXH2TA9WPRC6","target_division":"330106"}')
     assert hash_entry(GENESIS, 1, record(1, outcome=Outcome.OK)) == (
         "de141bbef554b71438a9b9ae96128ed21a9cb00120e00e468dbdd2b5b355071d")
+
+
+@pytest.mark.parametrize("text", ['say "hi"', "back\\slash", "tab\tnew\nline\x01", "\u2028",
+                                  "杭州 🍵", ""])
+def test_the_canonical_form_is_json_dumps_of_the_sorted_fields(text: str) -> None:
+    """The template that builds it encodes every text as json.dumps would."""
+    changed = record(3, asker=text, target=text, place=text)
+    values = {field.name: getattr(changed, field.name)
+              for field in dataclasses.fields(QueryRecord)}
+    values.update(logged_at="2024-05-01T08:00:03.000000+00:00", seq=12)
+    assert canonical(12, changed) == json.dumps(values, sort_keys=True, separators=(",", ":"),
+                                                ensure_ascii=False)
 
 
 def test_a_changed_field_breaks_its_own_entry() -> None:
