@@ -51,6 +51,10 @@ return {code, false}
 """
 
 
+def _milliseconds(ttl_seconds: float) -> int:
+    return max(1, int(ttl_seconds * 1000))
+
+
 def _scan_key(place: str) -> str:
     return f"unknown-scans:{place}"
 
@@ -127,9 +131,21 @@ class RedisOriginCache:
         return _text(raw_code), _text(raw_batch)
 
     def set(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        data = _as_text(value)
+        self.set_text(key, _as_text(value), ttl_seconds)
+
+    def set_text(self, key: str, text: str, ttl_seconds: float) -> None:
         try:
-            self._client.set(self._prefix + key, data, px=max(1, int(ttl_seconds * 1000)))
+            self._client.set(self._prefix + key, text, px=_milliseconds(ttl_seconds))
+        except self._errors as error:
+            log.warning("origin cache write failed", extra={"error": str(error)})
+
+    def set_texts(self, views: Iterable[tuple[str, str, float]]) -> None:
+        """Stores (key, text, ttl) views in one round trip."""
+        pipeline = self._client.pipeline(transaction=False)
+        for key, text, ttl_seconds in views:
+            pipeline.set(self._prefix + key, text, px=_milliseconds(ttl_seconds))
+        try:
+            pipeline.execute()
         except self._errors as error:
             log.warning("origin cache write failed", extra={"error": str(error)})
 
@@ -291,7 +307,10 @@ class NearOriginCache:
     While subscribed, a code's own view (a small row: state and batch) is kept here only, not
     in Redis: most codes are scanned once or twice, so a shared copy seldom saves the
     read-model query it costs a round trip to look for (and another to store); the batch views,
-    which thousands of codes share, are kept in both."""
+    which thousands of codes share, are kept in both. Their copies for Redis wait as pending
+    fills, which the listener's thread writes every few milliseconds in one round trip (a
+    scan does not wait for Redis); an announcement drops a pending fill of its keys as it
+    drops the near copy."""
 
     def __init__(self, remote: RedisOriginCache, local: InMemoryOriginCache,
                  ttl_seconds: float = 60.0) -> None:
@@ -302,6 +321,8 @@ class NearOriginCache:
         self._generation = 0
         self._subscribed = False
         self._reads = threading.local()
+        # Views for Redis not written yet: key -> (text, ttl).
+        self._pending: dict[str, tuple[str, float]] = {}
 
     # -- kept by the listener ----------------------------------------------------------------
 
@@ -310,6 +331,7 @@ class NearOriginCache:
             self._subscribed = subscribed
             self._generation += 1
             self._local.clear()
+            self._pending.clear()
 
     def drop(self, keys: Iterable[str] | None) -> None:
         """Drops `keys`, or every view when None."""
@@ -317,8 +339,22 @@ class NearOriginCache:
             self._generation += 1
             if keys is None:
                 self._local.clear()
+                self._pending.clear()
             else:
+                keys = list(keys)
                 self._local.drop(keys)
+                for key in keys:
+                    self._pending.pop(key, None)
+
+    def write_pending(self) -> int:
+        """Writes the pending fills to Redis in one round trip; how many. (A change announced
+        while they are on their way may be overwritten: the same window a fill written at
+        once has between its check and its write; the view then expires by its TTL.)"""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self._remote.set_texts((key, text, ttl) for key, (text, ttl) in pending.items())
+        return len(pending)
 
     @property
     def is_subscribed(self) -> bool:
@@ -331,12 +367,17 @@ class NearOriginCache:
         self._reads.generation = generation
         return generation
 
-    def _fill(self, generation: int, key: str, text: str | None) -> None:
+    def _fill(self, generation: int, key: str, text: str | None,
+              shared_ttl: float | None = None) -> None:
+        """Keeps `text` here (and, with `shared_ttl`, pending for Redis) unless a change was
+        announced since the read it came from."""
         if text is None:
             return
         with self._lock:
             if self._subscribed and generation == self._generation:
                 self._local.set_text(key, text, self._ttl)
+                if shared_ttl is not None:
+                    self._pending[key] = (text, shared_ttl)
 
     @staticmethod
     def _shared(key: str) -> bool:
@@ -369,10 +410,12 @@ class NearOriginCache:
         generation = getattr(self._reads, "generation", None)
         if generation is not None and generation != self._generation:
             return  # announced changed since this thread's read: the value may be stale
-        if not self._subscribed or self._shared(key):
-            self._remote.set(key, value, ttl_seconds)
-        self._fill(self._generation if generation is None else generation, key,
-                   _as_text(value))
+        text = _as_text(value)
+        if not self._subscribed:
+            self._remote.set_text(key, text, ttl_seconds)
+            return
+        self._fill(self._generation if generation is None else generation, key, text,
+                   ttl_seconds if self._shared(key) else None)
 
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
         codes, batch_ids = list(codes), list(batch_ids)
@@ -389,11 +432,13 @@ class NearOriginCache:
 
 class InvalidationListener:
     """Subscribes to a Redis's invalidation announcements and applies them to a near cache
-    (a server's background thread). On a lost connection the near cache is bypassed until
-    the listener has subscribed again (retried every few seconds)."""
+    (a server's background thread), and writes the near cache's pending fills to Redis. On a
+    lost connection the near cache is bypassed until the listener has subscribed again
+    (retried every few seconds)."""
 
     RETRY_SECONDS = 2.0
-    POLL_SECONDS = 1.0
+    # How often pending fills go to Redis (and so how long the listener waits for a message).
+    POLL_SECONDS = 0.02
 
     def __init__(self, client: Any, channel: str, near: NearOriginCache,
                  skip_announcer: str = "") -> None:
@@ -434,14 +479,16 @@ class InvalidationListener:
             while not self._stopping.is_set():
                 message = pubsub.get_message(timeout=self.POLL_SECONDS)
                 if message is None:
-                    continue
-                if message["type"] == "subscribe":
+                    pass
+                elif message["type"] == "subscribe":
                     self._near.subscribed(True)
                 elif message["type"] == "message":
                     announcement = json.loads(message["data"])
                     if announcement["by"] != self._skip:
                         keys = announcement["keys"]
                         self._near.drop(None if keys == EVERYTHING else keys)
+                # After the announcement read: it drops the pending fills it makes stale.
+                self._near.write_pending()
         finally:
             pubsub.close()
 

@@ -280,6 +280,8 @@ def test_an_invalidation_by_another_process_reaches_the_near_cache(
     worker = RedisOriginCache(REDIS_URL, redis_prefix)  # the query worker's cache
     for key in (code_key("C1"), code_key("C2"), batch_key("B1")):
         cache.set(key, VIEW, 60)
+    eventually(lambda: worker.get(batch_key("B1")) == VIEW, timeout=5,
+               what="the batch's fill written to Redis")
     worker.invalidate(["C1"], ["B1"])
     eventually(lambda: cache.get(code_key("C1")) is None and cache.get(batch_key("B1")) is None,
                timeout=5, what="the announced keys dropped")
@@ -315,6 +317,54 @@ def test_a_fill_after_an_announced_change_is_skipped_here_and_in_redis(
     cache.set(code_key("C1"), VIEW, 60)  # after a read of its own, a fill is kept
     assert cache.get(code_key("C1")) == VIEW
     client.close()
+
+
+def subscribed_near(redis_prefix: str) -> tuple[NearOriginCache, RedisOriginCache]:
+    """A near cache told it is subscribed, with no listener: the test writes its pending
+    fills itself."""
+    remote = RedisOriginCache(REDIS_URL, redis_prefix)
+    cache = NearOriginCache(remote, InMemoryOriginCache())
+    cache.subscribed(True)
+    return cache, remote
+
+
+def test_batch_views_reach_redis_when_the_pending_fills_are_written(
+        redis_prefix: str) -> None:
+    cache, remote = subscribed_near(redis_prefix)
+    cache.set(code_key("C1"), {"state": "ACTIVE", "batch_id": "B1"}, 60)
+    cache.set(batch_key("B1"), VIEW, 60)
+    assert remote.get(batch_key("B1")) is None  # the scan did not wait for Redis
+    assert cache.write_pending() == 1
+    assert remote.get(batch_key("B1")) == VIEW
+    assert remote.get(code_key("C1")) is None  # a code's view stays here
+    assert cache.write_pending() == 0
+    remote.close()
+
+
+def test_an_announcement_before_the_write_drops_the_pending_fill(redis_prefix: str) -> None:
+    cache, remote = subscribed_near(redis_prefix)
+    cache.set(batch_key("B1"), VIEW, 60)
+    cache.set(batch_key("B2"), VIEW, 60)
+    cache.drop([batch_key("B1")])  # the worker changed B1 after this view was read
+    assert cache.write_pending() == 1
+    assert remote.get(batch_key("B1")) is None and remote.get(batch_key("B2")) == VIEW
+    cache.set(batch_key("B3"), VIEW, 60)
+    cache.drop(None)  # a rebuild's clear
+    cache.set(batch_key("B4"), VIEW, 60)
+    cache.subscribed(False)  # a lost subscription: nothing it kept is trusted
+    assert cache.write_pending() == 0
+    assert remote.get(batch_key("B3")) is None and remote.get(batch_key("B4")) is None
+    remote.close()
+
+
+def test_the_listener_writes_the_pending_fills(
+        near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
+    cache, _ = near
+    cache.set(batch_key("B1"), VIEW, 60)
+    remote = RedisOriginCache(REDIS_URL, redis_prefix)
+    eventually(lambda: remote.get(batch_key("B1")) == VIEW, timeout=5,
+               what="the fill written by the listener's thread")
+    remote.close()
 
 
 def test_a_lost_subscription_empties_the_near_cache_until_it_listens_again(
