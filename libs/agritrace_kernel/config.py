@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     grpc_max_workers: int = Field(
         16, ge=1, le=1024,
         description="Server threads. A service whose calls are mostly answered from memory "
-        "has a lower default of its own (the query server: 4); setting it wins.")
+        "has a lower default of its own (the query server: 3); setting it wins.")
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=300)
     migrate_on_start: bool = Field(
         False, description="Apply migrations when a server starts (all-in-one always does)."
