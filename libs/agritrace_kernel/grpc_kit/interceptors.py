@@ -2,13 +2,15 @@
 it - for a streamed response, after the last message - so one implementation serves every
 streaming shape. Order (outermost first): tracing, metrics, logging, any extra interceptors
 such as authentication, then domain-error mapping, so everything outside it sees the final
-status code."""
+status code. create_server applies the chain to each handler once, as it is added
+(ChainedServer), rather than as grpc interceptors, whose pipeline grpc runs on its one
+poller thread for every call; each scope still works as a grpc interceptor too."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,26 @@ def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
+class _WrappedOnce:
+    """A method's handler is the same object call after call, and so is its wrapping: each
+    is built once. Keyed by identity, with the handler kept so its id cannot be reused."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def get(self, handler: grpc.RpcMethodHandler[Any, Any],
+            wrap: Callable[[], grpc.RpcMethodHandler[Any, Any]]
+            ) -> grpc.RpcMethodHandler[Any, Any]:
+        found = self._kept.get(id(handler))
+        if found is not None and found[0] is handler:
+            return found[1]
+        wrapped = wrap()
+        if len(self._kept) >= MAX_WRAPPED_HANDLERS:
+            self._kept.clear()
+        self._kept[id(handler)] = (handler, wrapped)
+        return wrapped
+
+
 class ScopedInterceptor(grpc.ServerInterceptor):
     """Base: subclasses implement `scope(context, info)`, a context manager around the call."""
 
@@ -75,19 +97,8 @@ class ScopedInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        # grpc runs the chain on every call, but a method's registered handler - and so each
-        # interceptor's wrapping of it - is the same object call after call: wrap it once.
-        # Keyed by identity, with the handler kept so its id cannot be reused.
-        wrapped_handlers: dict[int, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = (
-            self.__dict__.setdefault("_wrapped_handlers", {}))
-        found = wrapped_handlers.get(id(handler))
-        if found is not None and found[0] is handler:
-            return found[1]
-        new_handler = self._wrap(handler, details.method)
-        if len(wrapped_handlers) >= MAX_WRAPPED_HANDLERS:
-            wrapped_handlers.clear()
-        wrapped_handlers[id(handler)] = (handler, new_handler)
-        return new_handler
+        wrapped: _WrappedOnce = self.__dict__.setdefault("_wrapped_handlers", _WrappedOnce())
+        return wrapped.get(handler, lambda: self._wrap(handler, details.method))
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], full_method: str
               ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -322,8 +333,8 @@ def _is_abort(context: grpc.ServicerContext, error: Exception) -> bool:
     return type(error) is Exception and isinstance(code, grpc.StatusCode)
 
 
-def default_interceptors(extra: list[grpc.ServerInterceptor] | None = None
-                         ) -> list[grpc.ServerInterceptor]:
+def default_interceptors(extra: list[ScopedInterceptor] | None = None
+                         ) -> list[ScopedInterceptor]:
     """The chain every server uses; `extra` (e.g. authentication) sits just outside error
     mapping so its refusals become proper statuses too."""
     return [
@@ -333,3 +344,63 @@ def default_interceptors(extra: list[grpc.ServerInterceptor] | None = None
         *(extra or []),
         ErrorInterceptor(),
     ]
+
+
+def chain_handler(handler: grpc.RpcMethodHandler[Any, Any], full_method: str,
+                  chain: Sequence[ScopedInterceptor]) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` wrapped in `chain`'s scopes, the first outermost."""
+    for interceptor in reversed(chain):
+        handler = interceptor._wrap(handler, full_method)
+    return handler
+
+
+class _ChainedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose answers (looked up per call by grpc) come wrapped."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, chain: Sequence[ScopedInterceptor]
+                 ) -> None:
+        self._inner = inner
+        self._chain = chain
+        self._wrapped = _WrappedOnce()
+
+    def service(self, details: grpc.HandlerCallDetails
+                ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._inner.service(details)
+        if handler is None:
+            return None
+        return self._wrapped.get(
+            handler, lambda: chain_handler(handler, details.method, self._chain))
+
+
+class ChainedServer(grpc.Server):
+    """A server as registrations see it: each handler they add is wrapped in the chain once,
+    when added, instead of grpc running an interceptor pipeline on the poller thread for
+    every call."""
+
+    def __init__(self, server: grpc.Server, chain: Sequence[ScopedInterceptor]) -> None:
+        self._server = server
+        self._chain = list(chain)
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(tuple(
+            _ChainedGenericHandler(handler, self._chain) for handler in generic_rpc_handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self._server.add_registered_method_handlers(service_name, {
+            name: chain_handler(handler, f"/{service_name}/{name}", self._chain)
+            for name, handler in method_handlers.items()})
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: Any) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float | None) -> Any:
+        return self._server.stop(grace)
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)

@@ -14,7 +14,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agritrace_kernel.grpc_kit.interceptors import default_interceptors
+from agritrace_kernel.grpc_kit.interceptors import (
+    ChainedServer,
+    ScopedInterceptor,
+    default_interceptors,
+)
 from agritrace_kernel.process import settle_heap
 
 log = logging.getLogger(__name__)
@@ -118,14 +122,13 @@ def create_server(
     registrations: Sequence[ServiceRegistration],
     *,
     max_workers: int = 16,
-    extra_interceptors: list[grpc.ServerInterceptor] | None = None,
+    extra_interceptors: list[ScopedInterceptor] | None = None,
     max_message_bytes: int = 16 * 1024 * 1024,
 ) -> GrpcServer:
     """Builds (does not start) a server with the interceptor chain, the health service and
     reflection for every registered service. Port 0 picks a free port (see `.port`)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=default_interceptors(extra_interceptors),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -136,14 +139,15 @@ def create_server(
         # few threads (the query server) still queues a burst of scans.
         maximum_concurrent_rpcs=max(MIN_QUEUED_CALLS, max_workers * 8),
     )
+    chained = ChainedServer(server, default_interceptors(extra_interceptors))
     for registration in registrations:
-        registration.add_to_server(server)
+        registration.add_to_server(chained)
     monitor = HealthMonitor(registrations)
-    health_pb2_grpc.add_HealthServicer_to_server(monitor.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(monitor.servicer, chained)
     reflection.enable_server_reflection(
         [r.name for r in registrations]
         + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
+        chained,
     )
     port = server.add_insecure_port(address)
     if port == 0:
