@@ -68,7 +68,7 @@ _TEXT_FIELDS = tuple(name for name in _RECORD_FIELDS if name != "logged_at")
 _KEYS = tuple(sorted((*_RECORD_FIELDS, "seq")))
 _TEMPLATE = "{" + ",".join(f'"{name}":%s' for name in _KEYS) + "}"
 _LOGGED_AT_AT, _SEQ_AT = _KEYS.index("logged_at"), _KEYS.index("seq")
-_encode_text = json.encoder.encode_basestring  # type: ignore[attr-defined]  # ensure_ascii=False
+_encode_text = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses
 
 
 def canonical(seq: int, record: QueryRecord) -> str:
