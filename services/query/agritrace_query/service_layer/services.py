@@ -7,8 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -90,6 +89,34 @@ class _Note:
     outcome: Outcome = Outcome.OK
 
 
+class _Logged:
+    """`with service._logged(...) as note:` - the call's entry goes to the log however the
+    block ends. (A class, not a generator: it runs around every query.)"""
+
+    __slots__ = ("_caller", "_note", "_rpc", "_service")
+
+    def __init__(self, service: QueryService, caller: Caller, rpc: str, note: _Note) -> None:
+        self._service = service
+        self._caller = caller
+        self._rpc = rpc
+        self._note = note
+
+    def __enter__(self) -> _Note:
+        return self._note
+
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None,
+                 traceback: object) -> None:
+        note, caller = self._note, self._caller
+        if error is not None:
+            note.outcome = outcome_of(error)
+        asker = caller.asker
+        self._service.log_sink.append(QueryRecord(
+            logged_at=self._service.clock(), asker=asker.account, role=asker.role.value,
+            asker_jurisdiction=asker.jurisdiction, rpc=self._rpc, target=note.target[:80],
+            target_division=note.target_division, scope=note.scope, outcome=note.outcome,
+            place=caller.place))
+
+
 _OUTCOMES: tuple[tuple[type[DomainError], Outcome], ...] = (
     (NotFound, Outcome.NOT_FOUND), (PermissionDenied, Outcome.DENIED),
     (Unauthenticated, Outcome.UNAUTHENTICATED), (InvalidArgument, Outcome.INVALID_ARGUMENT))
@@ -128,21 +155,8 @@ class QueryService:
 
     # -- the log ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _logged(self, caller: Caller, rpc: str, target: str) -> Iterator[_Note]:
-        note = _Note(target=target)
-        try:
-            yield note
-        except BaseException as error:
-            note.outcome = outcome_of(error)
-            raise
-        finally:
-            asker = caller.asker
-            self.log_sink.append(QueryRecord(
-                logged_at=self.clock(), asker=asker.account, role=asker.role.value,
-                asker_jurisdiction=asker.jurisdiction, rpc=rpc, target=note.target[:80],
-                target_division=note.target_division, scope=note.scope, outcome=note.outcome,
-                place=caller.place))
+    def _logged(self, caller: Caller, rpc: str, target: str) -> _Logged:
+        return _Logged(self, caller, rpc, _Note(target=target))
 
     # -- GetOriginInfo ---------------------------------------------------------------------
 
