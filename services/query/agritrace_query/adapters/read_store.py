@@ -101,11 +101,9 @@ class PointOriginReader:
         return _batch_origin(rows[0] if rows else None)
 
 
-def _batch_origin_of_array(array: Any) -> BatchOrigin | None:
-    """_batch_origin of the columns as a JSON array (text, or decoded by the driver)."""
-    if array is None:
-        return None
-    return _batch_origin(json.loads(array) if isinstance(array, str) else array)
+def _batch_origin_of_array(array: str | None) -> BatchOrigin | None:
+    """_batch_origin of the columns as the JSON array text the code's query selects."""
+    return _batch_origin(json.loads(array) if array is not None else None)
 
 
 def _batch_origin(row: Sequence[Any] | None) -> BatchOrigin | None:
