@@ -326,7 +326,7 @@ def _query_log_count(conn: psycopg.Connection[Any]) -> int:
 
 def _settled_log_count(conn: psycopg.Connection[Any], expected: int, timeout: float = 10.0
                        ) -> int:
-    """The query log's size once the writer caught up (it flushes every 20 ms)."""
+    """The query log's size once the writer caught up (it flushes every 50 ms)."""
     deadline = time.monotonic() + timeout
     count = _query_log_count(conn)
     while count < expected and time.monotonic() < deadline:
