@@ -417,12 +417,17 @@ class NearOriginCache:
         self._fill(self._generation if generation is None else generation, key, text,
                    ttl_seconds if self._shared(key) else None)
 
+    # Dropped here before Redis too: a pending fill of a key written by the listener after
+    # Redis deleted the key would outlive the change; and after, for what was filled between.
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
         codes, batch_ids = list(codes), list(batch_ids)
+        keys = [code_key(code) for code in codes] + [batch_key(b) for b in batch_ids]
+        self.drop(keys)
         self._remote.invalidate(codes, batch_ids)
-        self.drop([code_key(code) for code in codes] + [batch_key(b) for b in batch_ids])
+        self.drop(keys)
 
     def clear(self) -> None:
+        self.drop(None)
         self._remote.clear()
         self.drop(None)
 

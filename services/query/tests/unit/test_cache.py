@@ -357,6 +357,33 @@ def test_an_announcement_before_the_write_drops_the_pending_fill(redis_prefix: s
     remote.close()
 
 
+class AnnouncingRedis(RedisOriginCache):
+    """Redis whose announcement wakes the near cache's listener at once: it writes the
+    pending fills before invalidate() has returned."""
+
+    near: NearOriginCache | None = None
+
+    def invalidate(self, codes: Any, batch_ids: Any) -> None:
+        super().invalidate(codes, batch_ids)
+        assert self.near is not None
+        self.near.write_pending()
+
+
+def test_an_invalidation_made_here_leaves_no_fill_for_the_listener_to_write_back(
+        redis_prefix: str) -> None:
+    remote = AnnouncingRedis(REDIS_URL, redis_prefix)
+    cache = NearOriginCache(remote, InMemoryOriginCache())
+    cache.subscribed(True)
+    remote.near = cache
+    cache.set(batch_key("B1"), VIEW, 60)
+    cache.invalidate([], ["B1"])
+    assert remote.get(batch_key("B1")) is None and cache.get(batch_key("B1")) is None
+    cache.set(batch_key("B2"), VIEW, 60)
+    cache.clear()
+    assert remote.get(batch_key("B2")) is None
+    remote.close()
+
+
 def test_the_listener_writes_the_pending_fills(
         near: tuple[NearOriginCache, InvalidationListener], redis_prefix: str) -> None:
     cache, _ = near
