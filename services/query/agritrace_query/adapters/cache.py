@@ -323,6 +323,7 @@ class NearOriginCache:
         self._reads = threading.local()
         # Views for Redis not written yet: key -> (text, ttl).
         self._pending: dict[str, tuple[str, float]] = {}
+        self._writing = threading.Lock()  # pending fills on their way, or an invalidation
 
     # -- kept by the listener ----------------------------------------------------------------
 
@@ -347,14 +348,16 @@ class NearOriginCache:
                     self._pending.pop(key, None)
 
     def write_pending(self) -> int:
-        """Writes the pending fills to Redis in one round trip; how many. (A change announced
-        while they are on their way may be overwritten: the same window a fill written at
-        once has between its check and its write; the view then expires by its TTL.)"""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if pending:
-            self._remote.set_texts((key, text, ttl) for key, (text, ttl) in pending.items())
-        return len(pending)
+        """Writes the pending fills to Redis in one round trip; how many. (A change another
+        process announces while they are on their way may be overwritten: the same window a
+        fill written at once has between its check and its write; the view then expires by
+        its TTL.)"""
+        with self._writing:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            if pending:
+                self._remote.set_texts((key, text, ttl) for key, (text, ttl) in pending.items())
+            return len(pending)
 
     @property
     def is_subscribed(self) -> bool:
@@ -417,19 +420,18 @@ class NearOriginCache:
         self._fill(self._generation if generation is None else generation, key, text,
                    ttl_seconds if self._shared(key) else None)
 
-    # Dropped here before Redis too: a pending fill of a key written by the listener after
-    # Redis deleted the key would outlive the change; and after, for what was filled between.
+    # An invalidation made here and the listener's writing of pending fills exclude each
+    # other: a fill on its way to Redis while Redis deletes its key would outlive the change.
     def invalidate(self, codes: Iterable[str], batch_ids: Iterable[str]) -> None:
         codes, batch_ids = list(codes), list(batch_ids)
-        keys = [code_key(code) for code in codes] + [batch_key(b) for b in batch_ids]
-        self.drop(keys)
-        self._remote.invalidate(codes, batch_ids)
-        self.drop(keys)
+        with self._writing:
+            self._remote.invalidate(codes, batch_ids)
+            self.drop([code_key(code) for code in codes] + [batch_key(b) for b in batch_ids])
 
     def clear(self) -> None:
-        self.drop(None)
-        self._remote.clear()
-        self.drop(None)
+        with self._writing:
+            self._remote.clear()
+            self.drop(None)
 
     def count_unknown_scan(self, place: str, window_seconds: int) -> int:
         return self._remote.count_unknown_scan(place, window_seconds)

@@ -358,15 +358,26 @@ def test_an_announcement_before_the_write_drops_the_pending_fill(redis_prefix: s
 
 
 class AnnouncingRedis(RedisOriginCache):
-    """Redis whose announcement wakes the near cache's listener at once: it writes the
-    pending fills before invalidate() has returned."""
+    """Redis whose announcement wakes the near cache's listener at once: its thread tries to
+    write the pending fills while the invalidation is still under way."""
 
     near: NearOriginCache | None = None
+    listener: threading.Thread | None = None
+
+    def _wake_the_listener(self) -> None:
+        near = self.near
+        assert near is not None
+        self.listener = threading.Thread(target=near.write_pending)
+        self.listener.start()
+        self.listener.join(timeout=0.5)  # it writes now, unless it has to wait
 
     def invalidate(self, codes: Any, batch_ids: Any) -> None:
         super().invalidate(codes, batch_ids)
-        assert self.near is not None
-        self.near.write_pending()
+        self._wake_the_listener()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake_the_listener()
 
 
 def test_an_invalidation_made_here_leaves_no_fill_for_the_listener_to_write_back(
@@ -377,9 +388,12 @@ def test_an_invalidation_made_here_leaves_no_fill_for_the_listener_to_write_back
     remote.near = cache
     cache.set(batch_key("B1"), VIEW, 60)
     cache.invalidate([], ["B1"])
+    assert remote.listener is not None
+    remote.listener.join()
     assert remote.get(batch_key("B1")) is None and cache.get(batch_key("B1")) is None
     cache.set(batch_key("B2"), VIEW, 60)
     cache.clear()
+    remote.listener.join()
     assert remote.get(batch_key("B2")) is None
     remote.close()
 
