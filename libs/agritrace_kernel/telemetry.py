@@ -15,8 +15,15 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 _configured = False
+# Whether configure_tracing turned recording off: spans then only carry ids.
+_ids_only = False
+_IDS = RandomIdGenerator()
+# Not sampled; with W3C's random-trace-id flag when the trace id is random (ours are).
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_NOT_SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)
 
 
 def configure_tracing(
@@ -24,7 +31,7 @@ def configure_tracing(
 ) -> None:
     """Installs the global tracer provider once per process. `grpc_free` processes (nameko
     workers: eventlet must not meet grpcio) export over OTLP/HTTP instead of OTLP/gRPC."""
-    global _configured
+    global _configured, _ids_only
     if _configured:
         return
     if exporter is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
@@ -32,6 +39,7 @@ def configure_tracing(
     sampler = None  # the SDK's default, or OTEL_TRACES_SAMPLER
     if exporter is None and not os.environ.get("OTEL_TRACES_SAMPLER"):
         sampler = sampling.ALWAYS_OFF
+        _ids_only = True
     provider = TracerProvider(
         sampler=sampler,
         resource=Resource.create(
@@ -42,6 +50,28 @@ def configure_tracing(
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured = True
+
+
+def ids_only() -> bool:
+    """Whether spans are never recorded here (configure_tracing found nothing to export to):
+    a server span is then made by unrecorded_span."""
+    return _ids_only
+
+
+def unrecorded_span(parent: context.Context) -> trace.Span:
+    """The span the SDK's tracer starts under an ALWAYS_OFF sampler, made directly (~0.8 µs
+    instead of ~3 per call, which every RPC pays): the parent's trace continued with its
+    trace state and random-trace-id flag, or a new trace; a new span id; not sampled, not
+    recording."""
+    found = trace.get_current_span(parent).get_span_context()
+    if found.is_valid:
+        trace_id, state = found.trace_id, found.trace_state
+        flags = _NOT_SAMPLED_RANDOM if found.trace_flags.random_trace_id else _NOT_SAMPLED
+    else:
+        trace_id, state, flags = _IDS.generate_trace_id(), None, _NOT_SAMPLED_RANDOM
+    return trace.NonRecordingSpan(trace.SpanContext(
+        trace_id, _IDS.generate_span_id(), is_remote=False, trace_flags=flags,
+        trace_state=state))
 
 
 def inject_context() -> dict[str, str]:

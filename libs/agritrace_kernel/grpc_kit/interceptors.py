@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from agritrace_kernel import errors, metrics
+from agritrace_kernel import errors, metrics, telemetry
 from agritrace_kernel.grpc_kit.status import internal_status, rich_status
 from agritrace_kernel.telemetry import extract_context
 
@@ -169,17 +169,21 @@ class _ServerSpan:
         carrier = {key: value for key, value in self._context.invocation_metadata()
                    if isinstance(value, str)}
         parent = extract_context(carrier)
-        self._span = tracer.start_span(
-            self._name, context=parent, kind=trace.SpanKind.SERVER,
-            attributes=self._attributes, record_exception=False,
-            set_status_on_exception=False)
+        if telemetry.ids_only():
+            self._span = telemetry.unrecorded_span(parent)
+        else:
+            self._span = tracer.start_span(
+                self._name, context=parent, kind=trace.SpanKind.SERVER,
+                attributes=self._attributes, record_exception=False,
+                set_status_on_exception=False)
         self._token = otel_context.attach(trace.set_span_in_context(self._span, parent))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: object) -> None:
         try:
-            _end_span(self._span, final_code(self._context, exc_type is not None))
-            self._span.end()
+            if self._span.is_recording():
+                _end_span(self._span, final_code(self._context, exc_type is not None))
+                self._span.end()
         finally:
             otel_context.detach(self._token)
 

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
+from agritrace_kernel import telemetry
 from agritrace_kernel.errors import (
     ConcurrencyConflict,
     FailedPrecondition,
@@ -238,6 +239,25 @@ def test_an_unexpected_error_without_a_caller_trace_gets_a_new_trace_id(
     match = re.search(r"trace id ([0-9a-f]{32})", raised.value.details())
     assert match is not None
     assert match.group(1) != "0" * 32
+
+
+@pytest.mark.parametrize("traceparent", [TRACEPARENT, None])
+def test_where_spans_are_not_recorded_calls_still_carry_the_trace(
+    running: Running, monkeypatch: pytest.MonkeyPatch, traceparent: str | None
+) -> None:
+    # As configure_tracing leaves it without an exporter: server spans made without the SDK.
+    monkeypatch.setattr(telemetry, "_ids_only", True)
+    metadata = (("traceparent", traceparent),) if traceparent else ()
+    with pytest.raises(grpc.RpcError) as raised:
+        running.unary()(b"boom", timeout=5, metadata=metadata)
+
+    match = re.search(r"trace id ([0-9a-f]{32})", raised.value.details())
+    assert match is not None
+    if traceparent:
+        assert match.group(1) == TRACE_ID
+    else:
+        assert match.group(1) not in ("0" * 32, TRACE_ID)
+    assert running.unary()(b"ping", timeout=5, metadata=metadata) == b"pong:ping"
 
 
 def test_a_server_stream_failing_mid_stream_is_mapped(running: Running) -> None:
