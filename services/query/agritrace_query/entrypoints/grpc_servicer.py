@@ -8,6 +8,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import threading
 from collections.abc import Callable
 from datetime import UTC, date
 from typing import Generic, TypeVar
@@ -218,20 +219,24 @@ Built = TypeVar("Built")
 class BuiltOnce(Generic[Key, Built]):
     """What is built from an object that comes back as the same object while unchanged (a
     memoised answer or batch origin): built once and shared (grpc only reads a message to
-    serialize it). Keyed by identity, the object kept beside it so its id is not reused."""
+    serialize it). Keyed by identity, the object kept beside it so its id is not reused. When
+    full, the oldest goes: dropping them all would rebuild every batch's part at once, and the
+    one-off objects of batches scanned for the first time fill it steadily."""
 
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
         self._kept: dict[int, tuple[Key, Built]] = {}
+        self._adding = threading.Lock()  # look-ups need none
 
     def get(self, key: Key, build: Callable[[], Built]) -> Built:
         found = self._kept.get(id(key))
         if found is not None and found[0] is key:
             return found[1]
         value = build()
-        if len(self._kept) >= self._max_entries:
-            self._kept.clear()
-        self._kept[id(key)] = (key, value)
+        with self._adding:
+            if len(self._kept) >= self._max_entries:
+                del self._kept[next(iter(self._kept))]  # a dict keeps insertion order
+            self._kept[id(key)] = (key, value)
         return value
 
 

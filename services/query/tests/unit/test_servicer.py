@@ -12,6 +12,7 @@ import pytest
 from agritrace.query.v1 import query_pb2 as pb
 from agritrace_kernel.auth.principal import acting_as
 from agritrace_query.entrypoints.grpc_servicer import (
+    BuiltOnce,
     QueryServicer,
     caller_of,
     fingerprint_key,
@@ -144,6 +145,21 @@ def test_first_scans_of_one_batchs_codes_share_its_origin_part(tmp_path: Path) -
     # B1's view now comes from the cache: its origin part is built once for both.
     assert len(service._origins._kept) == built_before + 1
     assert not service._answers._kept  # first scans are never answered twice: not kept
+
+
+def test_built_once_drops_the_oldest_when_full() -> None:
+    kept: BuiltOnce[object, str] = BuiltOnce(max_entries=3)
+    keys = [object() for _ in range(4)]
+    builds: list[int] = []
+
+    def get(number: int) -> str:
+        return kept.get(keys[number], lambda: builds.append(number) or f"built {number}")
+
+    assert [get(n) for n in range(4)] == ["built 0", "built 1", "built 2", "built 3"]
+    assert [get(n) for n in (1, 2, 3)] == ["built 1", "built 2", "built 3"]
+    assert builds == [0, 1, 2, 3]  # the three newest were kept, built once each
+    assert get(0) == "built 0"
+    assert builds == [0, 1, 2, 3, 0]  # the oldest had gone
 
 
 def test_trace_message_redacts_edges(servicer: Any) -> None:
