@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from agritrace_kernel import db
+from agritrace_kernel import db, metrics
 from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.events.bus import IdempotentHandler, InProcessBus, Subscription
 from agritrace_kernel.events.model import Event
@@ -204,6 +204,32 @@ def test_a_publish_failure_keeps_the_rest_for_a_later_relay(
 
     assert [e.event_id for e in publisher.events] == [e.event_id for e in events]
     assert relay.pending() == 0
+
+
+def test_relaying_everything_sets_the_pending_gauge_to_zero(
+    sessions: sessionmaker[Session]
+) -> None:
+    write_events(sessions, *(event("e", n=n) for n in range(5)))
+    publisher = RecordingPublisher()
+    relay = OutboxRelay("registry", sessions, publisher, batch_size=2)
+    metrics.outbox_pending.labels("registry").set(7)
+
+    relay.relay_all()
+
+    assert [e.payload["n"] for e in publisher.events] == [0, 1, 2, 3, 4]
+    assert sample("agritrace_outbox_pending", {"service": "registry"}) == 0
+
+
+def test_a_failed_relay_sets_the_pending_gauge_to_what_is_left(
+    sessions: sessionmaker[Session]
+) -> None:
+    write_events(sessions, *(event("e", n=n) for n in range(3)))
+    relay = OutboxRelay("registry", sessions, RecordingPublisher(fail_on_call=2))
+
+    with pytest.raises(ConnectionError):
+        relay.relay_all()
+
+    assert sample("agritrace_outbox_pending", {"service": "registry"}) == 2
 
 
 def test_the_relay_thread_delivers_after_a_wake(sessions: sessionmaker[Session]) -> None:
