@@ -11,7 +11,6 @@ import base64
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from psycopg import sql
 from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
+from agritrace_kernel.ports import free_port
 from agritrace_registry.domain import identifiers
 
 ADMIN_CONNINFO = os.environ.get(
@@ -38,12 +38,6 @@ ADMIN_CONNINFO = os.environ.get(
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench-results"
 Metadata = tuple[tuple[str, str], ...]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def log(message: str) -> None:

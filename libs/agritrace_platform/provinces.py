@@ -19,7 +19,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agritrace_kernel.config import Settings
+from agritrace_kernel.ports import free_port
 from agritrace_platform.__main__ import platform_settings
 from agritrace_registry.domain.identifiers import PROVINCE_CODES
 from agritrace_sso import bootstrap as sso_bootstrap
@@ -130,13 +130,6 @@ def _every(list_page: Callable[[int, str], tuple[list[T], str]]) -> list[T]:
 
 
 # -- processes -------------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the child binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], stopping: threading.Event,

@@ -12,7 +12,6 @@ import base64
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
+from agritrace_kernel.ports import free_port
 from agritrace_registry.domain import identifiers
 from agritrace_testing.polling import eventually
 from agritrace_testing.rabbit import RabbitVhost
@@ -68,12 +68,6 @@ class StaticToken:
 
     def token(self) -> str:
         return self.value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
