@@ -69,11 +69,14 @@ def chain(platform) -> Chain:  # type: ignore[no-untyped-def]
     consumer = query_as(platform, None)
 
     def caught_up() -> None:
-        # The last steps of the chain (the repack's new codes, the retailers' receipts)
-        # are in the read model.
+        # The last steps of the chain (the repack's new codes and their batch, the
+        # retailers' receipts) are in the read model. A new code can be active there before
+        # its batch is (coding's and flow's events arrive in either order): its scan then
+        # answers without an origin until the batch's event is projected.
         repacked = consumer.GetOriginInfo(pb.GetOriginInfoRequest(
             code=built.repacked.output_codes[0]))
         assert repacked.status == pb.ORIGIN_STATUS_GENUINE_ACTIVE, repacked
+        assert repacked.origin.product_name, repacked
         consumed = consumer.GetOriginInfo(pb.GetOriginInfoRequest(code=built.codes[4]))
         assert consumed.status == pb.ORIGIN_STATUS_CONSUMED, consumed
 
