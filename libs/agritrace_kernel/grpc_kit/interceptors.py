@@ -22,7 +22,6 @@ from opentelemetry.trace import Status, StatusCode
 
 from agritrace_kernel import errors, metrics, telemetry
 from agritrace_kernel.grpc_kit.status import internal_status, rich_status
-from agritrace_kernel.telemetry import extract_context
 
 log = logging.getLogger("agritrace.rpc")
 tracer = trace.get_tracer("agritrace.grpc")
@@ -168,7 +167,7 @@ class _ServerSpan:
     def __enter__(self) -> None:
         carrier = {key: value for key, value in self._context.invocation_metadata()
                    if isinstance(value, str)}
-        parent = extract_context(carrier)
+        parent = telemetry.extract_context(carrier)
         if telemetry.ids_only():
             self._span = telemetry.unrecorded_span(parent)
         else:
