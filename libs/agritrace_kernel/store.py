@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agritrace_kernel import db
 from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import Publisher
-from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.events.relay import OutboxRelay, unpublished_probe
 
 
 @dataclass
@@ -23,6 +23,8 @@ class ServiceStore:
     sessions: sessionmaker[Session]
     readers: sessionmaker[Session]
     relay: OutboxRelay | None = None
+    # The relay's probe's own connection (see OutboxRelay), when there is a relay.
+    probe_engine: Engine | None = None
 
     @classmethod
     def open(cls, settings: Settings, service: str, publisher: Publisher | None) -> ServiceStore:
@@ -33,12 +35,14 @@ class ServiceStore:
         engine = db.create_engine(settings.database_for(service),
                                   pool_size=settings.grpc_max_workers + 4)
         sessions = db.session_factory(engine)
-        relay = (
-            OutboxRelay(service, sessions, publisher, poll_seconds=settings.outbox_poll_seconds)
-            if publisher is not None
-            else None
-        )
-        return cls(service, engine, sessions, db.reader_session_factory(engine), relay)
+        if publisher is None:
+            return cls(service, engine, sessions, db.reader_session_factory(engine))
+        probe_engine = db.create_engine(settings.database_for(service), pool_size=1,
+                                        pre_ping=False, autocommit=True)
+        relay = OutboxRelay(service, sessions, publisher, poll_seconds=settings.outbox_poll_seconds,
+                            probe=unpublished_probe(probe_engine))
+        return cls(service, engine, sessions, db.reader_session_factory(engine), relay,
+                   probe_engine)
 
     @property
     def after_commit(self) -> Callable[[], None] | None:
@@ -51,4 +55,6 @@ class ServiceStore:
     def close(self) -> None:
         if self.relay is not None:
             self.relay.stop()
+        if self.probe_engine is not None:
+            self.probe_engine.dispose()
         self.engine.dispose()

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from agritrace_kernel import metrics
+from agritrace_kernel.db import PointQuery
 from agritrace_kernel.events.bus import Publisher
 from agritrace_kernel.events.store import (
     count_unpublished,
     fetch_unpublished,
     mark_published,
+    outbox,
     row_to_event,
 )
 
@@ -31,13 +36,19 @@ class OutboxRelay:
         poll_seconds: float = 0.2,
         batch_size: int = 100,
         max_backoff_seconds: float = 30.0,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
+        """`probe`: whether any event may be waiting, asked before each poll opens a session
+        (a single-statement read: an empty poll of a session - pool check-out with ping,
+        transaction, locking SELECT, commit - cost ~1.6 ms of CPU, 1.3-1.5% of a core in
+        every idle service at five polls a second; see unpublished_probe)."""
         self.service = service
         self._session_factory = session_factory
         self._publisher = publisher
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
         self._max_backoff = max_backoff_seconds
+        self._probe = probe
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,13 +104,15 @@ class OutboxRelay:
             return count_unpublished(session)
 
     def relay_all(self) -> None:
-        """Publishes batch after batch until one is not full, then sets the pending gauge: to
-        0 when that batch went out whole - nothing else was waiting for this relay (rows a
-        replica's relay holds are that relay's), so a poll that finds nothing costs one query,
-        not two - or, when publishing failed, to the count of what is left."""
+        """Publishes batch after batch until one is not full (none when the probe finds
+        nothing waiting), then sets the pending gauge: to 0 when that batch went out whole -
+        nothing else was waiting for this relay (rows a replica's relay holds are that
+        relay's), so a poll that finds nothing costs one query, not two - or, when publishing
+        failed, to the count of what is left."""
         try:
-            while self.relay_once() == self._batch_size:
-                pass
+            if self._probe is None or self._probe():
+                while self.relay_once() == self._batch_size:
+                    pass
         except Exception:
             self._report_pending()
             raise
@@ -126,3 +139,12 @@ class OutboxRelay:
                 return
             self._wake.wait(backoff)
             self._wake.clear()
+
+
+def unpublished_probe(engine: Engine) -> Callable[[], bool]:
+    """Whether the outbox holds an unpublished event: one indexed single-row read on `engine`
+    (dedicated: no pre-ping, autocommit; see db.PointQuery), for a relay to ask before it
+    opens a session. Rows another replica's relay holds count: the session then finds
+    nothing, as it would have without the probe."""
+    query = PointQuery(engine, sa.exists().where(outbox.c.published_at.is_(None)).select())
+    return lambda: bool(query.rows()[0][0])

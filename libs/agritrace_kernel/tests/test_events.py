@@ -23,7 +23,7 @@ from agritrace_kernel import db, metrics
 from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.events.bus import IdempotentHandler, InProcessBus, Subscription
 from agritrace_kernel.events.model import Event
-from agritrace_kernel.events.relay import OutboxRelay
+from agritrace_kernel.events.relay import OutboxRelay, unpublished_probe
 from agritrace_kernel.events.store import create_event_tables, inbox, outbox
 from agritrace_kernel.telemetry import configure_tracing
 
@@ -230,6 +230,73 @@ def test_a_failed_relay_sets_the_pending_gauge_to_what_is_left(
         relay.relay_all()
 
     assert sample("agritrace_outbox_pending", {"service": "registry"}) == 2
+
+
+class CountingSessions:
+    """A session factory that counts the sessions it opens."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self.opened = 0
+
+    def __call__(self) -> Session:
+        self.opened += 1
+        return self._sessions()
+
+
+def test_a_relay_whose_probe_finds_nothing_opens_no_session(
+    sessions: sessionmaker[Session]
+) -> None:
+    write_events(sessions, event("e"))  # the probe's answer is what the relay goes by
+    counting = CountingSessions(sessions)
+    publisher = RecordingPublisher()
+    relay = OutboxRelay("registry", counting, publisher,  # type: ignore[arg-type]
+                        probe=lambda: False)
+    metrics.outbox_pending.labels("registry").set(3)
+
+    relay.relay_all()
+
+    assert counting.opened == 0
+    assert publisher.events == []
+    assert sample("agritrace_outbox_pending", {"service": "registry"}) == 0
+
+
+def test_a_relay_whose_probe_finds_events_publishes_them(
+    sessions: sessionmaker[Session]
+) -> None:
+    write_events(sessions, *(event("e", n=n) for n in range(3)))
+    publisher = RecordingPublisher()
+    relay = OutboxRelay("registry", sessions, publisher, batch_size=2, probe=lambda: True)
+
+    relay.relay_all()
+
+    assert [e.payload["n"] for e in publisher.events] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_unpublished_probe_sees_committed_events_until_they_are_published(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    target = (request.getfixturevalue("postgres") if database == "postgresql"
+              else DatabaseTarget(f"sqlite:///{tmp_path / 'probe.db'}", None))
+    engine = db.create_engine(target, pool_size=2)
+    with engine.begin() as connection:
+        create_event_tables(connection)
+    sessions = db.session_factory(engine)
+    # Its own engine, as ServiceStore gives it: it must see other connections' commits.
+    probe_engine = db.create_engine(target, pool_size=1, pre_ping=False, autocommit=True)
+    try:
+        probe = unpublished_probe(probe_engine)
+        assert probe() is False
+        write_events(sessions, event("e"), event("f"))
+        assert probe() is True
+        publisher = RecordingPublisher()
+        OutboxRelay("registry", sessions, publisher, probe=probe).relay_all()
+        assert [e.name for e in publisher.events] == ["e", "f"]
+        assert probe() is False
+    finally:
+        probe_engine.dispose()
+        engine.dispose()
 
 
 def test_the_relay_thread_delivers_after_a_wake(sessions: sessionmaker[Session]) -> None:

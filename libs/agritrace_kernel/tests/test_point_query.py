@@ -4,8 +4,6 @@ left open, and a connection killed by the server replaced transparently."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -29,21 +27,6 @@ def _filled(target: DatabaseTarget) -> sa.Engine:
         connection.execute(items.insert(), [{"key": "a", "value": 1}, {"key": "b", "value": 2}])
     writer.dispose()
     return db.create_engine(target, pool_size=2, pre_ping=False, autocommit=True)
-
-
-@pytest.fixture
-def postgres() -> Iterator[DatabaseTarget]:
-    name = f"agritrace_pq_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(ADMIN, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    try:
-        yield DatabaseTarget(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", None)
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_sqlite_answers_rows_without_holding_the_write_lock(tmp_path: Path) -> None:
