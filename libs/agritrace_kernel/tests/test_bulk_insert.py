@@ -13,10 +13,6 @@ from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.errors import AlreadyExists
 from agritrace_kernel.events.model import Event
 from agritrace_kernel.events.store import EventStore, create_event_tables, outbox
-from agritrace_testing.fakes import load_beside
-
-# The throwaway-database fixture of the PointQuery tests (skips without PostgreSQL).
-postgres = load_beside(__file__, "test_point_query.py", "agritrace_kernel_point_query").postgres
 
 metadata = sa.MetaData()
 rows_table = sa.Table("bulk_rows", metadata,
