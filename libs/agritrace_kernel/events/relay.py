@@ -105,10 +105,10 @@ class OutboxRelay:
 
     def relay_all(self) -> None:
         """Publishes batch after batch until one is not full (none when the probe finds
-        nothing waiting), then sets the pending gauge: to 0 when that batch went out whole -
-        nothing else was waiting for this relay (rows a replica's relay holds are that
-        relay's), so a poll that finds nothing costs one query, not two - or, when publishing
-        failed, to the count of what is left."""
+        nothing waiting), then sets the pending gauge: to 0 when the probe found nothing or
+        the last batch went out whole - nothing else was waiting for this relay (rows a
+        replica's relay holds are that relay's), so an empty poll counts nothing - or, when
+        publishing failed, to the count of what is left."""
         try:
             if self._probe is None or self._probe():
                 while self.relay_once() == self._batch_size:
