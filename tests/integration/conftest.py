@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -33,11 +32,11 @@ from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, beare
 from agritrace_kernel.ports import free_port
 from agritrace_registry.domain import identifiers
 from agritrace_testing.polling import eventually
+from agritrace_testing.postgres import throwaway_database
 from agritrace_testing.rabbit import RabbitVhost
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,14 +228,8 @@ def start(name: str, args: list[str], env: dict[str, str], log_dir: Path,
 @pytest.fixture(scope="module")
 def postgres_database() -> Iterator[str]:
     """A throwaway database, dropped afterwards; each service makes its schema in it."""
-    name = f"agritrace_it_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("agritrace_it") as url:
+        yield url
 
 
 def _microservices(tmp: Path, database_url: str, amqp_uri: str) -> Platform:

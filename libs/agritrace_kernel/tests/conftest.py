@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from agritrace_kernel.config import DatabaseTarget
+from agritrace_testing.postgres import throwaway_database
 from agritrace_testing.rabbit import RabbitVhost
 
 AMQP_URI = os.environ.get("AGRITRACE_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def postgres() -> Iterator[DatabaseTarget]:
-    """A PostgreSQL database of the test's own at 127.0.0.1:5432, dropped afterwards."""
-    name = f"agritrace_pq_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    try:
-        yield DatabaseTarget(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", None)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A PostgreSQL database of the test's own, dropped afterwards (skips without one)."""
+    with throwaway_database("agritrace_pq", skip_without=True) as url:
+        yield DatabaseTarget(url, None)
 
 
 @pytest.fixture

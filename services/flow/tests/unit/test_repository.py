@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from agritrace_flow.adapters.repository import FlowUnitOfWork
@@ -31,9 +29,9 @@ from agritrace_kernel import db
 from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.registry_client import SubjectInfo
 from agritrace_testing.fakes import load_beside
+from agritrace_testing.postgres import throwaway_database
 
 fakes = load_beside(__file__, "fakes.py", "agritrace_flow_unit_fakes")
-ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 COOP, MARKET = fakes.COOP, fakes.MARKET
 
 
@@ -42,17 +40,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseT
     if request.param == "sqlite":
         yield DatabaseTarget(f"sqlite:///{tmp_path / 'flow.db'}", None)
         return
-    name = f"agritrace_flow_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(ADMIN, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    try:
-        yield DatabaseTarget(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", "flow")
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("agritrace_flow", skip_without=True) as url:
+        yield DatabaseTarget(url, "flow")
 
 
 @pytest.fixture
