@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from agritrace_kernel import db
 from agritrace_kernel.config import DatabaseTarget
+from agritrace_testing.postgres import ADMIN
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 metadata = sa.MetaData()
 items = sa.Table("items", metadata, sa.Column("key", sa.String(8), primary_key=True),
                  sa.Column("value", sa.Integer, nullable=False))
