@@ -509,3 +509,49 @@ def test_start_up_objects_are_frozen_out_of_the_collector() -> None:
         assert gc.get_freeze_count() >= len(built_at_start_up)
     finally:
         gc.unfreeze()
+
+
+def _full_collections_while_answering(answers: int) -> int:
+    """Full collections CPython starts while `answers` large answers are built one after
+    the other, each held whole until it is done (a young collection every ~700 objects
+    promotes the part built so far), after a first full collection (which leaves the frozen
+    heap out of the count that paces the next)."""
+    import gc
+
+    gc.collect()
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    young = gc.get_threshold()[0]
+    gc.callbacks.append(count)
+    try:
+        for _ in range(answers):
+            answer = [[{"n": n} for n in range(young + 1)] for _ in range(8)]
+            del answer
+    finally:
+        gc.callbacks.remove(count)
+    return len(full)
+
+
+def test_settled_heap_makes_full_collections_rare() -> None:
+    import gc
+
+    from agritrace_kernel.process import FULL_COLLECTION_AFTER, settle_heap
+
+    defaults = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        gc.set_threshold(700, 10, 10)
+        gc.collect()
+        gc.freeze()
+        assert _full_collections_while_answering(60) >= 2  # CPython's own pace
+        gc.unfreeze()
+        settle_heap()
+        assert gc.get_threshold()[2] == FULL_COLLECTION_AFTER
+        assert _full_collections_while_answering(60) == 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*defaults)
