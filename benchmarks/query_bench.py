@@ -21,9 +21,9 @@ the query log: logging is on throughout, as in production.
    scan calls) chained and written by a QueryLogWriter in this process into the same table,
    wired as the server's (libpq on PostgreSQL), in batches of 500 (the most the server's
    writer puts in one transaction); wall and CPU time per entry, set against the
-   server's CPU per scan. With py-spy (next to the Python running the benchmark;
-   --no-query-profile turns it off), a further run of scans is sampled and the share of the
-   server's busy samples in the writer thread is printed. Finally VerifyQueryLog (as the
+   server's CPU per scan. And the log's cost inside the measured rounds: the query server's
+   CPU per scan by thread (the scheduler's count per thread from /proc, the threads named by
+   `py-spy dump`), the query-log writer's among them. Finally VerifyQueryLog (as the
    administrator) checks the chain over every entry written.
 12. TraceForward over a generated graph of --trace-records (default 1,000,000) shipment and
    transformation rows, COPYed into the read model (~3,100 producer batches, ~60,000 batches
@@ -90,7 +90,7 @@ from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_testing.rabbit import RabbitVhost
 from benchmarks import stacks
 from benchmarks.coding_bench import ConcurrentRun
-from benchmarks.cpu import process_cpu_seconds
+from benchmarks.cpu import process_cpu_seconds, thread_cpu_seconds
 from benchmarks.echo_server import METHOD as ECHO_METHOD
 from benchmarks.import_bench import CHANNEL_OPTIONS, percentile, summarise
 from benchmarks.infra import (
@@ -336,11 +336,13 @@ def _settled_log_count(conn: psycopg.Connection[Any], expected: int, timeout: fl
 
 
 def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
-                  ) -> tuple[dict[str, ConcurrentRun], dict[str, int]]:
+                  ) -> tuple[dict[str, ConcurrentRun], dict[str, int],
+                             dict[str, dict[str, float]]]:
     """`calls` scans per mode (new, again), as many bare echo calls and as many echo calls
     through the kernel's server chain (create_server: tracing, metrics, logging, errors; no
     token, as a consumer sends none), CONCURRENCY client threads, the modes alternating in
-    ROUNDS slices. Returns the runs and answer checks."""
+    ROUNDS slices. Returns the runs, answer checks and, per scan mode, the query server's CPU
+    seconds by thread group ({} without py-spy to name the threads)."""
     echo_server = EchoServerProcess("bare")
     chain_server = EchoServerProcess("tracing")
     scan_channel = grpc.insecure_channel(address)
@@ -397,7 +399,7 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
         samples: dict[str, list[float]] = {mode: [] for mode in work}
         seconds = dict.fromkeys(work, 0.0)
         cpu = dict.fromkeys(work, 0.0)
-        names = list(work)
+        modes = list(work)
         per_round = calls // ROUNDS
         with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="client") as pool:
             # Warm-up, not counted: connections, the hot codes' views into the cache.
@@ -406,15 +408,23 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
             list(pool.map(one_echo, ["echo", "chain"] * (WARMUP // 2)))
             errors.update(new=0, again=0, echo=0, chain=0)
             checks.update(genuine_active=0, wrong_answer=0)
+            # After the warm-up: every thread the server runs is up by now.
+            names = thread_names(pid)
+            by_thread: dict[str, dict[str, float]] = {"new": {}, "again": {}} if names else {}
             for number in range(ROUNDS):
                 log(f"[query] scans: round {number + 1}/{ROUNDS}")
-                for mode in names[number % len(names):] + names[:number % len(names)]:
+                for mode in modes[number % len(modes):] + modes[:number % len(modes)]:
                     chunk = work[mode][number * per_round:(number + 1) * per_round]
+                    threads_before = thread_cpu_seconds(pid) if mode in by_thread else {}
                     before = process_cpu_seconds(pids[mode])
                     started = time.perf_counter()
                     samples[mode].extend(pool.map(run_one[mode], chunk))
                     seconds[mode] += time.perf_counter() - started
                     cpu[mode] += process_cpu_seconds(pids[mode]) - before
+                    if mode in by_thread:
+                        used = cpu_by_group(threads_before, thread_cpu_seconds(pid), names)
+                        for group, spent in used.items():
+                            by_thread[mode][group] = by_thread[mode].get(group, 0.0) + spent
     finally:
         for channel in (scan_channel, echo_channel, chain_channel):
             channel.close()
@@ -426,7 +436,7 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
               "chain": "echo through the kernel's server chain (tracing, metrics, logs)"}
     return ({mode: ConcurrentRun(labels[mode], len(samples[mode]), seconds[mode],
                                  summarise(labels[mode], samples[mode]), errors[mode],
-                                 cpu[mode]) for mode in names}, checks)
+                                 cpu[mode]) for mode in modes}, checks, by_thread)
 
 
 @dataclass(frozen=True)
@@ -480,34 +490,51 @@ def log_writer_cost(db: ThrowawayDatabase, entries: int) -> WriterCost:
     return WriterCost(written, seconds, cpu)
 
 
-def profile_scans(address: str, pid: int, codes: list[str], output: Path
-                  ) -> dict[str, float] | None:
-    """Scans of already cached codes under py-spy: shares of the server's busy samples."""
-    spy = PySpy(pid, output)
-    if spy.process is None:
-        return None
-    requests = [qpb.GetOriginInfoRequest(code=code).SerializeToString() for code in codes]
+# The query server's threads as the scan figures group them, by thread name (py-spy dump):
+# the first group whose test a name passes; threads py-spy does not list are grpc's C core's.
+THREAD_GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("RPC threads", lambda name: name.startswith("grpc_")),
+    ("grpc's poller", lambda name: name.endswith("(_serve)")),
+    ("query-log writer", lambda name: name == "query-log-writer"),
+    ("near-cache listener", lambda name: name == "origin-cache-invalidations"),
+    ("other Python threads", lambda name: True),
+)
+C_THREADS = "grpc's C threads"
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """The Python threads of a process by thread id, as `py-spy dump` lists them ({} without
+    py-spy)."""
+    binary = _py_spy()
+    if binary is None:
+        return {}
     try:
-        with grpc.insecure_channel(address) as channel:
-            scan: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(SCAN_METHOD)
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                list(pool.map(lambda body: scan(body, timeout=10), requests))
-    finally:
-        written = spy.stop()
-    if not written:
-        return None
-    total, servicer, _, _ = stacks.summarise(output, "GetOriginInfo")
-    _, writer, _, _ = stacks.summarise(output, "QueryLogWriter._run")
-    _, appends, _, _ = stacks.summarise(output, "QueryLogWriter.append")
-    _, cache, _, _ = stacks.summarise(output, "RedisOriginCache")
-    return {"samples": total, "servicer": servicer / total if total else 0.0,
-            "log_writer_thread": writer / total if total else 0.0,
-            "log_append_in_rpc": appends / total if total else 0.0,
-            "redis_cache": cache / total if total else 0.0}
+        dump = subprocess.run([binary, "dump", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=60, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(tid): name for tid, name in
+            re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump, re.MULTILINE)}
+
+
+def thread_group(name: str | None) -> str:
+    if name is None:
+        return C_THREADS
+    return next(group for group, test in THREAD_GROUPS if test(name))
+
+
+def cpu_by_group(before: dict[int, float], after: dict[int, float],
+                 names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds each thread group used between two thread_cpu_seconds readings."""
+    used: dict[str, float] = {}
+    for tid, seconds in after.items():
+        group = thread_group(names.get(tid))
+        used[group] = used.get(group, 0.0) + seconds - before.get(tid, 0.0)
+    return used
 
 
 def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
-                platform: Microservices, calls: int, seed: int, profile: bool) -> None:
+                platform: Microservices, calls: int, seed: int) -> None:
     rng = random.Random(seed)
     needed = calls + HOT_CODES + WARMUP
     log(f"[query] seeding the read model: {SCAN_BATCHES:,} batches, {needed:,}+ ACTIVE codes "
@@ -520,7 +547,7 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
     pid = platform.pid("query")
     log(f"[query] GetOriginInfo vs bare echo at concurrency {CONCURRENCY}: {calls:,} calls per "
         "mode (new codes, codes again, echo)")
-    runs, checks = scans_vs_echo(platform.address("query"), pid, scan_seed, calls)
+    runs, checks, by_thread = scans_vs_echo(platform.address("query"), pid, scan_seed, calls)
     scans_made = (runs["new"].calls + runs["again"].calls + len(scan_seed.warmup_codes)
                   + len(scan_seed.hot_codes))
     with psycopg.connect(db.conninfo, autocommit=True) as conn:
@@ -582,34 +609,40 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
                              "wall_us_per_entry": round(cost.wall_us, 2),
                              "cpu_us_per_entry": round(cost.cpu_us, 2),
                              "share_of_scan_server_cpu": round(share, 4)}
-    if profile:
-        log("[query] py-spy on the query server during scans of cached codes")
-        codes = [rng.choice(scan_seed.hot_codes) for _ in range(calls // 2)]
-        shares = profile_scans(platform.address("query"), pid, codes,
-                               RESULTS_DIR / "query-scans.collapsed")
-        if shares is None:
-            console.print("  (py-spy not found or failed: no profile of the scans)")
-        else:
-            console.print(
-                f"  py-spy, {shares['samples']:,.0f} busy samples of the query server during "
-                f"{len(codes):,} scans: GetOriginInfo threads {shares['servicer']:.0%}, log "
-                f"writer thread {shares['log_writer_thread']:.1%}, log append inside the RPC "
-                f"{shares['log_append_in_rpc']:.1%}, Redis cache calls "
-                f"{shares['redis_cache']:.0%} (stacks: bench-results/query-scans.collapsed)")
-            figures["profile"] = {k: round(v, 4) for k, v in shares.items()}
-            report.rows.append((
-                "   query-log cost during scans",
-                f"writer thread {shares['log_writer_thread']:.1%} of the server's busy "
-                "samples (py-spy)",
-                f"writer alone: {cost.cpu_us:,.0f} µs CPU/entry; a new-code scan "
-                f"{per_scan:,.0f} µs server CPU",
-                f"{share:.1%} of a scan's CPU"))
-    if "profile" not in figures:
-        report.rows.append((
-            "   query-log writer alone", f"{cost.wall_us:,.0f} µs wall, {cost.cpu_us:,.0f} µs "
-            "CPU per entry", f"a new-code scan: {per_scan:,.0f} µs server CPU",
-            f"{share:.1%} of a scan's CPU"))
+    writer_share = _print_threads(console, runs, by_thread, figures)
+    report.rows.append((
+        "   query-log cost during scans",
+        f"writer thread {writer_share:.1%} of the server's CPU per new-code scan" if by_thread
+        else "(threads not named: py-spy not found)",
+        f"writer alone: {cost.cpu_us:,.0f} µs CPU/entry; a new-code scan {per_scan:,.0f} µs "
+        "server CPU", f"{share:.1%} of a scan's CPU (writer alone)"))
     report.figures.setdefault("query", {})["origin_concurrency_16"] = figures
+
+
+def _print_threads(console: Console, runs: dict[str, ConcurrentRun],
+                   by_thread: dict[str, dict[str, float]], figures: dict[str, Any]) -> float:
+    """Prints the query server's CPU per scan by thread group; returns the query-log
+    writer's share of it for new codes (0 when the threads could not be named)."""
+    if not by_thread:
+        console.print("  (py-spy not found: the query server's CPU by thread is not measured)")
+        return 0.0
+    writer_share = 0.0
+    for mode, used in by_thread.items():
+        run = runs[mode]
+        total = sum(used.values())
+        parts = {group: seconds * 1e6 / run.calls for group, seconds in used.items()}
+        share = used.get("query-log writer", 0.0) / total if total else 0.0
+        if mode == "new":
+            writer_share = share
+        order = [group for group, _ in THREAD_GROUPS] + [C_THREADS]
+        console.print(
+            f"  query server CPU per scan by thread ({mode} codes, the measured rounds): "
+            + ", ".join(f"{group} {parts[group]:,.0f} µs" for group in order if group in parts)
+            + f"; the query-log writer {share:.1%} of it")
+        figures[f"scan_{mode}"]["server_cpu_us_by_thread"] = {
+            group: round(us, 1) for group, us in parts.items()}
+        figures[f"scan_{mode}"]["query_log_writer_share"] = round(share, 4)
+    return writer_share
 
 
 # -- 12. TraceForward over 1,000,000 records ---------------------------------------------------
@@ -1360,7 +1393,7 @@ def run_query_phase(report: Report, console: Console, *, scan_calls: int, trace_
             f"  query runs in microservices mode: query server pid {platform.pid('query')}, "
             f"worker pid {platform.pid('query-worker')}, PostgreSQL, Redis, RabbitMQ (logs: "
             f"{(RESULTS_DIR / 'query-*.log').relative_to(ROOT)})")
-        _scan_phase(report, console, db, platform, scan_calls, seed, profile)
+        _scan_phase(report, console, db, platform, scan_calls, seed)
         _trace_phase(report, console, db, platform, trace_records, trace_calls, seed, profile)
         _lag_phase(report, console, db, platform, lag_seconds, lag_rate, profile)
         _verify_log(report, console, platform)

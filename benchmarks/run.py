@@ -176,8 +176,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="RecordShipment calls per second during the lag load, plus half as "
                         "many inspection records (default 20)")
     parser.add_argument("--no-query-profile", action="store_true",
-                        help="do not attach py-spy to the query server for a profiled run of "
-                        "scans (the query log writer's share of its busy time)")
+                        help="do not sample the query server's traces and the query worker "
+                        "with py-spy (where their time goes)")
     parser.add_argument("--bridge-subjects", type=int, default=20_000,
                         help="subjects of the simulated province imported through the bridge "
                         "(and as many directly; default 20,000)")
