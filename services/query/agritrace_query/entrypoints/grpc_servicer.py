@@ -183,11 +183,12 @@ def _add_edge(add: Callable[..., pb.TraceEdge], view: EdgeView) -> None:
                       else None))
 
 
-Answer = TypeVar("Answer", pb.TraceCodeResponse, pb.TraceBatchResponse, pb.TraceBackResponse,
-                 pb.TraceForwardResponse)
+# The four trace RPCs' responses: each holds one graph.
+TraceAnswer = TypeVar("TraceAnswer", pb.TraceCodeResponse, pb.TraceBatchResponse,
+                      pb.TraceBackResponse, pb.TraceForwardResponse)
 
 
-def trace_to_proto(view: TraceView, answer: Answer) -> Answer:
+def trace_to_proto(view: TraceView, answer: TraceAnswer) -> TraceAnswer:
     """`answer` with `view` written into its graph."""
     graph = answer.graph
     graph.start_node_id = view.start.node_id
