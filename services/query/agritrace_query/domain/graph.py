@@ -46,8 +46,10 @@ class Direction(StrEnum):
     BACKWARD = "BACKWARD"  # upstream: where they came from
 
 
-@dataclass(frozen=True)
-class BatchInfo:
+# A trace's records are NamedTuples: immutable as frozen dataclasses are, but built in a
+# third of the time (a frozen dataclass sets each field through object.__setattr__), and the
+# largest trace builds thousands of them.
+class BatchInfo(NamedTuple):
     batch_id: str
     subject_id: str  # the producer (creator) of the batch
     subject_division: str
@@ -61,16 +63,14 @@ class BatchInfo:
     flags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class SubjectInfo:
+class SubjectInfo(NamedTuple):
     subject_id: str
     name: str
     kind: str
     division_code: str
 
 
-@dataclass(frozen=True)
-class ShipmentLink:
+class ShipmentLink(NamedTuple):
     shipment_id: str
     batch_id: str
     seller_subject_id: str
@@ -81,8 +81,7 @@ class ShipmentLink:
     received_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class TransformationLink:
+class TransformationLink(NamedTuple):
     transformation_id: str
     input_batch_id: str
     output_batch_id: str
@@ -92,8 +91,7 @@ class TransformationLink:
     occurred_at: datetime
 
 
-@dataclass(frozen=True)
-class LineageLink:
+class LineageLink(NamedTuple):
     """Some codes of `parent_batch_id` have derived codes on `child_batch_id`."""
 
     parent_batch_id: str
@@ -112,8 +110,7 @@ class ChainReader(Protocol):
     def lineage_parents(self, batch_ids: Sequence[str]) -> list[LineageLink]: ...
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     source: Node  # upstream
     target: Node  # downstream
     kind: EdgeKind
@@ -320,8 +317,7 @@ def operator_centres(reader: ChainReader, batch: BatchInfo, subject_id: str) -> 
 # -- what a caller sees ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NodeView:
+class NodeView(NamedTuple):
     node: Node
     depth: int
     division_code: str
@@ -331,8 +327,7 @@ class NodeView:
     batch: BatchInfo | None = None
 
 
-@dataclass(frozen=True)
-class EdgeView:
+class EdgeView(NamedTuple):
     edge: Edge
     redacted: bool
 
