@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from agritrace_kernel.db import PointQuery, as_utc, matching
+from agritrace_kernel.db import KeyedSelect, PointQuery, as_utc
 from agritrace_query.adapters import orm
 from agritrace_query.domain.graph import (
     BatchInfo,
@@ -124,17 +124,30 @@ def _batch_origin(row: Sequence[Any] | None) -> BatchOrigin | None:
         flags=_split(flags))
 
 
-def _batch_info(row: Any) -> BatchInfo:
-    return BatchInfo(
-        batch_id=row.batch_id, subject_id=row.subject_id, subject_division=row.subject_division,
-        product_code=row.product_code, product_name=row.product_name, category=row.category,
-        quantity=row.quantity, unit=row.unit, production_date=_date(row.production_date),
-        origin_division=row.origin_division, flags=_split(row.flags))
+def _batch_info(row: Sequence[Any]) -> BatchInfo:
+    """A BatchInfo of _BATCHES' row."""
+    (batch_id, subject_id, subject_division, product_code, product_name, category, quantity,
+     unit, production_date, origin_division, flags) = row
+    return BatchInfo(batch_id, subject_id, subject_division, product_code, product_name,
+                     category, quantity, unit, _date(production_date), origin_division,
+                     _split(flags))
 
 
-_BATCH_COLUMNS = (_b.batch_id, _b.subject_id, _b.subject_division, _b.product_code,
-                  _b.product_name, _b.category, _b.quantity, _b.unit, _b.production_date,
-                  _b.origin_division, _b.flags)
+# What a trace reads, many batches or subjects at once (see KeyedSelect).
+_BATCHES = KeyedSelect(
+    sa.select(_b.batch_id, _b.subject_id, _b.subject_division, _b.product_code,
+              _b.product_name, _b.category, _b.quantity, _b.unit, _b.production_date,
+              _b.origin_division, _b.flags).where(_b.created_at.is_not(None)), _b.batch_id)
+_SUBJECTS = KeyedSelect(sa.select(_s.subject_id, _s.name, _s.kind, _s.division_code),
+                        _s.subject_id)
+_SHIPMENTS = KeyedSelect(
+    sa.select(_sh.shipment_id, _sh.batch_id, _sh.seller_subject_id, _sh.buyer_subject_id,
+              _sh.quantity, _sh.unit, _sh.ship_time, _sh.received_at)
+    .where(_sh.ship_time.is_not(None)), _sh.batch_id)
+_TRANSFORMATION_COLUMNS = (_t.transformation_id, _t.input_batch_id, _t.output_batch_id,
+                           _t.subject_id, _t.quantity, _t.unit, _t.occurred_at)
+_TRANSFORMATIONS_FROM = KeyedSelect(sa.select(*_TRANSFORMATION_COLUMNS), _t.input_batch_id)
+_TRANSFORMATIONS_INTO = KeyedSelect(sa.select(*_TRANSFORMATION_COLUMNS), _t.output_batch_id)
 
 
 def _lineage_statement(by_parent: bool) -> tuple[sa.Select[Any], sa.ColumnElement[str]]:
@@ -153,8 +166,8 @@ def _lineage_statement(by_parent: bool) -> tuple[sa.Select[Any], sa.ColumnElemen
     return statement, given.c.batch_id
 
 
-_LINEAGE_BY_PARENT = _lineage_statement(True)
-_LINEAGE_BY_CHILD = _lineage_statement(False)
+_LINEAGE_BY_PARENT = KeyedSelect(*_lineage_statement(True))
+_LINEAGE_BY_CHILD = KeyedSelect(*_lineage_statement(False))
 
 
 def prefix_of(column: sa.ColumnElement[str], length: int) -> sa.ColumnElement[str]:
@@ -173,13 +186,6 @@ class SqlAlchemyReadStore:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _rows(self, statement: sa.Select[Any], column: sa.ColumnElement[str],
-              values: Iterable[str]) -> list[Any]:
-        found: list[Any] = []
-        for condition in matching(self.session, column, sorted(set(values))):
-            found.extend(self.session.execute(statement.where(condition)).all())
-        return found
-
     # -- traces -----------------------------------------------------------------------------
 
     def code_batch(self, code: str) -> str | None:
@@ -190,51 +196,41 @@ class SqlAlchemyReadStore:
         return self.batches([batch_id]).get(batch_id)
 
     def batches(self, batch_ids: Sequence[str]) -> dict[str, BatchInfo]:
-        rows = self._rows(sa.select(*_BATCH_COLUMNS).where(_b.created_at.is_not(None)),
-                          _b.batch_id, batch_ids)
-        return {row.batch_id: _batch_info(row) for row in rows}
+        return {row[0]: _batch_info(row) for row in _BATCHES.rows(self.session, batch_ids)}
 
     def subjects(self, subject_ids: Sequence[str]) -> dict[str, SubjectInfo]:
-        rows = self._rows(sa.select(_s.subject_id, _s.name, _s.kind, _s.division_code),
-                          _s.subject_id, subject_ids)
-        return {row.subject_id: SubjectInfo(row.subject_id, row.name, row.kind,
-                                            row.division_code) for row in rows}
+        return {subject_id: SubjectInfo(subject_id, name, kind, division_code)
+                for subject_id, name, kind, division_code
+                in _SUBJECTS.rows(self.session, subject_ids)}
 
     def shipments_of(self, batch_ids: Sequence[str]) -> list[ShipmentLink]:
-        rows = self._rows(sa.select(_sh.shipment_id, _sh.batch_id, _sh.seller_subject_id,
-                                    _sh.buyer_subject_id, _sh.quantity, _sh.unit, _sh.ship_time,
-                                    _sh.received_at).where(_sh.ship_time.is_not(None)),
-                          _sh.batch_id, batch_ids)
-        return [ShipmentLink(row.shipment_id, row.batch_id, row.seller_subject_id,
-                             row.buyer_subject_id, row.quantity, row.unit, as_utc(row.ship_time),
-                             as_utc(row.received_at) if row.received_at else None)
-                for row in rows]
+        return [ShipmentLink(shipment_id, batch_id, seller, buyer, quantity, unit,
+                             as_utc(ship_time), as_utc(received_at) if received_at else None)
+                for shipment_id, batch_id, seller, buyer, quantity, unit, ship_time, received_at
+                in _SHIPMENTS.rows(self.session, batch_ids)]
 
-    def _transformations(self, column: sa.ColumnElement[str],
+    def _transformations(self, select: KeyedSelect,
                          batch_ids: Sequence[str]) -> list[TransformationLink]:
-        rows = self._rows(sa.select(_t.transformation_id, _t.input_batch_id,
-                                    _t.output_batch_id, _t.subject_id, _t.quantity, _t.unit,
-                                    _t.occurred_at), column, batch_ids)
-        return [TransformationLink(row.transformation_id, row.input_batch_id,
-                                   row.output_batch_id, row.subject_id, row.quantity, row.unit,
-                                   as_utc(row.occurred_at)) for row in rows]
+        return [TransformationLink(transformation_id, input_batch_id, output_batch_id,
+                                   subject_id, quantity, unit, as_utc(occurred_at))
+                for (transformation_id, input_batch_id, output_batch_id, subject_id, quantity,
+                     unit, occurred_at) in select.rows(self.session, batch_ids)]
 
     def transformations_from(self, batch_ids: Sequence[str]) -> list[TransformationLink]:
-        return self._transformations(_t.input_batch_id, batch_ids)
+        return self._transformations(_TRANSFORMATIONS_FROM, batch_ids)
 
     def transformations_into(self, batch_ids: Sequence[str]) -> list[TransformationLink]:
-        return self._transformations(_t.output_batch_id, batch_ids)
+        return self._transformations(_TRANSFORMATIONS_INTO, batch_ids)
 
-    def _lineage(self, by_parent: bool, batch_ids: Sequence[str]) -> list[LineageLink]:
-        statement, given = _LINEAGE_BY_PARENT if by_parent else _LINEAGE_BY_CHILD
-        rows = self._rows(statement, given, batch_ids)
-        return [LineageLink(row[0], row[1]) for row in rows if row[0] != row[1]]
+    def _lineage(self, select: KeyedSelect, batch_ids: Sequence[str]) -> list[LineageLink]:
+        return [LineageLink(parent, child) for parent, child in select.rows(self.session, batch_ids)
+                if parent != child]
 
     def lineage_children(self, batch_ids: Sequence[str]) -> list[LineageLink]:
-        return self._lineage(True, batch_ids)
+        return self._lineage(_LINEAGE_BY_PARENT, batch_ids)
 
     def lineage_parents(self, batch_ids: Sequence[str]) -> list[LineageLink]:
-        return self._lineage(False, batch_ids)
+        return self._lineage(_LINEAGE_BY_CHILD, batch_ids)
 
     # -- statistics -------------------------------------------------------------------------
 
