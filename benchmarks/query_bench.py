@@ -910,7 +910,7 @@ def _ms(samples: list[float]) -> dict[str, float]:
             "mean_ms": round(sum(values) / len(values), 2), "calls": len(values)}
 
 
-TRACE_PARTS = (("SQL statements (SQLAlchemy + psycopg)", "Session.execute ("),
+TRACE_PARTS = (("SQL statements (psycopg)", "KeyedSelect.rows ("),
                ("of which lineage look-ups", "SqlAlchemyReadStore._lineage ("),
                ("rows to link objects", "SqlAlchemyReadStore.shipments_of.<locals>.<listcomp> ("),
                ("traversal bookkeeping", "_Links.downstream ("),
