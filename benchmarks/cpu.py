@@ -11,14 +11,19 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads); 0 if unknown."""
+def _stat_cpu_seconds(stat_path: Path) -> float | None:
+    """User + system CPU seconds from a /proc stat file (a process's or a thread's)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = stat_path.read_text()
     except OSError:
-        return 0.0
+        return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads); 0 if unknown."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat")) or 0.0
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
@@ -35,12 +40,9 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
             continue
         except (OSError, ValueError, IndexError):
             pass
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+        seconds = _stat_cpu_seconds(task / "stat")
+        if seconds is not None:
+            found[int(task.name)] = seconds
     return found
 
 
