@@ -11,8 +11,9 @@ the query log: logging is on throughout, as in production.
    by COPY into the query schema (subjects, batches with a compliance certificate, inspections
    and flags, ACTIVE codes bound to them). Two scan modes:
      - new: every call scans a code nobody scanned before (each package has its own code; the
-       code's view misses the cache: one point query + a near-cache fill; its batch's view
-       is usually cached already, as many codes share a batch);
+       code's view misses the cache: a point query for the code's row + a near-cache fill;
+       its batch's view is usually held already, as many codes share a batch; when not, a
+       second point query for the batch);
      - again: codes scanned before (the code's and the batch's views come from Redis).
    Figures: requests/s, p50/p99 client latency, the server's CPU per call. Goals: requests/s ≥
    1/2 of the bare echo's and p99 ≤ 2× the bare echo's p99. Every answer must say

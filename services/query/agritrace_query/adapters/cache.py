@@ -118,8 +118,10 @@ class RedisOriginCache:
             return None
         return _text(raw)
 
+    holds_views_locally = False  # everything here is a round trip away
+
     def get_local_text(self, key: str) -> str | None:
-        return None  # everything here is a round trip away
+        return None
 
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
         try:
@@ -247,6 +249,7 @@ class InMemoryOriginCache:
             self._views.move_to_end(key)
         return found[1]
 
+    holds_views_locally = True
     get_local_text = get_text
 
     def get_origin(self, code: str) -> tuple[str | None, str | None]:
@@ -399,6 +402,10 @@ class NearOriginCache:
         text = self._remote.get_text(key)
         self._fill(generation, key, text)
         return text
+
+    @property
+    def holds_views_locally(self) -> bool:
+        return self._subscribed
 
     def get_local_text(self, key: str) -> str | None:
         return self._local.get_text(key) if self._subscribed else None

@@ -66,13 +66,15 @@ _COMPLETE_BATCH = _b.created_at.is_not(None)
 
 
 class PointOriginReader:
-    """GetOriginInfo's reads on a dedicated autocommit engine: a code with its batch's origin
-    (one query, whatever the cache holds: a first scan needs one round trip), or a batch's
-    origin alone (for a code whose own view was cached)."""
+    """GetOriginInfo's reads on a dedicated autocommit engine, one indexed point query each: a
+    code's own row (state and batch: the cheapest, for a process that may hold the batch's
+    view already), a code with its batch's origin (for one that holds nothing: one round
+    trip), or a batch's origin alone."""
 
     def __init__(self, engine: Engine) -> None:
-        # The batch's columns come as one JSON text, decoded only when the scan needs them:
-        # most first scans find their batch's view cached already.
+        self._code = PointQuery(
+            engine, sa.select(_c.state, _c.batch_id).where(_c.code == sa.bindparam("code")))
+        # The batch's columns come as one JSON text, decoded only when the scan needs them.
         as_array = (sa.func.json_build_array if engine.dialect.name == "postgresql"
                     else sa.func.json_array)
         self._code_origin = PointQuery(
@@ -86,6 +88,13 @@ class PointOriginReader:
             engine, sa.select(*_ORIGIN_COLUMNS)
             .select_from(orm.batches.outerjoin(orm.subjects, _s.subject_id == _b.subject_id))
             .where(_b.batch_id == sa.bindparam("batch_id"), _COMPLETE_BATCH))
+
+    def code_facts(self, code: str) -> CodeFacts | None:
+        rows = self._code.rows(code=code)
+        if not rows:
+            return None
+        state, batch_id = rows[0]
+        return CodeFacts(code, str(state), str(batch_id or ""))
 
     def code_origin(self, code: str
                     ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:

@@ -28,6 +28,10 @@ class Clock(Protocol):
 class OriginReader(Protocol):
     """The scan path's reads: one indexed point query each."""
 
+    def code_facts(self, code: str) -> CodeFacts | None:
+        """A code's own facts (state, batch): None if unknown."""
+        ...
+
     def code_origin(self, code: str
                     ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
         """A code (None if unknown) with its batch's origin from the same query, decoded only

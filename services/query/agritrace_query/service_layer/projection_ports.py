@@ -246,10 +246,15 @@ class OriginCache(Protocol):
         """The view under `key` as the JSON text stored (None when missing)."""
         ...
 
+    @property
+    def holds_views_locally(self) -> bool:
+        """Whether this process may hold views itself (in-process, or a subscribed near
+        cache): a first scan then reads its code's row alone and looks for its batch's view
+        here (get_local_text) before reading the batch."""
+        ...
+
     def get_local_text(self, key: str) -> str | None:
-        """As get_text, but only what this process holds (no round trip): None otherwise. A
-        first scan has its batch's origin from the read model already; it takes the cached
-        text instead only when that is free (the same text decodes to the same object)."""
+        """As get_text, but only what this process holds (no round trip): None otherwise."""
         ...
 
     def get_origin(self, code: str) -> tuple[str | None, str | None]:

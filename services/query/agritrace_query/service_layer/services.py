@@ -192,20 +192,24 @@ class QueryService:
         return origin.view(code, facts, batch, self.catalog), False
 
     def _first_scan_facts(self, code: str) -> tuple[CodeFacts | None, BatchOrigin | None]:
-        """A code new to the cache: one point query for it and its batch's origin, whatever
-        the cache holds (a first scan costs one round trip); the batch's cached text is used
-        instead when this process holds it, since the same text decodes to the same object."""
+        """A code new to the cache. Where this process may hold its batch's view (a near
+        cache, the in-process one), the code's own row - the cheapest query, and most first
+        scans find their batch's view here, as a batch's codes share it - then the batch's
+        query only if its view is not here. Where nothing is held here (Redis alone), one
+        query for the code with its batch's origin."""
+        if self.cache.holds_views_locally:
+            facts = self.origins.code_facts(code)
+            if facts is None:
+                return None, None
+            self.cache.set(code_key(code), facts.to_cache(), self.cache_ttl_seconds)
+            return self._cached_code_facts(
+                facts, self.cache.get_local_text(batch_key(facts.batch_id)))
         found = self.origins.code_origin(code)
         if found is None:
             return None, None
         facts, batch_of_code = found
         self.cache.set(code_key(code), facts.to_cache(), self.cache_ttl_seconds)
-        if not _shows_origin(facts):
-            return facts, None
-        cached_batch_text = self.cache.get_local_text(batch_key(facts.batch_id))
-        if cached_batch_text is not None:
-            return facts, origin.cached_batch(cached_batch_text)
-        return facts, self._cached_batch(batch_of_code())
+        return facts, self._cached_batch(batch_of_code()) if _shows_origin(facts) else None
 
     def _cached_code_facts(self, facts: CodeFacts, cached_batch_text: str | None
                            ) -> tuple[CodeFacts, BatchOrigin | None]:

@@ -129,14 +129,15 @@ def test_a_scan_gets_the_code_view_and_the_view_of_the_batch_it_names(
 
 def test_a_local_look_up_answers_only_what_the_process_holds(cache: OriginCache) -> None:
     """In memory and in a subscribed near cache what was set is held here; Redis alone holds
-    nothing here, so its local look-up always misses (a first scan then takes the batch's
-    origin from its own query instead of a round trip)."""
+    nothing here, so its local look-up always misses (a first scan then reads its code with
+    its batch's origin in one query)."""
     cache.set(batch_key("B1"), VIEW, 60)
     local = cache.get_local_text(batch_key("B1"))
     if isinstance(cache, RedisOriginCache):
-        assert local is None
+        assert local is None and not cache.holds_views_locally
     else:
         assert local is not None and json.loads(local) == VIEW
+        assert cache.holds_views_locally
     assert cache.get_local_text(batch_key("B2")) is None
     cache.invalidate([], ["B1"])
     assert cache.get_local_text(batch_key("B1")) is None
@@ -147,6 +148,7 @@ def test_a_near_cache_without_its_subscription_holds_nothing_locally(
     remote = RedisOriginCache(REDIS_URL, redis_prefix)
     cache = NearOriginCache(remote, InMemoryOriginCache())  # no listener started
     cache.set(batch_key("B1"), VIEW, 60)
+    assert not cache.holds_views_locally
     assert cache.get_local_text(batch_key("B1")) is None  # it could have missed a change
     assert cache.get(batch_key("B1")) == VIEW  # Redis has it
     remote.close()

@@ -30,9 +30,14 @@ class CountingOrigins:
         self.inner = inner
         self.calls: list[str] = []
 
+    def code_facts(self, code: str) -> CodeFacts | None:
+        self.calls.append("code")
+        found: CodeFacts | None = self.inner.code_facts(code)
+        return found
+
     def code_origin(self, code: str
                     ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
-        self.calls.append("code")
+        self.calls.append("code with batch")
         found: tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None = (
             self.inner.code_origin(code))
         return found
@@ -51,6 +56,8 @@ class FarCache:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    holds_views_locally = False
 
     def get_local_text(self, key: str) -> str | None:
         return None
@@ -99,37 +106,54 @@ def test_a_phone_in_clear_is_never_read(model: Any, wiring: Any) -> None:
     assert "13812345678" not in repr(view)
 
 
-def test_a_first_scan_is_one_query_and_a_second_scan_none(model: Any, wiring: Any) -> None:
+def test_a_first_scan_reads_its_code_and_only_a_batch_not_held_here(model: Any,
+                                                                      wiring: Any) -> None:
     chain = side.seed_chain(model)
     first = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    # The code and its batch's origin in one query; both views cached after it.
-    assert wiring.service.origins.calls == ["code"]
+    # The code's row, then its batch's origin (not held here yet); both views cached after.
+    assert wiring.service.origins.calls == ["code", "batch"]
     assert wiring.cache.get(batch_key("B1"))["product_name"] == "Tea"
     again = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    assert wiring.service.origins.calls == ["code"]
+    assert wiring.service.origins.calls == ["code", "batch"]
     assert again.view.origin is not None and again.view.origin.product_name == "Tea"
     assert again.view.origin == first.view.origin
-    # Another code of the same batch needs its own facts; its batch's origin is the cached
-    # one, the same object as every other scan of the batch takes from the cache.
+    # Another code of the same batch needs its own row alone; its batch's origin is the
+    # cached one, the same object as every other scan of the batch takes from the cache.
     (other,) = model.codes("B1")
     third = wiring.service.get_origin_info(CONSUMER, other)
-    assert wiring.service.origins.calls == ["code", "code"]
+    assert wiring.service.origins.calls == ["code", "batch", "code"]
     assert third.view.origin is again.view.origin
     # A code whose own view is cached but whose batch's is not: the batch alone.
     wiring.cache.invalidate([], ["B1"])
     wiring.service.get_origin_info(CONSUMER, chain.b1_code)
-    assert wiring.service.origins.calls == ["code", "code", "batch"]
+    assert wiring.service.origins.calls == ["code", "batch", "code", "batch"]
+
+
+@pytest.mark.parametrize(("state", "batch"), [("ISSUED", ""), ("VOID", "B")])
+def test_a_first_scan_reads_no_batch_it_does_not_show(model: Any, wiring: Any, state: str,
+                                                      batch: str) -> None:
+    model.subject("F", "330106")
+    model.batch("B", "F", "330106")
+    (code,) = model.codes(batch, state=state)
+    assert wiring.service.get_origin_info(CONSUMER, code).view.origin is None
+    assert wiring.service.origins.calls == ["code"]
+
+
+def test_an_unknown_code_costs_its_own_query_alone(model: Any, wiring: Any) -> None:
+    answer = wiring.service.get_origin_info(CONSUMER, new_codes("33", 1)[0])
+    assert answer.view.status is OriginStatus.UNKNOWN
+    assert wiring.service.origins.calls == ["code"]
 
 
 def test_a_first_scan_takes_its_batch_from_the_query_when_the_cache_has_none_nearby(
         model: Any, wiring: Any) -> None:
-    """A cache that holds nothing in the process (Redis alone) is not asked for the batch:
-    the code's query brought it; the batch's view is stored for the scans after."""
+    """A cache that holds nothing in the process (Redis alone): the code is read with its
+    batch's origin in one query; the batch's view is stored for the scans after."""
     chain = side.seed_chain(model)
     wiring.service.cache = FarCache(wiring.cache)
     view = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
     assert view.origin is not None and view.origin.product_name == "Tea"
-    assert wiring.service.origins.calls == ["code"]
+    assert wiring.service.origins.calls == ["code with batch"]
     assert wiring.cache.get(batch_key("B1"))["product_name"] == "Tea"
 
 
@@ -143,13 +167,13 @@ def test_a_hot_code_is_answered_from_its_memoised_answer_until_its_views_change(
     again = wiring.service.get_origin_info(CONSUMER, chain.b1_code)
     assert not first.memoised and cached.memoised and again.memoised
     cached, again = cached.view, again.view
-    assert again is cached and wiring.service.origins.calls == ["code"]
+    assert again is cached and wiring.service.origins.calls == ["code", "batch"]
     assert again.origin is not None and again.origin.product_name == "Tea"
     # The worker's projection of a void: the code's view changes in the cache.
     wiring.cache.set(code_key(chain.b1_code), {"state": "VOID", "batch_id": "B1"}, 60)
     voided = wiring.service.get_origin_info(CONSUMER, chain.b1_code).view
     assert voided.status is OriginStatus.VOID and voided.origin is None
-    assert wiring.service.origins.calls == ["code"]
+    assert wiring.service.origins.calls == ["code", "batch"]
 
 
 @pytest.mark.parametrize(("state", "batch", "status", "has_origin"), [
