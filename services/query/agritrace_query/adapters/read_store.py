@@ -91,10 +91,7 @@ class PointOriginReader:
 
     def code_facts(self, code: str) -> CodeFacts | None:
         rows = self._code.rows(code=code)
-        if not rows:
-            return None
-        state, batch_id = rows[0]
-        return CodeFacts(code, str(state), str(batch_id or ""))
+        return _code_facts(code, *rows[0]) if rows else None
 
     def code_origin(self, code: str
                     ) -> tuple[CodeFacts, Callable[[], BatchOrigin | None]] | None:
@@ -102,12 +99,17 @@ class PointOriginReader:
         if not rows:
             return None
         state, batch_id, origin = rows[0]
-        return (CodeFacts(code, str(state), str(batch_id or "")),
+        return (_code_facts(code, state, batch_id),
                 functools.partial(_batch_origin_of_array, origin))
 
     def batch_origin(self, batch_id: str) -> BatchOrigin | None:
         rows = self._batch.rows(batch_id=batch_id)
         return _batch_origin(rows[0] if rows else None)
+
+
+def _code_facts(code: str, state: Any, batch_id: Any) -> CodeFacts:
+    """A code's facts of its row's state and batch columns (no batch: "")."""
+    return CodeFacts(code, str(state), str(batch_id or ""))
 
 
 def _batch_origin_of_array(array: str | None) -> BatchOrigin | None:
