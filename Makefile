@@ -58,7 +58,7 @@ lint: install
 	$(VENV)/bin/mypy libs/agritrace_kernel libs/agritrace_cli libs/agritrace_platform libs/agritrace_testing \
 		services/registry/agritrace_registry services/sso/agritrace_sso services/coding/agritrace_coding \
 		services/flow/agritrace_flow services/query/agritrace_query \
-		services/province-bridge/agritrace_bridge
+		services/province-bridge/agritrace_bridge benchmarks
 
 bench: install
 	$(PY) -m benchmarks.run

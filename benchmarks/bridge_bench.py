@@ -82,6 +82,7 @@ from agritrace_bridge.simulator.data import (
     trace_record_id,
 )
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, ServiceTokenProvider
+from agritrace_kernel.ports import free_port
 from agritrace_testing.bridge import Simulator, register_province, start_simulator
 from agritrace_testing.rabbit import RabbitVhost
 from benchmarks.cpu import process_cpu_seconds
@@ -94,7 +95,6 @@ from benchmarks.infra import (
     Microservices,
     RegistryServer,
     ThrowawayDatabase,
-    free_port,
     log,
     start_microservices,
 )

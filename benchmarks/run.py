@@ -543,10 +543,10 @@ def run_rpc_phase(args: argparse.Namespace, report: Report) -> None:
     log(f"[rpc] authentication at concurrency 16: {args.rpc_calls:,} calls per mode")
     concurrent = run_concurrent(args.rpc_calls)
     plain_16, auth_16 = concurrent["tracing"], concurrent["auth"]
-    for result in (plain_16, auth_16):
-        console.print(f"  {result.latency.label}, 16 at once: p50 {result.latency.p50_us:,.0f} "
-                      f"µs, mean {result.latency.mean_us:,.0f} µs, "
-                      f"{result.calls_per_second:,.0f} calls/s")
+    for at_once in (plain_16, auth_16):
+        console.print(f"  {at_once.latency.label}, 16 at once: p50 {at_once.latency.p50_us:,.0f} "
+                      f"µs, mean {at_once.latency.mean_us:,.0f} µs, "
+                      f"{at_once.calls_per_second:,.0f} calls/s")
     added = auth_16.latency.mean_us / plain_16.latency.mean_us - 1 \
         if plain_16.latency.mean_us else 0.0
     verdict = "MET" if added < 0.10 else "NOT MET"
