@@ -14,7 +14,8 @@ the query log: logging is on throughout, as in production.
        code's view misses the cache: a point query for the code's row + a near-cache fill;
        its batch's view is usually held already, as many codes share a batch; when not, a
        second point query for the batch);
-     - again: codes scanned before (the code's and the batch's views come from Redis).
+     - again: codes scanned before (the code's and the batch's views come from the server's
+       near cache: a code's view is kept there only, a batch's in Redis too).
    Figures: requests/s, p50/p99 client latency, the server's CPU per call. Goals: requests/s ≥
    1/2 of the bare echo's and p99 ≤ 2× the bare echo's p99. Every answer must say
    GENUINE_ACTIVE with the seeded product (else MISMATCH), and the query log must have grown
@@ -432,7 +433,7 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
         echo_server.stop()
         chain_server.stop()
     labels = {"new": "GetOriginInfo, codes never scanned before (code view not cached)",
-              "again": "GetOriginInfo, codes scanned before (views in Redis)",
+              "again": "GetOriginInfo, codes scanned before (views in the near cache)",
               "echo": "bare grpcio echo (no interceptors)",
               "chain": "echo through the kernel's server chain (tracing, metrics, logs)"}
     return ({mode: ConcurrentRun(labels[mode], len(samples[mode]), seconds[mode],
