@@ -3,6 +3,7 @@ reads and writes them within the caller's session."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from agritrace_kernel.events.model import Event
 
@@ -61,14 +63,20 @@ class EventStore:
     def claim(self, consumer: str, event_id: str) -> bool:
         """Records that `consumer` handles `event_id`; False if it already did (a duplicate).
         The claim commits or rolls back with the handler's own changes."""
-        # ON CONFLICT DO NOTHING: one round trip, no savepoint around an INSERT that may fail
-        # (the settings accept PostgreSQL and SQLite only; both have it). RETURNING says
-        # whether a row went in: the drivers' rowcount is -1 for an INSERT.
-        dialect = postgresql if self._session.get_bind().dialect.name == "postgresql" else sqlite
         inserted = self._session.execute(
-            dialect.insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id).values(
-                consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)))
+            _claim_statement(self._session.get_bind().dialect.name),
+            {"consumer": consumer, "event_id": event_id, "handled_at": datetime.now(UTC)})
         return inserted.first() is not None
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> ReturningInsert[tuple[str]]:
+    """An inbox claim: ON CONFLICT DO NOTHING, one round trip, no savepoint around an INSERT
+    that may fail (the settings accept PostgreSQL and SQLite only; both have it). RETURNING
+    says whether a row went in: the drivers' rowcount is -1 for an INSERT. Built once per
+    dialect: every event a consumer handles claims."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
 
 
 def _outbox_row(event: Event) -> dict[str, object]:
