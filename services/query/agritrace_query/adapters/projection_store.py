@@ -4,8 +4,9 @@ changes nothing (counters aside, which the inbox guards)."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agritrace_kernel.db import as_utc, matching
+from agritrace_kernel.db import KeyedSelect, as_utc, matching
 from agritrace_kernel.events.store import inbox
 from agritrace_query.adapters import orm
 from agritrace_query.service_layer.projection_ports import (
@@ -59,15 +60,128 @@ def _state_rank(state: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
                    else_=-1)
 
 
+_SHIPMENT_COLUMNS = ("batch_id", "seller_subject_id", "buyer_subject_id", "seller_province",
+                     "buyer_province", "quantity", "unit", "code_count", "ship_time")
+_BATCH_COLUMNS = ("subject_id", "subject_division", "product_code", "product_name", "category",
+                  "quantity", "unit", "production_date", "origin_division", "certificate",
+                  "parent_batch_ids", "created_at")
+_REPLAY_COLUMNS = ("position", "page_token", "done", "updated_at")
+
+
+class _Upserts:
+    """The store's INSERT ... ON CONFLICT statements, built once per dialect and run with each
+    event's values as parameters: building one per event cost a worker more CPU than running
+    it (SQLAlchemy makes `excluded`'s columns and the statement's cache key anew each time)."""
+
+    def __init__(self, dialect: str) -> None:
+        postgres = dialect == "postgresql"
+        insert: Callable[[sa.Table], Upsert] = postgresql.insert if postgres else sqlite.insert
+
+        def updating(table: sa.Table, key: list[str],
+                     changes: Callable[[Any], Mapping[str, sa.ColumnElement[Any]]]) -> Upsert:
+            statement = insert(table)
+            return statement.on_conflict_do_update(index_elements=key,
+                                                   set_=changes(statement.excluded))
+
+        def adding_count(table: sa.Table, key: list[str]) -> Upsert:
+            return updating(table, key, lambda new: {"count": table.c.count + new["count"]})
+
+        subjects = orm.subjects
+        self.new_subjects = insert(subjects).on_conflict_do_nothing(
+            index_elements=["subject_id"]).returning(subjects.c.subject_id)
+        self.codes = self._codes(insert(orm.codes), postgres)
+        self.lineage = insert(orm.code_lineage).on_conflict_do_nothing()
+        batches = orm.batches
+        # An event without the certificate (older flow payloads) keeps the one stored.
+        self.batch = updating(batches, ["batch_id"], lambda new: {
+            name: new[name] for name in _BATCH_COLUMNS} | {
+            "certificate": _known_or(new.certificate, batches.c.certificate)})
+        self.traces = updating(batches, ["batch_id"], self._trace_changes)
+        shipments = orm.shipments
+        self.shipment = updating(shipments, ["shipment_id"], lambda new: {
+            name: new[name] for name in _SHIPMENT_COLUMNS})
+        self.receipt = updating(shipments, ["shipment_id"],
+                                lambda new: {"received_at": new.received_at})
+        self.transformation_inputs = insert(orm.transformation_inputs).on_conflict_do_nothing()
+        self.market_entry = insert(orm.market_entries).on_conflict_do_nothing()
+        self.daily_counts = adding_count(orm.daily_counts, ["day", "division_code", "metric"])
+        self.held_count = adding_count(
+            orm.held_counts, ["subject_id", "day", "metric", "division_code"])
+        self.activity = insert(orm.subject_activity).on_conflict_do_nothing()
+        self.replay_position = updating(orm.replay_positions, ["source"], lambda new: {
+            name: new[name] for name in _REPLAY_COLUMNS})
+
+    @staticmethod
+    def _codes(insert: Upsert, postgres: bool) -> Upsert:
+        """Many codes in one state, given as one array (on SQLite: JSON text)."""
+        table = orm.codes
+        if postgres:
+            given = sa.func.unnest(sa.bindparam("given_codes", type_=postgresql.ARRAY(
+                sa.String()))).table_valued("value").render_derived(name="given")
+        else:
+            given = sa.func.json_each(sa.bindparam("given_codes", type_=sa.String())
+                                      ).table_valued("value")
+        code = given.c.value
+
+        def given_text(name: str) -> sa.BindParameter[str]:
+            return sa.bindparam(f"given_{name}", type_=sa.String())
+
+        # WHERE: SQLite parses INSERT ... SELECT ... ON CONFLICT only with it (its docs).
+        rows = sa.select(
+            code, given_text("issuance_id"), sa.func.substr(code, 1, 2),
+            given_text("subject_id"), given_text("state"), given_text("batch_id"),
+            sa.bindparam("given_at", type_=orm.TZ),
+        ).where(sa.true())
+        statement = insert.from_select(
+            ["code", "issuance_id", "province", "subject_id", "state", "batch_id",
+             "updated_at"], rows)
+        new = statement.excluded
+        further = _state_rank(new.state) > _state_rank(table.c.state)
+        # The time of a state is when it was first reported, whichever event came first.
+        as_early = sa.and_(new.state == table.c.state, new.updated_at < table.c.updated_at)
+        return statement.on_conflict_do_update(index_elements=["code"], set_={
+            "issuance_id": _known_or(new.issuance_id, table.c.issuance_id),
+            "subject_id": _known_or(new.subject_id, table.c.subject_id),
+            "batch_id": _known_or(new.batch_id, table.c.batch_id),
+            "state": sa.case((further, new.state), else_=table.c.state),
+            "updated_at": sa.case((sa.or_(further, as_early), new.updated_at),
+                                  else_=table.c.updated_at),
+        })
+
+    @staticmethod
+    def _trace_changes(new: Any) -> dict[str, sa.ColumnElement[Any]]:
+        table = orm.batches
+        flags_newer = _newer(new.flags_at, table.c.flags_at)
+        inspection_newer = _newer(new.last_inspection_at, table.c.last_inspection_at)
+        return {
+            "flags": sa.case((flags_newer, new.flags), else_=table.c.flags),
+            "flags_at": sa.case((flags_newer, new.flags_at), else_=table.c.flags_at),
+            "inspections_passed": table.c.inspections_passed + new.inspections_passed,
+            "inspections_failed": table.c.inspections_failed + new.inspections_failed,
+            "last_inspection_result": sa.case((inspection_newer, new.last_inspection_result),
+                                              else_=table.c.last_inspection_result),
+            "last_inspection_at": sa.case((inspection_newer, new.last_inspection_at),
+                                          else_=table.c.last_inspection_at),
+        }
+
+
+@functools.cache
+def _upserts(dialect: str) -> _Upserts:
+    return _Upserts(dialect)
+
+
+_SUBJECT_DIVISIONS = KeyedSelect(
+    sa.select(orm.subjects.c.subject_id, orm.subjects.c.division_code), orm.subjects.c.subject_id)
+
+
 class SqlProjectionStore:
     """ProjectionStore on a SQLAlchemy session (the unit of work's transaction)."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._postgres = session.get_bind().dialect.name == "postgresql"
-
-    def _insert(self, table: sa.Table) -> Upsert:
-        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+        dialect = session.get_bind().dialect.name
+        self._postgres = dialect == "postgresql"
+        self._upserts = _upserts(dialect)
 
     # -- subjects -----------------------------------------------------------------------------
 
@@ -84,8 +198,7 @@ class SqlProjectionStore:
         table = orm.subjects
         self._lock_subjects(latest, exclusive=True)
         inserted = set(self._session.execute(
-            self._insert(table).on_conflict_do_nothing(index_elements=["subject_id"])
-            .returning(table.c.subject_id),
+            self._upserts.new_subjects,
             [self._subject_row(facts) | {"registered_at": seen_at,
                                           "registered_division": facts.division_code}
              for facts in latest.values()],
@@ -143,14 +256,7 @@ class SqlProjectionStore:
             "FROM unnest(CAST(:ids AS text[])) AS id ORDER BY id"), {"ids": ids})
 
     def subject_divisions(self, subject_ids: Iterable[str]) -> dict[str, str]:
-        table = orm.subjects
-        found: dict[str, str] = {}
-        for condition in matching(self._session, table.c.subject_id,
-                                  sorted(set(subject_ids) - {""})):
-            found.update(self._session.execute(
-                sa.select(table.c.subject_id, table.c.division_code).where(condition)
-            ).all())
-        return found
+        return dict(_SUBJECT_DIVISIONS.rows(self._session, set(subject_ids) - {""}))
 
     # -- codes --------------------------------------------------------------------------------
 
@@ -160,34 +266,11 @@ class SqlProjectionStore:
         unique = sorted(set(codes))
         if not unique:
             return
-        table = orm.codes
-        if self._postgres:
-            given = sa.func.unnest(sa.literal(unique, postgresql.ARRAY(sa.String()))) \
-                .table_valued("value").render_derived(name="given")
-        else:
-            given = sa.func.json_each(json.dumps(unique)).table_valued("value")
-        code = given.c.value
-        # WHERE: SQLite parses INSERT ... SELECT ... ON CONFLICT only with it (its docs).
-        rows = sa.select(
-            code, sa.literal(facts.issuance_id), sa.func.substr(code, 1, 2),
-            sa.literal(facts.subject_id), sa.literal(facts.state), sa.literal(facts.batch_id),
-            sa.literal(_utc(facts.at), orm.TZ),
-        ).where(sa.true())
-        statement = self._insert(table).from_select(
-            ["code", "issuance_id", "province", "subject_id", "state", "batch_id",
-             "updated_at"], rows)
-        new = statement.excluded
-        further = _state_rank(new.state) > _state_rank(table.c.state)
-        # The time of a state is when it was first reported, whichever event came first.
-        as_early = sa.and_(new.state == table.c.state, new.updated_at < table.c.updated_at)
-        self._session.execute(statement.on_conflict_do_update(index_elements=["code"], set_={
-            "issuance_id": _known_or(new.issuance_id, table.c.issuance_id),
-            "subject_id": _known_or(new.subject_id, table.c.subject_id),
-            "batch_id": _known_or(new.batch_id, table.c.batch_id),
-            "state": sa.case((further, new.state), else_=table.c.state),
-            "updated_at": sa.case((sa.or_(further, as_early), new.updated_at),
-                                  else_=table.c.updated_at),
-        }))
+        self._session.execute(self._upserts.codes, {
+            "given_codes": unique if self._postgres else json.dumps(unique),
+            "given_issuance_id": facts.issuance_id, "given_subject_id": facts.subject_id,
+            "given_state": facts.state, "given_batch_id": facts.batch_id,
+            "given_at": _utc(facts.at)})
 
     def code_subjects(self, codes: Sequence[str]) -> dict[str, int]:
         table = orm.codes
@@ -214,15 +297,14 @@ class SqlProjectionStore:
             pairs = {(parent, children[0]) for parent in parents} \
                 | {(parents[0], child) for child in children}
         self._session.execute(
-            self._insert(orm.code_lineage).on_conflict_do_nothing(),
+            self._upserts.lineage,
             [{"parent_code": parent, "child_code": child} for parent, child in sorted(pairs)],
         )
 
     # -- batches ------------------------------------------------------------------------------
 
     def put_batch(self, batch: BatchFacts) -> None:
-        table = orm.batches
-        row = {
+        self._session.execute(self._upserts.batch, {
             "batch_id": batch.batch_id, "subject_id": batch.subject_id,
             "subject_division": batch.subject_division, "product_code": batch.product_code,
             "product_name": batch.product_name, "category": batch.category,
@@ -231,34 +313,12 @@ class SqlProjectionStore:
             "origin_division": batch.origin_division, "certificate": batch.certificate,
             "parent_batch_ids": ",".join(batch.parent_batch_ids),
             "created_at": _utc(batch.created_at),
-        }
-        statement = self._insert(table).values(**row)
-        new = statement.excluded
-        described: dict[str, sa.ColumnElement[Any]] = {
-            name: new[name] for name in row if name != "batch_id"}
-        # An event without the certificate (older flow payloads) keeps the one stored.
-        described["certificate"] = _known_or(new.certificate, table.c.certificate)
-        self._session.execute(statement.on_conflict_do_update(index_elements=["batch_id"],
-                                                      set_=described))
+        })
 
     def put_traces(self, traces: Sequence[TraceFacts]) -> None:
         if not traces:
             return
-        table = orm.batches
-        statement = self._insert(table)
-        new = statement.excluded
-        flags_newer = _newer(new.flags_at, table.c.flags_at)
-        inspection_newer = _newer(new.last_inspection_at, table.c.last_inspection_at)
-        self._session.execute(statement.on_conflict_do_update(index_elements=["batch_id"], set_={
-            "flags": sa.case((flags_newer, new.flags), else_=table.c.flags),
-            "flags_at": sa.case((flags_newer, new.flags_at), else_=table.c.flags_at),
-            "inspections_passed": table.c.inspections_passed + new.inspections_passed,
-            "inspections_failed": table.c.inspections_failed + new.inspections_failed,
-            "last_inspection_result": sa.case((inspection_newer, new.last_inspection_result),
-                                              else_=table.c.last_inspection_result),
-            "last_inspection_at": sa.case((inspection_newer, new.last_inspection_at),
-                                          else_=table.c.last_inspection_at),
-        }), [{
+        self._session.execute(self._upserts.traces, [{
             "batch_id": trace.batch_id,
             "flags": ",".join(trace.flags or ()),
             "flags_at": _utc(trace.at) if trace.flags is not None else None,
@@ -272,8 +332,7 @@ class SqlProjectionStore:
     # -- shipments, transformations, market gate ----------------------------------------------
 
     def put_shipment(self, shipment: ShipmentFacts) -> None:
-        table = orm.shipments
-        row = {
+        self._session.execute(self._upserts.shipment, {
             "shipment_id": shipment.shipment_id, "batch_id": shipment.batch_id,
             "seller_subject_id": shipment.seller_subject_id,
             "buyer_subject_id": shipment.buyer_subject_id,
@@ -281,21 +340,14 @@ class SqlProjectionStore:
             "buyer_province": shipment.buyer_province, "quantity": shipment.quantity,
             "unit": shipment.unit, "code_count": shipment.code_count,
             "ship_time": _utc(shipment.ship_time),
-        }
-        statement = self._insert(table).values(**row)
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["shipment_id"],
-            set_={name: statement.excluded[name] for name in row if name != "shipment_id"}))
+        })
 
     def mark_received(self, shipment_id: str, batch_id: str, seller_subject_id: str,
                       buyer_subject_id: str, received_at: datetime) -> None:
-        table = orm.shipments
-        statement = self._insert(table).values(
-            shipment_id=shipment_id, batch_id=batch_id, seller_subject_id=seller_subject_id,
-            buyer_subject_id=buyer_subject_id, received_at=_utc(received_at))
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["shipment_id"],
-            set_={"received_at": statement.excluded.received_at}))
+        self._session.execute(self._upserts.receipt, {
+            "shipment_id": shipment_id, "batch_id": batch_id,
+            "seller_subject_id": seller_subject_id, "buyer_subject_id": buyer_subject_id,
+            "received_at": _utc(received_at)})
 
     def shipment_provinces(self, shipment_id: str) -> tuple[str, str] | None:
         table = orm.shipments
@@ -308,7 +360,7 @@ class SqlProjectionStore:
     def put_transformation_inputs(self, inputs: Sequence[TransformationInputFacts]) -> None:
         if not inputs:
             return
-        self._session.execute(self._insert(orm.transformation_inputs).on_conflict_do_nothing(), [{
+        self._session.execute(self._upserts.transformation_inputs, [{
             "transformation_id": item.transformation_id,
             "input_batch_id": item.input_batch_id, "output_batch_id": item.output_batch_id,
             "subject_id": item.subject_id, "kind": item.kind, "quantity": item.quantity,
@@ -316,26 +368,23 @@ class SqlProjectionStore:
         } for item in inputs])
 
     def put_market_entry(self, entry: MarketEntryFacts) -> None:
-        self._session.execute(self._insert(orm.market_entries).values(
-            entry_id=entry.entry_id, market_subject_id=entry.market_subject_id,
-            market_province=entry.market_province, batch_id=entry.batch_id, code=entry.code,
-            admitted=entry.admitted, refusal=entry.refusal, check_time=_utc(entry.check_time),
-        ).on_conflict_do_nothing())
+        self._session.execute(self._upserts.market_entry, {
+            "entry_id": entry.entry_id, "market_subject_id": entry.market_subject_id,
+            "market_province": entry.market_province, "batch_id": entry.batch_id,
+            "code": entry.code, "admitted": entry.admitted, "refusal": entry.refusal,
+            "check_time": _utc(entry.check_time)})
 
     # -- statistics ---------------------------------------------------------------------------
 
     def add_counts(self, deltas: Mapping[tuple[date, str, str], int]) -> None:
-        # One statement, rows in key order: concurrent handlers lock shared rows alike.
+        # Rows in key order, in one batch: concurrent handlers lock shared rows alike.
         changes = [(key, amount) for key, amount in sorted(deltas.items()) if amount]
         if not changes:
             return
         table = orm.daily_counts
-        statement = self._insert(table).values([
+        self._session.execute(self._upserts.daily_counts, [
             {"day": day, "division_code": division_code, "metric": metric, "count": amount}
             for (day, division_code, metric), amount in changes])
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["day", "division_code", "metric"],
-            set_={"count": table.c.count + statement.excluded["count"]}))
         lowered = [sa.and_(table.c.day == day, table.c.division_code == division_code,
                            table.c.metric == metric)
                    for (day, division_code, metric), amount in changes if amount < 0]
@@ -343,13 +392,9 @@ class SqlProjectionStore:
             self._session.execute(table.delete().where(table.c.count == 0, sa.or_(*lowered)))
 
     def hold_count(self, held: HeldCount) -> None:
-        table = orm.held_counts
-        statement = self._insert(table).values(
-            subject_id=held.subject_id, day=held.day, metric=held.metric,
-            division_code=held.division_code, count=held.count)
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["subject_id", "day", "metric", "division_code"],
-            set_={"count": table.c.count + statement.excluded["count"]}))
+        self._session.execute(self._upserts.held_count, {
+            "subject_id": held.subject_id, "day": held.day, "metric": held.metric,
+            "division_code": held.division_code, "count": held.count})
 
     def take_held_counts(self, subject_ids: Iterable[str]) -> list[HeldCount]:
         table = orm.held_counts
@@ -364,9 +409,8 @@ class SqlProjectionStore:
         return taken
 
     def mark_active(self, subject_id: str, day: date, division_code: str) -> None:
-        self._session.execute(self._insert(orm.subject_activity).values(
-            subject_id=subject_id, day=day, division_code=division_code,
-        ).on_conflict_do_nothing())
+        self._session.execute(self._upserts.activity, {
+            "subject_id": subject_id, "day": day, "division_code": division_code})
 
     # -- rebuild ------------------------------------------------------------------------------
 
@@ -388,11 +432,7 @@ class SqlProjectionStore:
         }
 
     def save_replay_position(self, position: ReplayPosition, at: datetime) -> None:
-        table = orm.replay_positions
-        row = {"source": position.source, "position": position.position,
-               "page_token": position.page_token, "done": position.done,
-               "updated_at": _utc(at)}
-        statement = self._insert(table).values(**row)
-        self._session.execute(statement.on_conflict_do_update(
-            index_elements=["source"],
-            set_={name: statement.excluded[name] for name in row if name != "source"}))
+        self._session.execute(self._upserts.replay_position, {
+            "source": position.source, "position": position.position,
+            "page_token": position.page_token, "done": position.done,
+            "updated_at": _utc(at)})
