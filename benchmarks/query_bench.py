@@ -1265,7 +1265,8 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
         f"server CPU {flow_cpu:.1f} s")
     if profiled:
         shares = _shares(RESULTS_DIR / "query-worker-lag.collapsed", "ProjectionHandler", (
-            ("inbox claim", "EventStore.claim ("), ("daily counts", "SqlProjectionStore.count ("),
+            ("inbox claim", "EventStore.claim ("),
+            ("daily counts", "SqlProjectionStore.add_counts ("),
             ("subject look-ups", "SqlProjectionStore.subject_divisions ("),
             ("put_shipment", "SqlProjectionStore.put_shipment ("),
             ("commit", "SqlAlchemyUnitOfWork.commit ("),
