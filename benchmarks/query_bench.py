@@ -56,8 +56,12 @@ the query log: logging is on throughout, as in production.
    each RecordShipment's answer (after flow's commit) to its row being visible in
    query.shipments (polled every 10 ms). Goal p99 ≤ 1 s. Also: the events the worker
    projected per second, its CPU per event (the most it could project on one free core) and
-   (py-spy) where its time goes. When the offered rate exceeds what the worker projects, the
-   lag grows with the length of the load: a throughput limit, not a latency.
+   (py-spy) where its time goes. Baseline: the load's events again (read from flow's outbox),
+   through the query's handlers called in the benchmark's own thread on a read model of their
+   own (a second throwaway database, primed with the registry's and flow's earlier events):
+   CPU per event without nameko, kombu and eventlet. When the offered rate exceeds what the
+   worker projects, the lag grows with the length of the load: a throughput limit, not a
+   latency.
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ from agritrace.query.v1 import query_pb2 as qpb
 from agritrace.query.v1 import query_pb2_grpc
 from agritrace.sso.v1 import sso_pb2
 from agritrace_coding.domain import codes as code_format
+from agritrace_kernel.config import load_settings
+from agritrace_kernel.events.model import Event
+from agritrace_query.bootstrap import bootstrap as query_bootstrap
 from agritrace_registry.domain.divisions import DivisionCatalog
 from agritrace_testing.rabbit import RabbitVhost
 from benchmarks import stacks
@@ -101,6 +108,7 @@ from benchmarks.infra import (
     RESULTS_DIR,
     ROOT,
     Microservices,
+    RegistryServer,
     ThrowawayDatabase,
     log,
     scrape_metrics,
@@ -1167,6 +1175,8 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
             for producer, county in zip(producers, LAG_PRODUCER_COUNTIES, strict=True)]
         waited = _wait_row(db.conninfo, "SELECT 1 FROM query.batches WHERE batch_id = %s "
                            "AND created_at IS NOT NULL", batch_ids[-1], 90.0)
+        with psycopg.connect(db.conninfo, autocommit=True) as conn:
+            load_from = last_outbox_id(conn, "flow")  # the load's events come after it
         log(f"[query] lag: batches in the read model after {waited:.2f} s; "
             f"load: {rate:g} shipments/s + {rate / 2:g} inspection records/s for "
             f"{seconds:g} s")
@@ -1244,6 +1254,12 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
         worker_cpu = process_cpu_seconds(worker_pid) - cpu_before[0]
         flow_cpu = process_cpu_seconds(flow_pid) - cpu_before[1]
         profiled = spy.stop() if spy is not None else False
+    log("[query] lag: the load's events again, through the query's handlers in this process")
+    with psycopg.connect(db.conninfo, autocommit=True) as conn:
+        priming = outbox_events(conn, "registry") + outbox_events(conn, "flow",
+                                                                 through=load_from)
+        load_events = outbox_events(conn, "flow", after=load_from)
+    alone = handlers_alone(load_events, priming, platform.servers["query"].pii_key)
     delta = {bound: after.get(bound, 0.0) - before.get(bound, 0.0) for bound in after}
     events = max(delta.values()) if delta else 0.0
     p50, p99 = bucket_quantile(delta, 0.50), bucket_quantile(delta, 0.99)
@@ -1262,7 +1278,11 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
         f"{events / drained:,.1f} events/s offered {events / load_seconds:,.1f}/s; worker CPU "
         f"{worker_cpu:.1f} s = {cpu_per_event:,.1f} ms per event (at most "
         f"{1000 / cpu_per_event if cpu_per_event else 0:,.0f} events/s on one free core); flow "
-        f"server CPU {flow_cpu:.1f} s")
+        f"server CPU {flow_cpu:.1f} s\n"
+        f"  the load's {alone.events:,} events again through the query's handlers called in this "
+        f"process (a read model of their own; no nameko, kombu or eventlet): "
+        f"{alone.cpu_us:,.0f} µs of CPU per event ({alone.wall_us:,.0f} µs wall); the worker "
+        f"spends {cpu_per_event * 1000 / alone.cpu_us if alone.cpu_us else 0:.1f}× that")
     if profiled:
         shares = _shares(RESULTS_DIR / "query-worker-lag.collapsed", "ProjectionHandler", (
             ("inbox claim", "EventStore.claim ("),
@@ -1301,6 +1321,8 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
         "retries_already_exists": retries[0], "drain_seconds": round(drained, 2),
         "worker_cpu_seconds": round(worker_cpu, 2),
         "worker_cpu_ms_per_event": round(cpu_per_event, 2),
+        "handlers_alone": {"events": alone.events, "cpu_us_per_event": round(alone.cpu_us, 1),
+                           "wall_us_per_event": round(alone.wall_us, 1)},
         "flow_cpu_seconds": round(flow_cpu, 2),
         "histogram_p99_s": _finite(p99), "histogram_buckets_delta": {
             str(k): v for k, v in sorted(delta.items())},
@@ -1319,6 +1341,64 @@ def _lag_phase(report: Report, console: Console, db: ThrowawayDatabase,
         (f"seen from outside: p50 {percentile(visible, 50) * 1000:,.0f} ms, p99 "
          f"{percentile(visible, 99) * 1000:,.0f} ms") if visible else "-",
         f"goal p99 ≤ 1 s: {_plain(met)}"))
+
+
+@dataclass(frozen=True)
+class HandlersAlone:
+    """The query service's event handlers called in one thread, without nameko."""
+
+    events: int
+    cpu_us: float  # per event, this thread's CPU (the handlers and their driver calls)
+    wall_us: float
+
+
+def outbox_events(conn: psycopg.Connection[Any], schema: str, *, after: int = 0,
+                  through: int | None = None) -> list[Event]:
+    """The events in `schema`'s outbox from row `after` (excluded) to row `through`, in the
+    order they were written."""
+    rows = conn.execute(
+        f"SELECT event_id, source, name, payload, trace_context, occurred_at "
+        f"FROM {schema}.event_outbox WHERE id > %s AND (%s::bigint IS NULL OR id <= %s) "
+        "ORDER BY id", (after, through, through)).fetchall()
+    return [Event(source, name, json.loads(payload), event_id, occurred_at, json.loads(trace))
+            for event_id, source, name, payload, trace, occurred_at in rows]
+
+
+def last_outbox_id(conn: psycopg.Connection[Any], schema: str) -> int:
+    row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {schema}.event_outbox").fetchone()
+    return int(row[0]) if row else 0
+
+
+def handlers_alone(load: list[Event], priming: list[Event], pii_key: str) -> HandlersAlone:
+    """`load` through the query service's event handlers called in this thread - the
+    worker's work without nameko, kombu and eventlet - on a read model of their own (a
+    throwaway database), primed first with `priming` (the subjects and batches the load
+    refers to), not timed."""
+    db = ThrowawayDatabase(suffix="_handlers")
+    db.create()
+    try:
+        RegistryServer(db.sqlalchemy_url, RESULTS_DIR / "query-handlers.log",
+                       module="agritrace_query", pii_key=pii_key).migrate()
+        app = query_bootstrap(load_settings(database_url=db.sqlalchemy_url, pii_key=pii_key,
+                                            redis_url=None, event_bus="inprocess"))
+        try:
+            handlers = {(s.source, s.name): s.handle for s in app.subscriptions}
+            for event in priming:
+                if (handle := handlers.get((event.source, event.name))) is not None:
+                    handle(event)
+            timed = [(handlers[event.source, event.name], event) for event in load
+                     if (event.source, event.name) in handlers]
+            cpu, started = time.thread_time(), time.perf_counter()
+            for handle, event in timed:
+                handle(event)
+            cpu, wall = time.thread_time() - cpu, time.perf_counter() - started
+        finally:
+            app.close()
+    finally:
+        db.drop()
+    count = len(timed)
+    return HandlersAlone(count, cpu / count * 1e6 if count else 0.0,
+                         wall / count * 1e6 if count else 0.0)
 
 
 def _lag_ms(seconds: float) -> str:
