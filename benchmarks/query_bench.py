@@ -58,8 +58,9 @@ the query log: logging is on throughout, as in production.
    projected per second, its CPU per event (the most it could project on one free core) and
    (py-spy) where its time goes. Baseline: the load's events again (read from flow's outbox),
    through the query's handlers called in the benchmark's own thread on a read model of their
-   own (a second throwaway database, primed with the registry's and flow's earlier events):
-   CPU per event without nameko, kombu and eventlet. When the offered rate exceeds what the
+   own (a second throwaway database, primed with the registry's and flow's earlier events;
+   invalidating in the benchmark's Redis, as the worker does; the first tenth untimed): CPU
+   per event without nameko, kombu and eventlet. When the offered rate exceeds what the
    worker projects, the lag grows with the length of the load: a throughput limit, not a
    latency.
 """
