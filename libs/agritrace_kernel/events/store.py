@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -75,8 +75,16 @@ def _claim_statement(dialect: str) -> ReturningInsert[tuple[str]]:
     that may fail (the settings accept PostgreSQL and SQLite only; both have it). RETURNING
     says whether a row went in: the drivers' rowcount is -1 for an INSERT. Built once per
     dialect: every event a consumer handles claims."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+    return upsert_insert(dialect)(inbox).on_conflict_do_nothing().returning(inbox.c.event_id)
+
+
+Upsert = postgresql.Insert | sqlite.Insert
+
+
+def upsert_insert(dialect: str) -> Callable[[sa.Table], Upsert]:
+    """The dialect's INSERT with ON CONFLICT (the settings accept PostgreSQL and SQLite only;
+    both have it)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _outbox_row(event: Event) -> dict[str, object]:

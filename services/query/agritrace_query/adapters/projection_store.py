@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from agritrace_kernel.db import KeyedSelect, as_utc, matching
-from agritrace_kernel.events.store import inbox
+from agritrace_kernel.events.store import Upsert, inbox, upsert_insert
 from agritrace_query.adapters import orm
 from agritrace_query.service_layer.projection_ports import (
     CODE_STATES,
@@ -35,8 +35,6 @@ from agritrace_query.service_layer.projection_ports import (
 # instead of every pair: each parent to the first child and the first parent to each child.
 # All children of a derivation go into one batch, so batch-level tracing loses nothing.
 LINEAGE_PAIRS_LIMIT = 100_000
-
-Upsert = postgresql.Insert | sqlite.Insert
 
 
 def _utc(value: datetime) -> datetime:
@@ -75,7 +73,7 @@ class _Upserts:
 
     def __init__(self, dialect: str) -> None:
         postgres = dialect == "postgresql"
-        insert: Callable[[sa.Table], Upsert] = postgresql.insert if postgres else sqlite.insert
+        insert = upsert_insert(dialect)
 
         def updating(table: sa.Table, key: list[str],
                      changes: Callable[[Any], Mapping[str, sa.ColumnElement[Any]]]) -> Upsert:
