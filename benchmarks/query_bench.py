@@ -16,10 +16,11 @@ the query log: logging is on throughout, as in production.
        second point query for the batch);
      - again: codes scanned before (the code's and the batch's views come from the server's
        near cache: a code's view is kept there only, a batch's in Redis too).
-   Figures: requests/s, p50/p99 client latency, the server's CPU per call. Goals: requests/s ≥
-   1/2 of the bare echo's and p99 ≤ 2× the bare echo's p99. Every answer must say
-   GENUINE_ACTIVE with the seeded product (else MISMATCH), and the query log must have grown
-   by one entry per call. The log writer's cost, isolated: the same kind of entries (N = the
+   Figures: requests/s, p50/p99 client latency, the server's CPU per call; the rate's ratio
+   to the echo's round by round too (its range shows how much the machine alone moves it).
+   Goals: requests/s ≥ 1/2 of the bare echo's and p99 ≤ 2× the bare echo's p99. Every answer
+   must say GENUINE_ACTIVE with the seeded product (else MISMATCH), and the query log must have
+   grown by one entry per call. The log writer's cost, isolated: the same kind of entries (N = the
    scan calls) chained and written by a QueryLogWriter in this process into the same table,
    wired as the server's (libpq on PostgreSQL), in batches of 500 (the most the server's
    writer puts in one transaction); wall and CPU time per entry, set against the
@@ -72,6 +73,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -346,14 +348,28 @@ def _settled_log_count(conn: psycopg.Connection[Any], expected: int, timeout: fl
     return count
 
 
-def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
-                  ) -> tuple[dict[str, ConcurrentRun], dict[str, int],
-                             dict[str, dict[str, float]]]:
+@dataclass(frozen=True)
+class ScanRuns:
+    runs: dict[str, ConcurrentRun]  # by mode: new, again, echo, chain
+    checks: dict[str, int]  # answers right and wrong
+    # Per scan mode, the query server's CPU seconds by thread group ({} without py-spy to
+    # name the threads).
+    by_thread: dict[str, dict[str, float]]
+    round_rates: dict[str, list[float]]  # by mode, calls/s in each round
+
+    def round_ratios(self, mode: str) -> list[float]:
+        """`mode`'s rate over the echo's, round by round: how far the whole run's ratio
+        could move with the machine's moods (the modes alternate within each round)."""
+        return [rate / echo for rate, echo in zip(self.round_rates[mode],
+                                                  self.round_rates["echo"], strict=True)
+                if echo]
+
+
+def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int) -> ScanRuns:
     """`calls` scans per mode (new, again), as many bare echo calls and as many echo calls
     through the kernel's server chain (create_server: tracing, metrics, logging, errors; no
     token, as a consumer sends none), CONCURRENCY client threads, the modes alternating in
-    ROUNDS slices. Returns the runs, answer checks and, per scan mode, the query server's CPU
-    seconds by thread group ({} without py-spy to name the threads)."""
+    ROUNDS slices."""
     echo_server = EchoServerProcess("bare")
     chain_server = EchoServerProcess("tracing")
     scan_channel = grpc.insecure_channel(address)
@@ -408,6 +424,7 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
         pids = {"new": pid, "again": pid, "echo": echo_server.process.pid,
                 "chain": chain_server.process.pid}
         samples: dict[str, list[float]] = {mode: [] for mode in work}
+        round_rates: dict[str, list[float]] = {mode: [] for mode in work}
         seconds = dict.fromkeys(work, 0.0)
         cpu = dict.fromkeys(work, 0.0)
         modes = list(work)
@@ -430,7 +447,9 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
                     before = process_cpu_seconds(pids[mode])
                     started = time.perf_counter()
                     samples[mode].extend(pool.map(run_one[mode], chunk))
-                    seconds[mode] += time.perf_counter() - started
+                    elapsed = time.perf_counter() - started
+                    seconds[mode] += elapsed
+                    round_rates[mode].append(len(chunk) / elapsed if elapsed else 0.0)
                     cpu[mode] += process_cpu_seconds(pids[mode]) - before
                     if mode in by_thread:
                         used = cpu_by_group(threads_before, thread_cpu_seconds(pid), names)
@@ -445,9 +464,10 @@ def scans_vs_echo(address: str, pid: int, seed: ScanSeed, calls: int
               "again": "GetOriginInfo, codes scanned before (views in the near cache)",
               "echo": "bare grpcio echo (no interceptors)",
               "chain": "echo through the kernel's server chain (tracing, metrics, logs)"}
-    return ({mode: ConcurrentRun(labels[mode], len(samples[mode]), seconds[mode],
-                                 summarise(labels[mode], samples[mode]), errors[mode],
-                                 cpu[mode]) for mode in modes}, checks, by_thread)
+    return ScanRuns({mode: ConcurrentRun(labels[mode], len(samples[mode]), seconds[mode],
+                                         summarise(labels[mode], samples[mode]), errors[mode],
+                                         cpu[mode]) for mode in modes},
+                    checks, by_thread, round_rates)
 
 
 @dataclass(frozen=True)
@@ -558,7 +578,8 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
     pid = platform.pid("query")
     log(f"[query] GetOriginInfo vs bare echo at concurrency {CONCURRENCY}: {calls:,} calls per "
         "mode (new codes, codes again, echo)")
-    runs, checks, by_thread = scans_vs_echo(platform.address("query"), pid, scan_seed, calls)
+    measured = scans_vs_echo(platform.address("query"), pid, scan_seed, calls)
+    runs, checks, by_thread = measured.runs, measured.checks, measured.by_thread
     scans_made = (runs["new"].calls + runs["again"].calls + len(scan_seed.warmup_codes)
                   + len(scan_seed.hot_codes))
     with psycopg.connect(db.conninfo, autocommit=True) as conn:
@@ -582,15 +603,18 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
         ratio = run.calls_per_second / echo.calls_per_second if echo.calls_per_second else 0.0
         p99_ratio = run.latency.p99_us / echo.latency.p99_us if echo.latency.p99_us else 0.0
         met_rate, met_p99 = ratio >= THROUGHPUT_GOAL, p99_ratio <= P99_GOAL
+        per_round = sorted(measured.round_ratios(mode))
         console.print(
             f"  {run.label}, {CONCURRENCY} at once: [bold]{run.calls_per_second:,.0f} calls/s"
             f"[/], p50 {run.latency.p50_us:,.0f} µs, p99 {run.latency.p99_us:,.0f} µs; server "
             f"CPU {run.server_cpu_us_per_call:,.0f} µs per call\n"
             f"    vs echo: throughput {ratio:.2f}× (goal ≥ {THROUGHPUT_GOAL}: "
             f"{_verdict(met_rate)}), p99 {p99_ratio:.1f}× (goal ≤ {P99_GOAL:.0f}×: "
-            f"{_verdict(met_p99)})")
+            f"{_verdict(met_p99)}); round by round {per_round[0]:.2f}-{per_round[-1]:.2f}×, "
+            f"median {statistics.median(per_round):.2f}×")
         figures[f"scan_{mode}"] = _run_dict(run) | {
             "throughput_ratio": round(ratio, 3), "p99_ratio": round(p99_ratio, 2),
+            "throughput_ratio_by_round": [round(r, 3) for r in measured.round_ratios(mode)],
             "goal_throughput_met": met_rate, "goal_p99_met": met_p99}
         report.rows.append((
             f"11. GetOriginInfo ({mode} codes), concurrency {CONCURRENCY}, logging on",
