@@ -603,7 +603,8 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
         ratio = run.calls_per_second / echo.calls_per_second if echo.calls_per_second else 0.0
         p99_ratio = run.latency.p99_us / echo.latency.p99_us if echo.latency.p99_us else 0.0
         met_rate, met_p99 = ratio >= THROUGHPUT_GOAL, p99_ratio <= P99_GOAL
-        per_round = sorted(measured.round_ratios(mode))
+        by_round = measured.round_ratios(mode)
+        per_round = sorted(by_round)
         console.print(
             f"  {run.label}, {CONCURRENCY} at once: [bold]{run.calls_per_second:,.0f} calls/s"
             f"[/], p50 {run.latency.p50_us:,.0f} µs, p99 {run.latency.p99_us:,.0f} µs; server "
@@ -614,7 +615,7 @@ def _scan_phase(report: Report, console: Console, db: ThrowawayDatabase,
             f"median {statistics.median(per_round):.2f}×")
         figures[f"scan_{mode}"] = _run_dict(run) | {
             "throughput_ratio": round(ratio, 3), "p99_ratio": round(p99_ratio, 2),
-            "throughput_ratio_by_round": [round(r, 3) for r in measured.round_ratios(mode)],
+            "throughput_ratio_by_round": [round(r, 3) for r in by_round],
             "goal_throughput_met": met_rate, "goal_p99_met": met_p99}
         report.rows.append((
             f"11. GetOriginInfo ({mode} codes), concurrency {CONCURRENCY}, logging on",
