@@ -7,7 +7,8 @@ PROTO_SRC := $(shell find protos -name '*.proto')
 GEN := libs/generated
 STAMP := $(VENV)/.installed
 
-.PHONY: install proto run test test-unit test-integration lint bench helm-validate clean
+.PHONY: install proto run test test-unit test-integration lint bench helm-validate monitoring-validate \
+	clean
 
 install: $(STAMP) $(GEN)/.stamp
 
@@ -65,6 +66,11 @@ bench: install
 
 helm-validate:
 	bash deploy/helm/validate.sh
+
+# Alert rules, their promtool tests, Alertmanager routing and dashboard queries (promtool and
+# amtool from Debian's packages; the Python parts on the venv).
+monitoring-validate: install
+	bash deploy/monitoring/validate.sh
 
 clean:
 	rm -rf $(VENV) $(GEN) var
