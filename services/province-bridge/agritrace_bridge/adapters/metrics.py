@@ -33,10 +33,6 @@ queue_depth = Gauge(
 dead_letters = Gauge(
     "agritrace_bridge_dead_letters",
     "Records in the dead-letter store, by direction.", ("province", "direction"))
-import_progress = Gauge(
-    "agritrace_bridge_import_records",
-    "Records of the latest historical import answered by the registry, by outcome.",
-    ("province", "outcome"))
 
 
 class PrometheusObserver:
