@@ -293,7 +293,12 @@ def test_dashboards_are_complete_grafana_dashboards() -> None:
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"] not in uids
         uids.add(dashboard["uid"])
-        assert dashboard["title"] and dashboard["schemaVersion"] >= 36
+        assert dashboard["schemaVersion"] >= 36
+        panel_titles = [panel["title"] for panel in dashboard["panels"]]
+        # Named as the platform's, and not after one of its own panels.
+        assert dashboard["title"].startswith("AgriTrace / ")
+        assert dashboard["title"] not in panel_titles
+        assert len(panel_titles) == len(set(panel_titles)), f"{path.name}: panel titles repeat"
         ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
         defined = {variable["name"] for variable in dashboard.get("templating", {}).get("list", [])}
