@@ -141,7 +141,7 @@ def output_labels(node: Any, known: dict[str, frozenset[str]]) -> frozenset[str]
     """The labels an expression's series can carry (None: cannot tell), checking on the way
     that every aggregation groups by labels its input has."""
     if isinstance(node, promql_parser.VectorSelector):
-        return known.get(node.name)
+        return known.get(node.name or "")
     if isinstance(node, promql_parser.AggregateExpr):
         inner = output_labels(node.expr, known)
         modifier = node.modifier
@@ -172,8 +172,7 @@ def output_labels(node: Any, known: dict[str, frozenset[str]]) -> frozenset[str]
         return vectors[0] if vectors else frozenset()
     if isinstance(node, promql_parser.BinaryExpr):
         left, right = output_labels(node.lhs, known), output_labels(node.rhs, known)
-        modifier = node.modifier
-        matching = getattr(modifier, "matching", None) if modifier is not None else None
+        matching = node.modifier.matching if node.modifier is not None else None
         if matching is not None and matching.type == promql_parser.LabelModifierType.Include:
             for side in (left, right):
                 if side is not None and not frozenset(matching.labels) <= side:

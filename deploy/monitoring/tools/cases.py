@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,7 +42,7 @@ def dashboard_queries() -> Iterator[tuple[str, str, str]]:
                 yield path.name, panel["title"], substitute_variables(target["expr"])
 
 
-def alerts() -> Iterator[dict[str, object]]:
+def alerts() -> Iterator[dict[str, Any]]:
     for path in sorted((MONITORING / "rules").glob("*.rules.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
             yield from (rule for rule in group["rules"] if "alert" in rule)
@@ -59,7 +60,7 @@ def main(command: str) -> None:
         print(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     elif command == "routes":
         for alert in alerts():
-            labels = {"alertname": str(alert["alert"]), **alert["labels"]}  # type: ignore[dict-item]
+            labels = {"alertname": alert["alert"], **alert["labels"]}
             if labels["tier"] == "provincial":
                 labels["province"] = SAMPLE_PROVINCE
             print(expected_receiver(labels), *(f"{key}={value}" for key, value in labels.items()))
