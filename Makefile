@@ -67,8 +67,9 @@ bench: install
 helm-validate:
 	bash deploy/helm/validate.sh
 
-# Alert rules, their promtool tests, Alertmanager routing and dashboard queries (promtool and
-# amtool from Debian's packages; the Python parts on the venv).
+# Alert rules, their promtool tests, Alertmanager routing, dashboard queries, and the rules in
+# a real Prometheus scraping a real all-in-one platform (Prometheus, promtool and amtool from
+# Debian's packages; the Python parts and the platform on the venv).
 monitoring-validate: install
 	bash deploy/monitoring/validate.sh
 

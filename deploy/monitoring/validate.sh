@@ -7,7 +7,11 @@
 #     labels and rendered annotations, and stays quiet where it should not;
 #   * `amtool check-config` of alertmanager/alertmanager.yml, and every alert of rules/ routed
 #     to the receiver its tier and severity call for (tools/cases.py routes), and a provincial
-#     page not routed to national ops (the routing check can fail).
+#     page not routed to national ops (the routing check can fail);
+#   * live (tools/live_check.py): a real Prometheus with the rules, scraping a real all-in-one
+#     platform while consumers scan unknown codes: every rule evaluates without error, the
+#     recording rules yield the scans' rate and p99, and the counterfeit alerts fire for the
+#     right province and for the network, from the series as the service creates them.
 #
 # The series the rules and dashboards read are checked against the code by the test suite
 # (tests/monitoring). promtool and amtool come from Debian's packages prometheus and
@@ -78,6 +82,7 @@ tool() {
 }
 
 PROMTOOL=$(tool prometheus promtool) || { echo "could not get promtool" >&2; exit 1; }
+PROMETHEUS="$(dirname "$PROMTOOL")/prometheus"
 AMTOOL=$(tool prometheus-alertmanager amtool) || { echo "could not get amtool" >&2; exit 1; }
 echo "$("$PROMTOOL" --version 2>&1 | head -1); $("$AMTOOL" --version 2>&1 | head -1)"
 
@@ -108,6 +113,14 @@ done <<<"$routes"
 must_fail "route of a provincial page to national ops" \
   "$AMTOOL" config routes test --config.file="$CONFIG" --verify.receivers=national-ops-pager \
   alertname=AgriTraceBridgeDown tier=provincial severity=page province=37
+
+echo "live: a real Prometheus scraping a real all-in-one platform"
+if output=$("$PYTHON" tools/live_check.py --prometheus "$PROMETHEUS" 2>&1); then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+printf '%s\n' "$output" | sed 's/^/  /'
 
 echo
 echo "$passed passed, $failed failed"
