@@ -30,7 +30,7 @@ from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.ports import free_port
-from agritrace_registry.domain import identifiers
+from agritrace_testing.platform_client import credit_code
 
 ADMIN_CONNINFO = os.environ.get(
     "BENCH_ADMIN_CONNINFO", "postgresql://postgres@127.0.0.1:5432/test"
@@ -213,14 +213,6 @@ class Platform:
     def stop(self) -> None:
         self.server.stop()
         self.data_dir.cleanup()
-
-
-def credit_code(county: str) -> str:
-    """A random, well-formed unified social credit code (check character right) of `county`."""
-    body = "92" + county + "".join(
-        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
-        for c in uuid.uuid4().hex[:9].upper())
-    return body + identifiers.credit_code_check_char(body)
 
 
 def _register(channel: grpc.Channel, credentials: Metadata, county: str, name: str) -> str:

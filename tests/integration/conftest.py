@@ -14,24 +14,21 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agritrace.coding.v1 import coding_pb2_grpc
-from agritrace.registry.v1 import registry_pb2 as rpb
-from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
-from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
 from agritrace_kernel.ports import free_port
-from agritrace_registry.domain import identifiers
-from agritrace_testing.polling import eventually
+from agritrace_testing.platform_client import (  # noqa: F401 - tests read them from here
+    USER_PASSWORD,
+    PlatformClient,
+    credit_code,
+    wait_serving,
+)
 from agritrace_testing.postgres import throwaway_database
 from agritrace_testing.rabbit import RabbitVhost
 
@@ -42,150 +39,22 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "integration-admin-password"
 SERVICE_PASSWORD = "integration-service-password"
-USER_PASSWORD = "a long enough password"
 
 
-def credit_code(county: str) -> str:
-    """A valid unified social credit code of an organisation registered in `county`."""
-    body = "92" + county + "".join(
-        c if c in identifiers.CREDIT_CODE_ALPHABET else "1"
-        for c in uuid.uuid4().hex[:9].upper())
-    return body + identifiers.credit_code_check_char(body)
-
-
-@dataclass(frozen=True)
-class Account:
-    """A signed-in subject operator and the subject it registered (and is bound to)."""
-
-    subject_id: str
-    token: str
-
-
-@dataclass(frozen=True)
-class StaticToken:
-    value: str
-
-    def token(self) -> str:
-        return self.value
-
-
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"process exited early with {process.returncode}")
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if status.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise TimeoutError(f"{address} not SERVING within {timeout}s")
-
-
-@dataclass
-class Platform:
-    """A running platform: where to call it and the processes behind it."""
+@dataclass(kw_only=True)
+class Platform(PlatformClient):
+    """A running platform: where to call it (PlatformClient) and the processes behind it."""
 
     mode: str
-    address: str
     metrics_port: int
-    sso_address: str = ""
-    coding_address: str = ""
-    flow_address: str = ""
-    query_address: str = ""
+    admin_password: str = ADMIN_PASSWORD
     coding_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
     query_metrics_port: int = 0  # 0: the platform's metrics_port (all-in-one)
-    admin_password: str = ADMIN_PASSWORD
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     # Environment of a service's processes, to restart one (e.g. after killing it).
     commands: dict[str, tuple[list[str], dict[str, str], Path]] = field(default_factory=dict)
-    channel: grpc.Channel | None = None  # no credentials
-    sso_channel: grpc.Channel | None = None
-    admin_channel: grpc.Channel | None = None  # every call as the administrator
-    admin_token: str = ""
-    _extra_channels: list[grpc.Channel] = field(default_factory=list)
-
-    @property
-    def registry(self) -> registry_pb2_grpc.RegistryServiceStub:
-        """The registry, called as the first administrator."""
-        assert self.admin_channel is not None
-        return registry_pb2_grpc.RegistryServiceStub(self.admin_channel)
-
-    @property
-    def coding(self) -> coding_pb2_grpc.CodingServiceStub:
-        """The coding service, called as the first administrator."""
-        return coding_pb2_grpc.CodingServiceStub(self.coding_channel_as(self.admin_token))
-
-    def coding_channel_as(self, token: str | None) -> grpc.Channel:
-        """A channel to the coding service carrying `token` (None: anonymous)."""
-        return self.channel_as(token, self.coding_address)
-
-    def channel_as(self, token: str | None, address: str = "") -> grpc.Channel:
-        """A channel to `address` (default: the platform's) carrying `token` (None:
-        anonymous); closed when the platform stops."""
-        channel = grpc.insecure_channel(address or self.address)
-        self._extra_channels.append(channel)
-        if token is None:
-            return channel
-        return grpc.intercept_channel(channel, BearerTokenClientInterceptor(StaticToken(token)))
-
-    def new_operator(self, county: str = "330106", name: str = "",
-                     kind: int = rpb.SUBJECT_KIND_ENTERPRISE) -> Account:
-        """An operator account that registers its own subject in `county` (sso binds the
-        account to it) and signs in again to carry the binding in its token."""
-        sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)
-        suffix = uuid.uuid4().hex[:8]
-        account = sso.CreateAccount(sso_pb2.CreateAccountRequest(
-            request_id=f"op-{suffix}", password=USER_PASSWORD,
-            account=sso_pb2.Account(username=f"op-{suffix}", display_name="operator",
-                                    kind=sso_pb2.ACCOUNT_KIND_SUBJECT_OPERATOR,
-                                    jurisdiction=county)),
-            metadata=bearer_metadata(self.admin_token)).account
-        login = sso.Login(sso_pb2.LoginRequest(username=f"op-{suffix}", password=USER_PASSWORD))
-        registry = registry_pb2_grpc.RegistryServiceStub(self.channel)
-        subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
-            request_id=f"reg-{suffix}", registration=rpb.SubjectRegistration(
-                kind=kind, name=name or f"绿源农业{suffix}",  # type: ignore[arg-type]
-                division_code=county, credit_code=credit_code(county))),
-            metadata=bearer_metadata(login.tokens.access_token)).subject
-        eventually(lambda: sso.GetAccount(sso_pb2.GetAccountRequest(
-            account_id=account.account_id), metadata=bearer_metadata(self.admin_token)
-        ).account.subject_id, timeout=30, interval=0.1, what="sso bound the operator")
-        token = sso.Refresh(sso_pb2.RefreshRequest(
-            refresh_token=login.tokens.refresh_token)).tokens.access_token
-        return Account(subject.subject_id, token)
-
-    def new_regulator(self, jurisdiction: str) -> str:
-        """A regulator (inspector) of `jurisdiction`, signed in: its access token."""
-        sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)
-        username = f"reg-{jurisdiction}-{uuid.uuid4().hex[:6]}"
-        sso.CreateAccount(sso_pb2.CreateAccountRequest(
-            request_id=username, password=USER_PASSWORD,
-            account=sso_pb2.Account(username=username, display_name="inspector",
-                                    kind=sso_pb2.ACCOUNT_KIND_REGULATOR,
-                                    jurisdiction=jurisdiction,
-                                    roles=[sso_pb2.REGULATOR_ROLE_INSPECTOR])),
-            metadata=bearer_metadata(self.admin_token))
-        return self.login(username, USER_PASSWORD)
-
-    def login(self, username: str, password: str) -> str:
-        assert self.sso_channel is not None
-        answer = sso_pb2_grpc.SsoServiceStub(self.sso_channel).Login(
-            sso_pb2.LoginRequest(username=username, password=password))
-        return str(answer.tokens.access_token)
-
-    def connect(self) -> None:
-        self.channel = grpc.insecure_channel(self.address)
-        self.sso_channel = grpc.insecure_channel(self.sso_address or self.address)
-        self.admin_token = token = self.login("admin", self.admin_password)
-        self.admin_channel = grpc.intercept_channel(
-            self.channel, BearerTokenClientInterceptor(StaticToken(token)))
 
     def restart(self, name: str, address: str) -> None:
         """Starts a stopped (or killed) process again as it was first started."""
@@ -196,9 +65,7 @@ class Platform:
 
     def stop(self) -> dict[str, int]:
         """SIGTERM every process and return their exit codes (graceful stop gives 0)."""
-        for channel in (self.channel, self.sso_channel, *self._extra_channels):
-            if channel is not None:
-                channel.close()
+        self.close_channels()
         codes: dict[str, int] = {}
         for process in self.processes.values():
             if process.poll() is None:
@@ -274,7 +141,8 @@ def _microservices(tmp: Path, database_url: str, amqp_uri: str) -> Platform:
                  "AGRITRACE_CODING_ADDRESS": f"127.0.0.1:{coding_port}",
                  "AGRITRACE_FLOW_ADDRESS": f"127.0.0.1:{flow_port}",
                  "AGRITRACE_METRICS_PORT": str(query_metrics)}
-    platform = Platform("microservices", f"127.0.0.1:{port}", metrics_port, env=env,
+    platform = Platform(mode="microservices", address=f"127.0.0.1:{port}",
+                        metrics_port=metrics_port, env=env,
                         sso_address=f"127.0.0.1:{sso_port}",
                         coding_address=f"127.0.0.1:{coding_port}",
                         flow_address=f"127.0.0.1:{flow_port}",
@@ -321,7 +189,8 @@ def _all_in_one(tmp: Path) -> Platform:
         "AGRITRACE_METRICS_PORT": str(metrics_port),
         "AGRITRACE_ADMIN_PASSWORD": ADMIN_PASSWORD,
     }
-    platform = Platform("all_in_one", f"127.0.0.1:{port}", metrics_port, env=env,
+    platform = Platform(mode="all_in_one", address=f"127.0.0.1:{port}",
+                        metrics_port=metrics_port, env=env,
                         query_address=f"127.0.0.1:{port}")
     start("platform", ["-m", "agritrace_platform"], env, tmp, platform)
     return platform
