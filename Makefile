@@ -7,8 +7,8 @@ PROTO_SRC := $(shell find protos -name '*.proto')
 GEN := libs/generated
 STAMP := $(VENV)/.installed
 
-.PHONY: install proto run test test-unit test-integration lint bench helm-validate monitoring-validate \
-	clean
+.PHONY: install proto run test test-unit test-integration lint bench load helm-validate \
+	monitoring-validate clean
 
 install: $(STAMP) $(GEN)/.stamp
 
@@ -64,6 +64,21 @@ lint: install
 bench: install
 	$(PY) -m benchmarks.run
 
+# The stress test (locust over gRPC): `make load LOAD_ARGS="--users 200 --duration 300"`; see
+# python -m benchmarks.load --help. locust brings gevent, which patches the standard library:
+# it gets a venv of its own.
+LOAD_VENV := .venv-load
+LOAD_STAMP := $(LOAD_VENV)/.installed
+
+$(LOAD_STAMP): benchmarks/load/requirements.txt
+	test -x $(LOAD_VENV)/bin/python || $(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(LOAD_VENV)/bin/python -m pip install --quiet -r benchmarks/load/requirements.txt
+	touch $(LOAD_STAMP)
+
+load: install $(LOAD_STAMP)
+	$(PY) -m benchmarks.load --locust $(LOAD_VENV)/bin/locust $(LOAD_ARGS)
+
 helm-validate:
 	bash deploy/helm/validate.sh
 
@@ -74,4 +89,4 @@ monitoring-validate: install
 	bash deploy/monitoring/validate.sh
 
 clean:
-	rm -rf $(VENV) $(GEN) var
+	rm -rf $(VENV) $(LOAD_VENV) $(GEN) var

@@ -1,0 +1,178 @@
+"""Locust users of the stress test, over gRPC. Run by `python -m benchmarks.load` (make load)
+in the load virtualenv, with AGRITRACE_LOAD_SEED naming the seed file (seed.py) and the
+generated messages (libs/generated) on PYTHONPATH. Nothing of the services is imported here.
+
+Who asks, in the proportions of a day on the platform:
+  * consumers scanning labels (GetOriginInfo): codes of the seeded goods, and now and then a
+    code that does not exist;
+  * phones and scanners checking a code (VerifyCode);
+  * a retailer looking one step up and one down (TraceCode);
+  * a regulator tracing a recall forward from a producer's batch (TraceForward, depth 10).
+Every answer is checked, not only its status: a wrong answer counts as a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()  # before any channel: grpc then yields to gevent while it waits
+
+import grpc  # noqa: E402
+from locust import User, between, events, task  # noqa: E402
+
+from agritrace.coding.v1 import coding_pb2, coding_pb2_grpc  # noqa: E402
+from agritrace.query.v1 import query_pb2, query_pb2_grpc  # noqa: E402
+
+with open(os.environ["AGRITRACE_LOAD_SEED"], encoding="utf-8") as seed_file:
+    SEED: dict[str, Any] = json.load(seed_file)
+# Time each user waits between its calls (a person, not a loop), from the runner.
+THINK = float(os.environ.get("AGRITRACE_LOAD_THINK_SECONDS", "0.05"))
+# Retailers and regulators are few beside consumers, yet every run has each (a weight could
+# leave them out of a small run): this many of each, from the runner; consumers and code
+# checks share the other users 4:1 (16:4 below).
+OPERATORS = int(os.environ.get("AGRITRACE_LOAD_OPERATORS", "1"))
+UNKNOWN_SHARE = 0.05  # of consumer scans: labels whose codes the platform never issued
+TIMEOUT = 10.0
+
+
+class WrongAnswer(Exception):
+    """The call succeeded but its answer is not what the seeded goods imply."""
+
+
+def _timed(name: str, call: Callable[[], Any], check: Callable[[Any], str]) -> None:
+    """One call reported to locust under `name`: failed if it raises or `check` objects."""
+    started = time.perf_counter()
+    error: BaseException | None = None
+    answer: Any = None
+    try:
+        answer = call()
+        problem = check(answer)
+        if problem:
+            error = WrongAnswer(problem)
+    except grpc.RpcError as failure:
+        error = failure
+    events.request.fire(request_type="grpc", name=name,
+                        response_time=(time.perf_counter() - started) * 1000,
+                        response_length=answer.ByteSize() if answer is not None else 0,
+                        exception=error, context={})
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class Consumer(User):
+    """Scans a label with a phone: anonymous."""
+
+    weight = 16
+    wait_time = between(0, 2 * THINK)
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(SEED["query_address"])
+        self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def scan(self) -> None:
+        unknown = random.random() < UNKNOWN_SHARE
+        code = (f"37{random.getrandbits(56):014X}" if unknown
+                else random.choice(SEED["scannable_codes"]))
+
+        def check(answer: query_pb2.GetOriginInfoResponse) -> str:
+            genuine = answer.status == query_pb2.ORIGIN_STATUS_GENUINE_ACTIVE
+            if unknown:
+                return "an unknown code answered as genuine" if genuine else ""
+            if not genuine or not answer.origin.product_name:
+                return f"{code}: {query_pb2.OriginStatus.Name(answer.status)}, no origin"
+            return ""
+
+        _timed("GetOriginInfo", lambda: self.query.GetOriginInfo(
+            query_pb2.GetOriginInfoRequest(code=code), timeout=TIMEOUT), check)
+
+
+class CodeChecker(User):
+    """Checks a code before printing or selling it: anonymous."""
+
+    weight = 4
+    wait_time = between(0, 2 * THINK)
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(SEED["coding_address"])
+        self.coding = coding_pb2_grpc.CodingServiceStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def verify(self) -> None:
+        code = random.choice(SEED["scannable_codes"])
+
+        def check(answer: coding_pb2.VerifyCodeResponse) -> str:
+            return "" if answer.exists and answer.well_formed else f"{code} not found"
+
+        _timed("VerifyCode", lambda: self.coding.VerifyCode(
+            coding_pb2.VerifyCodeRequest(code=code), timeout=TIMEOUT), check)
+
+
+class Retailer(User):
+    """A retailer looking at where its goods came from and went."""
+
+    fixed_count = OPERATORS
+    wait_time = between(0, 2 * THINK)
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(SEED["query_address"])
+        self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.credentials = _bearer(SEED["retailer_token"])
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def trace_code(self) -> None:
+        code = random.choice(SEED["retailer_codes"])
+
+        def check(answer: query_pb2.TraceCodeResponse) -> str:
+            # Its own node and the market it bought from, at least.
+            found = len(answer.graph.nodes)
+            return "" if found >= 2 else f"{code}: {found} nodes"
+
+        _timed("TraceCode", lambda: self.query.TraceCode(
+            query_pb2.TraceCodeRequest(code=code), metadata=self.credentials,
+            timeout=TIMEOUT), check)
+
+
+class Regulator(User):
+    """The origin province's regulator tracing recalls."""
+
+    fixed_count = OPERATORS
+    wait_time = between(0, 2 * THINK)
+
+    def on_start(self) -> None:
+        self.channel = grpc.insecure_channel(SEED["query_address"])
+        self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.credentials = _bearer(SEED["regulator_token"])
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @task
+    def recall(self) -> None:
+        batch_id = random.choice(SEED["recall_batches"])
+
+        def check(answer: query_pb2.TraceForwardResponse) -> str:
+            # The cooperative, the market, both retailers, the repacked boxes.
+            found = len(answer.graph.nodes)
+            return "" if found >= 5 else f"{batch_id}: {found} nodes"
+
+        _timed("TraceForward", lambda: self.query.TraceForward(
+            query_pb2.TraceForwardRequest(batch_id=batch_id, depth=10),
+            metadata=self.credentials, timeout=TIMEOUT), check)
