@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no locust at {args.locust}: `make load` installs it")
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # A previous run's figures must not stand in for this one's.
+    for old in args.out.glob("load_*.csv"):
+        old.unlink()
     with tempfile.TemporaryDirectory(prefix="agritrace-load-") as tmp:
         work = Path(tmp)
         platform = None
@@ -179,14 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             seeded.write(seed_path)
             print(f"[load] {len(seeded.scannable_codes)} codes to scan; locust: {args.users} "
                   f"users for {args.duration} s", flush=True)
-            run_locust(args.locust, seed_path, args.out, args)
+            locust_exit = run_locust(args.locust, seed_path, args.out, args)
         finally:
             client.close_channels()
             if platform is not None:
                 platform.terminate()
                 platform.wait(timeout=30)
 
-    figures = read_stats(args.out / "load_stats.csv")
+    stats = args.out / "load_stats.csv"
+    if not stats.exists():
+        print(f"FAIL locust wrote no figures (it exited with {locust_exit})")
+        return 1
+    figures = read_stats(stats)
     found = problems(figures)
     print("\n".join(["", "AgriTrace load test", *summary_lines(figures)]))
     (args.out / "summary.json").write_text(json.dumps({
