@@ -9,10 +9,12 @@ directory; with it, it loads that platform (an address per service in microservi
 It seeds supply chains through the APIs (seed.py), then runs locust headless
 (locustfile.py: consumers scanning, code checks, a retailer's ±1 view, a regulator's recalls)
 for --duration seconds, printing locust's figures as it goes, and ends with a summary per call:
-requests, failures (errors and wrong answers), requests/s, p50 and p99. Writes
-<out>/load_stats.csv (locust's) and <out>/summary.json. Exits 1 when a call failed or a kind of
-call was never made. Safe to run again: every seeding request has a fresh id, nothing is
-duplicated. The seeded accounts' tokens last 15 minutes, so --duration is at most 840 s."""
+requests, failures (errors and wrong answers), requests/s, p50 and p99, and checks that the
+query log holds every query made under load, its hash chain intact. Writes
+<out>/load_stats.csv (locust's) and <out>/summary.json. Exits 1 when a call failed, a kind of
+call was never made, or the log lacks queries or is broken. Safe to run again: every seeding
+request has a fresh id, nothing is duplicated. The seeded accounts' tokens last 15 minutes, so
+--duration is at most 840 s."""
 
 from __future__ import annotations
 
@@ -24,9 +26,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agritrace.query.v1 import query_pb2 as qpb
+from agritrace.query.v1 import query_pb2_grpc
 from agritrace_kernel.ports import free_port
 from agritrace_testing.platform_client import PlatformClient, wait_serving
 from benchmarks.load.seed import seed
@@ -36,6 +41,9 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_LOCUST = ROOT / ".venv-load" / "bin" / "locust"
 # The calls each kind of user makes: every one must have been made, none failed.
 CALLS = ("GetOriginInfo", "VerifyCode", "TraceCode", "TraceForward")
+# The calls the query log records (every query by anyone); VerifyCode is the coding service's.
+LOGGED_CALLS = ("GetOriginInfo", "TraceCode", "TraceForward")
+LOG_SETTLE_SECONDS = 15.0  # the log's writer appends in batches, a tick behind the calls
 MAX_DURATION = 840  # seconds: the seeded tokens' 15 minutes, less the seeding
 # A retailer and a regulator, and enough others that the 4:1 split of consumers and code
 # checks leaves at least one code check (locust rounds the weighted share).
@@ -90,6 +98,42 @@ def failure_lines(path: Path, limit: int = 5) -> list[str]:
     with path.open(newline="") as failures:
         rows = sorted(csv.DictReader(failures), key=lambda row: -int(row["Occurrences"]))
     return [f"  {row['Name']} x{row['Occurrences']}: {row['Error'][:160]}" for row in rows[:limit]]
+
+
+class QueryLog:
+    """The query log as its administrator sees it: where it ends, and whether it holds."""
+
+    def __init__(self, client: PlatformClient) -> None:
+        channel = client.channel_as(client.admin_token, client.query_address)
+        self._query = query_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    def newest_seq(self) -> int:
+        page = self._query.ListQueryLogs(qpb.ListQueryLogsRequest(page_size=1), timeout=30)
+        return int(page.entries[0].seq) if page.entries else 0
+
+    def verify_from(self, first_seq: int) -> qpb.VerifyQueryLogResponse:
+        answer: qpb.VerifyQueryLogResponse = self._query.VerifyQueryLog(
+            qpb.VerifyQueryLogRequest(first_seq=first_seq), timeout=120)
+        return answer
+
+
+def log_problems(log: QueryLog, first_seq: int, made: int) -> tuple[list[str], str]:
+    """Every query made under load is in the log and its chain holds from `first_seq` (the
+    entries before the run are not checked again); a line saying what was found."""
+    deadline = time.monotonic() + LOG_SETTLE_SECONDS
+    while True:
+        answer = log.verify_from(first_seq)
+        if not answer.ok or answer.entries_checked >= made or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    line = (f"query log from entry {first_seq}: {answer.entries_checked:,} entries "
+            f"{'chained intact' if answer.ok else 'BROKEN'}, {made:,} queries made under load")
+    found = []
+    if not answer.ok:
+        found.append(f"query log broken at entry {answer.first_broken_seq}: {answer.problem}")
+    elif answer.entries_checked < made:
+        found.append(f"query log: {answer.entries_checked:,} entries for {made:,} queries")
+    return found, line
 
 
 def summary_lines(figures: dict[str, CallFigures]) -> list[str]:
@@ -180,25 +224,29 @@ def main(argv: list[str] | None = None) -> int:
             # Tokens inside: kept in the temporary directory, not in the results.
             seed_path = work / "seed.json"
             seeded.write(seed_path)
+            query_log = QueryLog(client)
+            first_seq = query_log.newest_seq() + 1
             print(f"[load] {len(seeded.scannable_codes)} codes to scan; locust: {args.users} "
                   f"users for {args.duration} s", flush=True)
             locust_exit = run_locust(args.locust, seed_path, args.out, args)
+            stats = args.out / "load_stats.csv"
+            figures = read_stats(stats) if stats.exists() else {}
+            made = sum(figures[name].requests for name in LOGGED_CALLS if name in figures)
+            found_in_log, log_line = log_problems(query_log, first_seq, made)
         finally:
             client.close_channels()
             if platform is not None:
                 platform.terminate()
                 platform.wait(timeout=30)
 
-    stats = args.out / "load_stats.csv"
-    if not stats.exists():
+    if not figures:
         print(f"FAIL locust wrote no figures (it exited with {locust_exit})")
         return 1
-    figures = read_stats(stats)
-    found = problems(figures)
-    print("\n".join(["", "AgriTrace load test", *summary_lines(figures)]))
+    found = problems(figures) + found_in_log
+    print("\n".join(["", "AgriTrace load test", *summary_lines(figures), log_line]))
     (args.out / "summary.json").write_text(json.dumps({
         "users": args.users, "duration_seconds": args.duration, "chains": args.chains,
-        "calls": {name: vars(call) for name, call in figures.items()},
+        "calls": {name: vars(call) for name, call in figures.items()}, "query_log": log_line,
         "problems": found}, indent=1))
     for problem in found:
         print(f"FAIL {problem}")

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from agritrace.query.v1 import query_pb2 as qpb
+from benchmarks.load import __main__ as runner
 from benchmarks.load.__main__ import (
     CALLS,
     CallFigures,
     failure_lines,
+    log_problems,
     main,
     operators,
     problems,
@@ -104,3 +107,42 @@ def test_the_commonest_failures_are_shown_first(tmp_path: Path) -> None:
     assert lines[0].startswith("  GetOriginInfo x40: <_InactiveRpcError UNAVAILABLE>")
     assert lines[1] == "  TraceCode x2: WrongAnswer('37A: 1 nodes')"
     assert failure_lines(tmp_path / "absent.csv") == []
+
+
+class FakeQueryLog:
+    """The log's answers to VerifyQueryLog, one per call (the last repeats)."""
+
+    def __init__(self, *answers: qpb.VerifyQueryLogResponse) -> None:
+        self.answers = list(answers)
+        self.asked: list[int] = []
+
+    def newest_seq(self) -> int:
+        return 0
+
+    def verify_from(self, first_seq: int) -> qpb.VerifyQueryLogResponse:
+        self.asked.append(first_seq)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_the_log_is_waited_for_until_it_holds_every_query(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setattr(runner.time, "sleep", lambda _seconds: None)
+    log = FakeQueryLog(qpb.VerifyQueryLogResponse(ok=True, entries_checked=90),
+                       qpb.VerifyQueryLogResponse(ok=True, entries_checked=120))
+    found, line = log_problems(log, 7, made=100)  # type: ignore[arg-type]
+    assert found == [] and log.asked == [7, 7]
+    assert line == ("query log from entry 7: 120 entries chained intact, 100 queries made "
+                    "under load")
+
+
+def test_a_log_short_of_queries_or_broken_fails_the_run(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(runner, "LOG_SETTLE_SECONDS", 0.0)
+    short = FakeQueryLog(qpb.VerifyQueryLogResponse(ok=True, entries_checked=90))
+    assert log_problems(short, 1, made=100)[0] == [  # type: ignore[arg-type]
+        "query log: 90 entries for 100 queries"]
+    broken = FakeQueryLog(qpb.VerifyQueryLogResponse(
+        ok=False, first_broken_seq=42, entries_checked=42, problem="hash does not match"))
+    found, line = log_problems(broken, 1, made=100)  # type: ignore[arg-type]
+    assert found == ["query log broken at entry 42: hash does not match"]
+    assert "BROKEN" in line
