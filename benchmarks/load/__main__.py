@@ -22,7 +22,6 @@ import argparse
 import csv
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,7 @@ from pathlib import Path
 
 from agritrace.query.v1 import query_pb2 as qpb
 from agritrace.query.v1 import query_pb2_grpc
-from agritrace_kernel.ports import free_port
-from agritrace_testing.platform_client import PlatformClient, wait_serving
+from agritrace_testing.platform_client import PlatformClient, start_all_in_one
 from benchmarks.load.seed import seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,23 +142,6 @@ def summary_lines(figures: dict[str, CallFigures]) -> list[str]:
                      f"{call.requests_per_second:>10,.1f}{call.p50_ms:>9,.0f}"
                      f"{call.p99_ms:>9,.0f}")
     return lines
-
-
-def start_all_in_one(work: Path) -> tuple[subprocess.Popen[bytes], PlatformClient]:
-    address = f"127.0.0.1:{free_port()}"
-    password = secrets.token_urlsafe(18)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGRITRACE_")},
-           "AGRITRACE_DATA_DIR": str(work / "var"), "AGRITRACE_GRPC_ADDRESS": address,
-           "AGRITRACE_METRICS_PORT": str(free_port()), "AGRITRACE_ADMIN_PASSWORD": password}
-    log = (work / "platform.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "agritrace_platform"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_serving(address, process)
-    except BaseException:
-        process.terminate()
-        raise
-    return process, PlatformClient(address=address, admin_password=password)
 
 
 def run_locust(locust: Path, seed_path: Path, out: Path, args: argparse.Namespace) -> int:

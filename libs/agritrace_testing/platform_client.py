@@ -5,10 +5,14 @@ subject, a regulator of a jurisdiction). The integration tests' `platform` and t
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +22,7 @@ from agritrace.registry.v1 import registry_pb2 as rpb
 from agritrace.registry.v1 import registry_pb2_grpc
 from agritrace.sso.v1 import sso_pb2, sso_pb2_grpc
 from agritrace_kernel.auth.sso_client import BearerTokenClientInterceptor, bearer_metadata
+from agritrace_kernel.ports import free_port
 from agritrace_registry.domain import identifiers
 from agritrace_testing.polling import eventually
 
@@ -167,3 +172,25 @@ class PlatformClient:
         for channel in (self.channel, self.sso_channel, *self._extra_channels):
             if channel is not None:
                 channel.close()
+
+
+def start_all_in_one(work: Path, *, metrics_port: int = 0
+                     ) -> tuple[subprocess.Popen[bytes], PlatformClient]:
+    """`python -m agritrace_platform` on its embedded defaults, its data and log
+    (platform.log) in `work`, a fresh administrator password, metrics on `metrics_port` (0:
+    off); returned once SERVING, with a client of it (not yet connect()ed)."""
+    address = f"127.0.0.1:{free_port()}"
+    password = secrets.token_urlsafe(18)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGRITRACE_")},
+           "AGRITRACE_DATA_DIR": str(work / "var"), "AGRITRACE_GRPC_ADDRESS": address,
+           "AGRITRACE_METRICS_PORT": str(metrics_port), "AGRITRACE_ADMIN_PASSWORD": password}
+    with (work / "platform.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "agritrace_platform"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_serving(address, process)
+    except BaseException:
+        process.terminate()
+        process.wait(timeout=30)
+        raise
+    return process, PlatformClient(address=address, admin_password=password)

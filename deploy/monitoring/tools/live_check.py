@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,9 +36,10 @@ from typing import Any
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agritrace.query.v1 import query_pb2, query_pb2_grpc
+from agritrace_kernel.ports import free_port
+from agritrace_testing.platform_client import start_all_in_one
 
 MONITORING = Path(__file__).resolve().parents[1]
 JOB = "agritrace-query"
@@ -49,12 +47,6 @@ COUNTY = "370102"  # 济南市历下区: its province is 37
 # query's counterfeit threshold (DEFAULT_COUNTERFEIT_THRESHOLD): unknown scans from one place
 # in its window; one more for good measure.
 UNKNOWN_SCANS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
@@ -88,13 +80,6 @@ class Prometheus:
     def ready(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
             return bool(answer.status == 200)
-
-
-def platform_serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1)
-        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def scan_unknown_codes(address: str) -> None:
@@ -133,12 +118,7 @@ class SteadyScans:
 
 
 def run(prometheus_binary: str, work: Path) -> list[tuple[str, bool, str]]:
-    grpc_address = f"127.0.0.1:{free_port()}"
     metrics_port, prometheus_port = free_port(), free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGRITRACE_")},
-           "AGRITRACE_DATA_DIR": str(work / "var"), "AGRITRACE_GRPC_ADDRESS": grpc_address,
-           "AGRITRACE_METRICS_PORT": str(metrics_port),
-           "AGRITRACE_ADMIN_PASSWORD": secrets.token_urlsafe(12)}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in sorted((MONITORING / "rules").glob("*.yml"))],
@@ -148,16 +128,15 @@ def run(prometheus_binary: str, work: Path) -> list[tuple[str, bool, str]]:
     (work / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "agritrace_platform"], env=env,
-            stdout=(work / "platform.log").open("wb"), stderr=subprocess.STDOUT))
+        platform, client = start_all_in_one(work, metrics_port=metrics_port)
+        processes.append(platform)
+        grpc_address = client.address
         processes.append(subprocess.Popen(
             [prometheus_binary, f"--config.file={work / 'prometheus.yml'}",
              f"--storage.tsdb.path={work / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{prometheus_port}"],
             stdout=(work / "prometheus.log").open("wb"), stderr=subprocess.STDOUT))
         server = Prometheus(f"http://127.0.0.1:{prometheus_port}")
-        wait_for("the platform SERVING", lambda: platform_serving(grpc_address), 180)
         wait_for("Prometheus ready", server.ready, 60)
         wait_for("Prometheus scraping the platform",
                  lambda: server.vector(f'up{{job="{JOB}"}} == 1'), 60)
@@ -242,7 +221,7 @@ def main() -> int:
         work = Path(tmp)
         try:
             results = run(args.prometheus, work)
-        except TimeoutError as error:
+        except (TimeoutError, RuntimeError) as error:
             results = [("the platform and Prometheus start", False, str(error))]
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
