@@ -122,19 +122,27 @@ class CodeChecker(User):
             coding_pb2.VerifyCodeRequest(code=code), timeout=TIMEOUT), check)
 
 
-class Retailer(User):
-    """A retailer looking at where its goods came from and went."""
+class SignedInAsker(User):
+    """A signed-in user of the query service: its channel and its token (SEED[token_key])."""
 
+    abstract = True
+    token_key = ""
     fixed_count = OPERATORS
     wait_time = between(0, 2 * THINK)
 
     def on_start(self) -> None:
         self.channel = grpc.insecure_channel(SEED["query_address"])
         self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self.credentials = _bearer(SEED["retailer_token"])
+        self.credentials = _bearer(SEED[self.token_key])
 
     def on_stop(self) -> None:
         self.channel.close()
+
+
+class Retailer(SignedInAsker):
+    """A retailer looking at where its goods came from and went."""
+
+    token_key = "retailer_token"
 
     @task
     def trace_code(self) -> None:
@@ -150,19 +158,10 @@ class Retailer(User):
             timeout=TIMEOUT), check)
 
 
-class Regulator(User):
+class Regulator(SignedInAsker):
     """The origin province's regulator tracing recalls."""
 
-    fixed_count = OPERATORS
-    wait_time = between(0, 2 * THINK)
-
-    def on_start(self) -> None:
-        self.channel = grpc.insecure_channel(SEED["query_address"])
-        self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self.credentials = _bearer(SEED["regulator_token"])
-
-    def on_stop(self) -> None:
-        self.channel.close()
+    token_key = "regulator_token"
 
     @task
     def recall(self) -> None:
