@@ -67,10 +67,10 @@ def _bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-class Consumer(User):
-    """Scans a label with a phone: anonymous."""
+class QueryAsker(User):
+    """A user of the query service: its channel, opened when it starts, closed when it stops."""
 
-    weight = 16
+    abstract = True
     wait_time = between(0, 2 * THINK)
 
     def on_start(self) -> None:
@@ -79,6 +79,12 @@ class Consumer(User):
 
     def on_stop(self) -> None:
         self.channel.close()
+
+
+class Consumer(QueryAsker):
+    """Scans a label with a phone: anonymous."""
+
+    weight = 16
 
     @task
     def scan(self) -> None:
@@ -122,21 +128,16 @@ class CodeChecker(User):
             coding_pb2.VerifyCodeRequest(code=code), timeout=TIMEOUT), check)
 
 
-class SignedInAsker(User):
-    """A signed-in user of the query service: its channel and its token (SEED[token_key])."""
+class SignedInAsker(QueryAsker):
+    """A signed-in user of the query service, with its token (SEED[token_key])."""
 
     abstract = True
     token_key = ""
     fixed_count = OPERATORS
-    wait_time = between(0, 2 * THINK)
 
     def on_start(self) -> None:
-        self.channel = grpc.insecure_channel(SEED["query_address"])
-        self.query = query_pb2_grpc.QueryServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        super().on_start()
         self.credentials = _bearer(SEED[self.token_key])
-
-    def on_stop(self) -> None:
-        self.channel.close()
 
 
 class Retailer(SignedInAsker):
