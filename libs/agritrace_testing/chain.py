@@ -45,6 +45,7 @@ class Party:
     flow: flow_pb2_grpc.FlowServiceStub
     coding: coding_pb2_grpc.CodingServiceStub
     token: str  # its operator's access token, for other services' stubs
+    username: str  # its operator's sign-in name (password: the client's user_password)
 
 
 def party(platform: Any, county: str, name: str, kind: int) -> Party:
@@ -54,7 +55,7 @@ def party(platform: Any, county: str, name: str, kind: int) -> Party:
     return Party(account.subject_id,
                  flow_pb2_grpc.FlowServiceStub(flow_channel),  # type: ignore[no-untyped-call]
                  coding_pb2_grpc.CodingServiceStub(coding_channel),  # type: ignore[no-untyped-call]
-                 account.token)
+                 account.token, account.username)
 
 
 def printed_codes(producer: Party, count: int) -> list[str]:

@@ -62,6 +62,7 @@ class Account:
 
     subject_id: str
     token: str
+    username: str  # its sign-in name (its password: the client's user_password)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class PlatformClient:
     coding_address: str = ""
     flow_address: str = ""
     query_address: str = ""
+    # The password of every account this client makes (the load test sets a secret one: its
+    # accounts may live on a real platform).
+    user_password: str = USER_PASSWORD
     channel: grpc.Channel | None = None  # no credentials
     sso_channel: grpc.Channel | None = None
     admin_channel: grpc.Channel | None = None  # every call as the administrator
@@ -121,12 +125,13 @@ class PlatformClient:
         sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)  # type: ignore[no-untyped-call]
         suffix = uuid.uuid4().hex[:8]
         account = sso.CreateAccount(sso_pb2.CreateAccountRequest(
-            request_id=f"op-{suffix}", password=USER_PASSWORD,
+            request_id=f"op-{suffix}", password=self.user_password,
             account=sso_pb2.Account(username=f"op-{suffix}", display_name="operator",
                                     kind=sso_pb2.ACCOUNT_KIND_SUBJECT_OPERATOR,
                                     jurisdiction=county)),
             metadata=bearer_metadata(self.admin_token)).account
-        login = sso.Login(sso_pb2.LoginRequest(username=f"op-{suffix}", password=USER_PASSWORD))
+        login = sso.Login(sso_pb2.LoginRequest(username=f"op-{suffix}",
+                                               password=self.user_password))
         registry = registry_pb2_grpc.RegistryServiceStub(self.channel)  # type: ignore[no-untyped-call]
         subject = registry.RegisterSubject(rpb.RegisterSubjectRequest(
             request_id=f"reg-{suffix}", registration=rpb.SubjectRegistration(
@@ -138,21 +143,26 @@ class PlatformClient:
         ).account.subject_id, timeout=30, interval=0.1, what="sso bound the operator")
         token = sso.Refresh(sso_pb2.RefreshRequest(
             refresh_token=login.tokens.refresh_token)).tokens.access_token
-        return Account(subject.subject_id, token)
+        return Account(subject.subject_id, token, f"op-{suffix}")
 
     def new_regulator(self, jurisdiction: str) -> str:
         """A regulator (inspector) of `jurisdiction` ("": national), signed in: its access
         token."""
+        return self.login(self.create_regulator(jurisdiction), self.user_password)
+
+    def create_regulator(self, jurisdiction: str) -> str:
+        """A regulator (inspector) account of `jurisdiction` ("": national): its sign-in
+        name (its password: user_password)."""
         sso = sso_pb2_grpc.SsoServiceStub(self.sso_channel)  # type: ignore[no-untyped-call]
         username = f"reg-{jurisdiction}-{uuid.uuid4().hex[:6]}"
         sso.CreateAccount(sso_pb2.CreateAccountRequest(
-            request_id=username, password=USER_PASSWORD,
+            request_id=username, password=self.user_password,
             account=sso_pb2.Account(username=username, display_name="inspector",
                                     kind=sso_pb2.ACCOUNT_KIND_REGULATOR,
                                     jurisdiction=jurisdiction,
                                     roles=[sso_pb2.REGULATOR_ROLE_INSPECTOR])),
             metadata=bearer_metadata(self.admin_token))
-        return self.login(username, USER_PASSWORD)
+        return username
 
     def login(self, username: str, password: str) -> str:
         assert self.sso_channel is not None
