@@ -1,6 +1,7 @@
 """Locust users of the stress test, over gRPC. Run by `python -m benchmarks.load` (make load)
-in the load virtualenv, with AGRITRACE_LOAD_SEED naming the seed file (seed.py) and the
-generated messages (libs/generated) on PYTHONPATH. Nothing of the services is imported here.
+in the load virtualenv, with AGRITRACE_LOAD_SEED naming the seed file (seed.py), and the
+generated messages (libs/generated) and the repository on PYTHONPATH. Nothing of the services
+is imported here.
 
 Who asks, in the proportions of a day on the platform:
   * consumers scanning labels (GetOriginInfo): codes of the seeded goods, and now and then a
@@ -8,7 +9,9 @@ Who asks, in the proportions of a day on the platform:
   * phones and scanners checking a code (VerifyCode);
   * a retailer looking one step up and one down (TraceCode);
   * a regulator tracing a recall forward from a producer's batch (TraceForward, depth 10).
-Every answer is checked, not only its status: a wrong answer counts as a failure."""
+Every answer is checked, not only its status: a wrong answer counts as a failure. The retailer
+and the regulator sign in (Login) and renew their tokens (Refresh) as they near expiry, so a
+run may last as long as the test needs; those calls are reported too."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from locust import User, between, events, task  # noqa: E402
 
 from agritrace.coding.v1 import coding_pb2, coding_pb2_grpc  # noqa: E402
 from agritrace.query.v1 import query_pb2, query_pb2_grpc  # noqa: E402
+from agritrace.sso.v1 import sso_pb2_grpc  # noqa: E402
+from benchmarks.load.signin import SessionError, SignedInSession  # noqa: E402
 
 with open(os.environ["AGRITRACE_LOAD_SEED"], encoding="utf-8") as seed_file:
     SEED: dict[str, Any] = json.load(seed_file)
@@ -37,6 +42,8 @@ THINK = float(os.environ.get("AGRITRACE_LOAD_THINK_SECONDS", "0.05"))
 # leave them out of a small run): this many of each, from the runner; consumers and code
 # checks share the other users 4:1 (16:4 below).
 OPERATORS = int(os.environ.get("AGRITRACE_LOAD_OPERATORS", "1"))
+# Seconds before an access token expires that its user renews it, from the runner.
+REFRESH_MARGIN = float(os.environ.get("AGRITRACE_LOAD_REFRESH_MARGIN", "60"))
 UNKNOWN_SHARE = 0.05  # of consumer scans: labels whose codes the platform never issued
 TIMEOUT = 10.0
 
@@ -55,16 +62,12 @@ def _timed(name: str, call: Callable[[], Any], check: Callable[[Any], str]) -> N
         problem = check(answer)
         if problem:
             error = WrongAnswer(problem)
-    except grpc.RpcError as failure:
+    except (grpc.RpcError, SessionError) as failure:
         error = failure
     events.request.fire(request_type="grpc", name=name,
                         response_time=(time.perf_counter() - started) * 1000,
                         response_length=answer.ByteSize() if answer is not None else 0,
                         exception=error, context={})
-
-
-def _bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class QueryAsker(User):
@@ -128,22 +131,46 @@ class CodeChecker(User):
             coding_pb2.VerifyCodeRequest(code=code), timeout=TIMEOUT), check)
 
 
+def _kept(_tokens: Any) -> str:
+    """The session checks the tokens it keeps itself (SessionError)."""
+    return ""
+
+
 class SignedInAsker(QueryAsker):
-    """A signed-in user of the query service, with its token (SEED[token_key])."""
+    """A signed-in user of the query service: the account SEED[username_key], a session of
+    its own with the sso service, kept alive for the whole run."""
 
     abstract = True
-    token_key = ""
+    username_key = ""
     fixed_count = OPERATORS
 
     def on_start(self) -> None:
         super().on_start()
-        self.credentials = _bearer(SEED[self.token_key])
+        self.sso_channel = grpc.insecure_channel(SEED["sso_address"])
+        self.session = SignedInSession(
+            sso_pb2_grpc.SsoServiceStub(self.sso_channel),  # type: ignore[no-untyped-call]
+            SEED[self.username_key], SEED["password"], refresh_margin=REFRESH_MARGIN,
+            timeout=TIMEOUT)
+        _timed("Login", self.session.sign_in, _kept)
+
+    def on_stop(self) -> None:
+        self.sso_channel.close()
+        super().on_stop()
+
+    def credentials(self) -> tuple[tuple[str, str], ...]:
+        """The session's token, renewed first when it nears expiry; none (the call then
+        fails, as it should) while signing in fails."""
+        if not self.session.signed_in:
+            _timed("Login", self.session.sign_in, _kept)
+        elif self.session.due():
+            _timed("Refresh", self.session.refresh, _kept)
+        return self.session.credentials() if self.session.signed_in else ()
 
 
 class Retailer(SignedInAsker):
     """A retailer looking at where its goods came from and went."""
 
-    token_key = "retailer_token"
+    username_key = "retailer_username"
 
     @task
     def trace_code(self) -> None:
@@ -155,14 +182,14 @@ class Retailer(SignedInAsker):
             return "" if found >= 2 else f"{code}: {found} nodes"
 
         _timed("TraceCode", lambda: self.query.TraceCode(
-            query_pb2.TraceCodeRequest(code=code), metadata=self.credentials,
+            query_pb2.TraceCodeRequest(code=code), metadata=self.credentials(),
             timeout=TIMEOUT), check)
 
 
 class Regulator(SignedInAsker):
     """The origin province's regulator tracing recalls."""
 
-    token_key = "regulator_token"
+    username_key = "regulator_username"
 
     @task
     def recall(self) -> None:
@@ -175,4 +202,4 @@ class Regulator(SignedInAsker):
 
         _timed("TraceForward", lambda: self.query.TraceForward(
             query_pb2.TraceForwardRequest(batch_id=batch_id, depth=10),
-            metadata=self.credentials, timeout=TIMEOUT), check)
+            metadata=self.credentials(), timeout=TIMEOUT), check)

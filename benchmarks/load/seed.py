@@ -1,7 +1,8 @@
 """What the load test asks about, made through the platform's APIs as people would: supply
 chains (agritrace_testing.chain: a Shandong cooperative's tomatoes through a Beijing market to
 two retailers, one repacking), and a regulator. Written as JSON for the locust process, which
-has only grpcio and the generated messages."""
+has only grpcio and the generated messages. The signed-in users get names and a password, not
+tokens: each signs in itself and keeps its session alive (signin.py), however long the run."""
 
 from __future__ import annotations
 
@@ -23,14 +24,16 @@ RECALL_JURISDICTION = "37"
 
 @dataclass
 class Seed:
-    """Everything the locust users need: addresses, tokens and the goods."""
+    """Everything the locust users need: addresses, accounts and the goods."""
 
     query_address: str
     coding_address: str
+    sso_address: str
+    password: str = ""  # the seeded accounts' (made for the run, like them)
     scannable_codes: list[str] = field(default_factory=list)  # genuine, with an origin
-    retailer_token: str = ""  # a retailer that received goods, for its ±1 view
+    retailer_username: str = ""  # a retailer that received goods, for its ±1 view
     retailer_codes: list[str] = field(default_factory=list)  # codes that retailer handled
-    regulator_token: str = ""
+    regulator_username: str = ""  # a regulator of RECALL_JURISDICTION
     recall_batches: list[str] = field(default_factory=list)  # producers' batches
 
     def write(self, path: Path) -> None:
@@ -61,7 +64,9 @@ def seed(client: PlatformClient, chains: int, progress: bool = True) -> Seed:
     Every request carries a fresh request id: running it again adds more goods and duplicates
     nothing."""
     result = Seed(query_address=client.query_address or client.address,
-                  coding_address=client.coding_address or client.address)
+                  coding_address=client.coding_address or client.address,
+                  sso_address=client.sso_address or client.address,
+                  password=client.user_password)
     for number in range(1, chains + 1):
         chain = build_chain(client)
         _projected(client, chain)
@@ -70,10 +75,10 @@ def seed(client: PlatformClient, chains: int, progress: bool = True) -> Seed:
         result.scannable_codes += [*chain.codes[:4], *chain.codes[6:],
                                    *chain.repacked.output_codes]
         result.recall_batches.append(chain.batch_id)
-        if not result.retailer_token:
-            result.retailer_token = chain.retailer_a.token
+        if not result.retailer_username:
+            result.retailer_username = chain.retailer_a.username
             result.retailer_codes = chain.codes[2:4]  # what the market sold it
         if progress:
             print(f"[load] seeded chain {number}/{chains}", flush=True)
-    result.regulator_token = client.new_regulator(RECALL_JURISDICTION)
+    result.regulator_username = client.create_regulator(RECALL_JURISDICTION)
     return result

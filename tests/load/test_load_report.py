@@ -79,7 +79,7 @@ def test_retailers_and_regulators_grow_with_the_users() -> None:
 
 
 @pytest.mark.parametrize("arguments", [
-    ["--duration", "900"], ["--duration", "0"], ["--users", "7"], ["--chains", "0"],
+    ["--duration", "0"], ["--users", "7"], ["--chains", "0"], ["--refresh-margin", "-1"],
     ["--address", "127.0.0.1:1"],  # without an administrator's password
 ])
 def test_bad_arguments_are_refused_before_anything_starts(
@@ -91,9 +91,9 @@ def test_bad_arguments_are_refused_before_anything_starts(
 
 
 def test_the_seed_round_trips_through_its_file(tmp_path: Path) -> None:
-    seed = Seed(query_address="q:1", coding_address="c:2", scannable_codes=["37A", "37B"],
-                retailer_token="t", retailer_codes=["37A"], regulator_token="r",
-                recall_batches=["B1"])
+    seed = Seed(query_address="q:1", coding_address="c:2", sso_address="s:3", password="pw",
+                scannable_codes=["37A", "37B"], retailer_username="op-1",
+                retailer_codes=["37A"], regulator_username="reg-37", recall_batches=["B1"])
     seed.write(tmp_path / "seed.json")
     assert Seed.read(tmp_path / "seed.json") == seed
 
