@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 read_model_lag_seconds = Histogram(
     "agritrace_query_read_model_lag_seconds",
@@ -16,3 +16,16 @@ counterfeit_signals_total = Counter(
     "(place: the division the scanning client declared, else \"network\").",
     ["place"],
 )
+# What the counterfeit alerts read: the time itself, unlike a counter's first increment (its
+# series is created with it) or its history (gone after Prometheus restarts), says whether a
+# signal fell in the alert's window.
+counterfeit_last_signal_seconds = Gauge(
+    "agritrace_query_counterfeit_last_signal_timestamp_seconds",
+    "Unix time of the latest counterfeit signal, by place (as the counter).",
+    ["place"],
+)
+
+
+def counterfeit_signalled(place: str) -> None:
+    counterfeit_signals_total.labels(place).inc()
+    counterfeit_last_signal_seconds.labels(place).set_to_current_time()

@@ -20,6 +20,13 @@ failures_total = Counter(
     "agritrace_bridge_failures_total",
     "Attempts that failed for good (a stopped import, a dead-lettered record).",
     ("province", "direction", "reason"))
+# What the failure alert reads: the time itself, unlike the counter's first increment (a
+# reason's series is created with it) or its history (gone after Prometheus restarts), says
+# whether a failure fell in the alert's window.
+last_failure_seconds = Gauge(
+    "agritrace_bridge_last_failure_timestamp_seconds",
+    "Unix time of the latest failure for good, by direction and reason.",
+    ("province", "direction", "reason"))
 last_success_seconds = Gauge(
     "agritrace_bridge_last_success_timestamp_seconds",
     "Unix time of the last successful delivery, by direction.", ("province", "direction"))
@@ -49,6 +56,7 @@ class PrometheusObserver:
 
     def failed(self, direction: Direction, reason: str) -> None:
         failures_total.labels(self.province, direction.value, reason).inc()
+        last_failure_seconds.labels(self.province, direction.value, reason).set(time.time())
 
     def succeeded(self, direction: Direction) -> None:
         last_success_seconds.labels(self.province, direction.value).set(time.time())

@@ -284,7 +284,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             # A division is a bounded label (~3,000 counties); network prefixes are not: they
             # are counted together, and the event carries the prefix itself.
             label = caller.place if caller.place.isdigit() else "network"
-            metrics.counterfeit_signals_total.labels(label).inc()
+            metrics.counterfeit_signalled(label)
         return self._origin_message(answer)
 
     def TraceCode(self, request: pb.TraceCodeRequest,

@@ -3,6 +3,7 @@ messages the servicer builds (redacted edges carry no quantity or time)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,8 +193,14 @@ def test_the_counterfeit_metric_labels_divisions_and_lumps_networks(servicer: An
                                           {"place": place})
         return value or 0.0
 
+    def last_signal(place: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "agritrace_query_counterfeit_last_signal_timestamp_seconds", {"place": place})
+        return value or 0.0
+
     service, _ = servicer
     before_network, before_county = signals("network"), signals("440305")
+    started = time.time()
     for index in range(5):  # the wiring's threshold
         service.GetOriginInfo(pb.GetOriginInfoRequest(code=f"nonsense-{index}"),
                               Context("ipv4:198.51.100.9:5000"))
@@ -203,3 +210,6 @@ def test_the_counterfeit_metric_labels_divisions_and_lumps_networks(servicer: An
     assert signals("network") == before_network + 1
     assert signals("440305") == before_county + 1
     assert signals("ip:198.51.100.0/24") == 0
+    # The alerts read when the latest signal was (deploy/monitoring).
+    assert started <= last_signal("network") <= time.time()
+    assert started <= last_signal("440305") <= time.time()
