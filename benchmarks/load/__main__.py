@@ -102,10 +102,12 @@ def failure_lines(path: Path, limit: int = 5) -> list[str]:
 
 
 class QueryLog:
-    """The query log as its administrator sees it: where it ends, and whether it holds."""
+    """The query log as its administrator sees it: where it ends, and whether it holds. Made
+    with a token of the moment: a run outlives the administrator's first one."""
 
     def __init__(self, client: PlatformClient) -> None:
-        channel = client.channel_as(client.admin_token, client.query_address)
+        token = client.login("admin", client.admin_password)
+        channel = client.channel_as(token, client.query_address)
         self._query = query_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
 
     def newest_seq(self) -> int:
@@ -217,15 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             # Tokens inside: kept in the temporary directory, not in the results.
             seed_path = work / "seed.json"
             seeded.write(seed_path)
-            query_log = QueryLog(client)
-            first_seq = query_log.newest_seq() + 1
+            first_seq = QueryLog(client).newest_seq() + 1
             print(f"[load] {len(seeded.scannable_codes)} codes to scan; locust: {args.users} "
                   f"users for {args.duration} s", flush=True)
             locust_exit = run_locust(args.locust, seed_path, args.out, args)
             stats = args.out / "load_stats.csv"
             figures = read_stats(stats) if stats.exists() else {}
             made = sum(figures[name].requests for name in LOGGED_CALLS if name in figures)
-            found_in_log, log_line = log_problems(query_log, first_seq, made)
+            found_in_log, log_line = log_problems(QueryLog(client), first_seq, made)
         finally:
             client.close_channels()
             if platform is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 
 from agritrace.query.v1 import query_pb2 as qpb
@@ -146,3 +147,29 @@ def test_a_log_short_of_queries_or_broken_fails_the_run(monkeypatch: pytest.Monk
     found, line = log_problems(broken, 1, made=100)  # type: ignore[arg-type]
     assert found == ["query log broken at entry 42: hash does not match"]
     assert "BROKEN" in line
+
+
+class SigningInClient:
+    """What QueryLog needs of a PlatformClient: each sign-in gives a new token."""
+
+    admin_password = "admin's"
+    query_address = "127.0.0.1:9"
+
+    def __init__(self) -> None:
+        self.tokens_used: list[str] = []
+
+    def login(self, username: str, password: str) -> str:
+        assert (username, password) == ("admin", self.admin_password)
+        return f"token-{len(self.tokens_used) + 1}"
+
+    def channel_as(self, token: str, address: str) -> grpc.Channel:
+        self.tokens_used.append(token)
+        return grpc.insecure_channel(address)
+
+
+def test_the_log_is_read_with_a_token_of_the_moment_not_the_run_s_first() -> None:
+    """A run may outlive the administrator's 15-minute token: the log is checked after it."""
+    client = SigningInClient()
+    runner.QueryLog(client)  # type: ignore[arg-type]
+    runner.QueryLog(client)  # type: ignore[arg-type]
+    assert client.tokens_used == ["token-1", "token-2"]
