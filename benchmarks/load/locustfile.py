@@ -181,9 +181,10 @@ class Retailer(SignedInAsker):
             found = len(answer.graph.nodes)
             return "" if found >= 2 else f"{code}: {found} nodes"
 
+        credentials = self.credentials()  # a renewal is timed apart, not as this call
         _timed("TraceCode", lambda: self.query.TraceCode(
-            query_pb2.TraceCodeRequest(code=code), metadata=self.credentials(),
-            timeout=TIMEOUT), check)
+            query_pb2.TraceCodeRequest(code=code), metadata=credentials, timeout=TIMEOUT),
+            check)
 
 
 class Regulator(SignedInAsker):
@@ -200,6 +201,7 @@ class Regulator(SignedInAsker):
             found = len(answer.graph.nodes)
             return "" if found >= 5 else f"{batch_id}: {found} nodes"
 
+        credentials = self.credentials()
         _timed("TraceForward", lambda: self.query.TraceForward(
             query_pb2.TraceForwardRequest(batch_id=batch_id, depth=10),
-            metadata=self.credentials(), timeout=TIMEOUT), check)
+            metadata=credentials, timeout=TIMEOUT), check)
