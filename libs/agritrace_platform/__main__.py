@@ -15,6 +15,7 @@ from agritrace_kernel.grpc_kit.server import GrpcServer, create_server, serve
 from agritrace_kernel.logs import configure_logging
 from agritrace_kernel.metrics import serve_metrics
 from agritrace_kernel.telemetry import configure_tracing
+from agritrace_platform.backup import BackupError, data_directory_lock
 
 log = logging.getLogger("agritrace.platform")
 
@@ -113,6 +114,17 @@ def main() -> int:
     settings = platform_settings()
     if settings is None:
         return 2
+    if not settings.embedded:
+        return run(settings)
+    try:
+        with data_directory_lock(settings.data_dir):
+            return run(settings)
+    except BackupError as error:  # the directory is another platform's
+        print(error, file=sys.stderr)
+        return 2
+
+
+def run(settings: Settings) -> int:
     configure_logging(settings.effective_log_format, settings.log_level)
     configure_tracing("platform")
     platform = build_platform(settings)
