@@ -166,10 +166,13 @@ def _backup_database(path: Path, destination: Path, progress: Progress) -> Backe
     partial = destination / f"{path.name}.partial"
     partial.unlink(missing_ok=True)  # an earlier, interrupted attempt's
 
+    reported = [-1]  # the last tenth reported: a large file reports ten times, not per step
+
     def report(_status: int, remaining: int, total: int) -> None:
-        if total:
-            progress(f"[backup] {path.name}: {100 * (total - remaining) // total}% "
-                     f"of {total:,} pages")
+        done = 100 * (total - remaining) // total if total else 100
+        if done // 10 > reported[0]:
+            reported[0] = done // 10
+            progress(f"[backup] {path.name}: {done}% of {total:,} pages")
 
     source = sqlite3.connect(path)  # only read; read-only opens of WAL files are fussy
     target = sqlite3.connect(partial)
