@@ -10,11 +10,13 @@ even while the platform writes to it, then checks the copy (`PRAGMA quick_check`
 `manifest.json` (each file's size and SHA-256) last: a backup without a manifest is unfinished,
 and running `create` again into the same directory redoes it. `restore` checks every file
 against the manifest before it touches anything, refuses while a platform holds the data
-directory (its lock file) and, without --force, when the directory already holds databases;
-each file is copied beside its target and renamed into place. The key file is the one
-protected personal data (ID numbers) can be read with: a backup holds it, so keep backups as
-carefully as the data directory. With AGRITRACE_DATABASE_URL set the data lives in PostgreSQL,
-whose own backups (pg_dump per service schema, or the operator's) apply instead."""
+directory (its lock file) and, without --force, when the directory already holds databases,
+which --force moves into a folder `before-restore-<time>` (nothing is destroyed, and no
+database or journal the backup lacks stays beside it); each file is copied beside its target
+first. The key file is the one protected personal data (ID numbers) can be read with: a
+backup holds it, so keep backups as carefully as the data directory. With
+AGRITRACE_DATABASE_URL set the data lives in PostgreSQL, whose own backups (pg_dump per
+service schema, or the operator's) apply instead."""
 
 from __future__ import annotations
 
@@ -140,7 +142,7 @@ def restore(source: Path, data_dir: Path, *, force: bool = False,
             progress: Progress = print) -> Manifest:
     manifest = verify(source)
     with data_directory_lock(data_dir):
-        present = databases(data_dir)
+        present = _platform_files(data_dir)
         if present and not force:
             raise BackupError(f"{data_dir} already holds {', '.join(p.name for p in present)}:"
                               " restoring would replace them (--force to do so)")
@@ -152,14 +154,33 @@ def restore(source: Path, data_dir: Path, *, force: bool = False,
                 staging.chmod(0o600)
             _fsync(staging)
             staged.append((staging, data_dir / entry.name))
+        if present:
+            aside = _move_aside(data_dir, present)
+            progress(f"[restore] the directory's data before the restore: {aside}")
         for staging, target in staged:
-            for leftover in (Path(f"{target}-wal"), Path(f"{target}-shm")):
-                leftover.unlink(missing_ok=True)  # the old file's journal, not the backup's
             os.replace(staging, target)
             progress(f"[restore] {target.name}")
         _fsync_directory(data_dir)
     progress(f"[restore] {len(manifest.files)} files from the backup of {manifest.created_at}")
     return manifest
+
+
+def _platform_files(data_dir: Path) -> list[Path]:
+    """What a restore replaces: the databases, their -wal and -shm journals (one left beside
+    a restored file would be replayed onto it), the key."""
+    found = [path for pattern in ("*.db", "*.db-wal", "*.db-shm", KEY_FILE)
+             for path in data_dir.glob(pattern)]
+    return sorted(found)
+
+
+def _move_aside(data_dir: Path, files: list[Path]) -> Path:
+    """Moves `files` into a folder of their own: a restore destroys nothing."""
+    aside = data_dir / f"before-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+    aside.mkdir()
+    for path in files:
+        os.replace(path, aside / path.name)
+    _fsync_directory(data_dir)
+    return aside
 
 
 def _backup_database(path: Path, destination: Path, progress: Progress) -> BackedUpFile:

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def make_database(path: Path, rows: int) -> sqlite3.Connection:
 
 
 def count(path: Path) -> int:
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         (found,) = connection.execute("SELECT count(*) FROM facts").fetchone()
     return int(found)
 
@@ -130,10 +131,20 @@ def test_restore_keeps_existing_data_unless_forced_and_never_under_a_platform(
     with data_directory_lock(target), pytest.raises(BackupError, match="running platform"):
         backup.restore(tmp_path / "b1", target, force=True, progress=quiet)
     (target / "registry.db-wal").write_bytes(journal)  # as the crash left it
-    backup.restore(tmp_path / "b1", target, force=True, progress=quiet)
-    # The replaced file's journal is gone: replayed onto the restored file it would corrupt it.
+    make_database(target / "flow.db", 7).close()  # a database the backup does not have
+    lines: list[str] = []
+    backup.restore(tmp_path / "b1", target, force=True, progress=lines.append)
+    # The replaced file's journal is gone (replayed onto the restored file it would corrupt
+    # it), and so is the database the backup lacks: both moved aside, nothing destroyed.
     assert not (target / "registry.db-wal").exists()
+    assert not list(target.glob("*.db-shm"))
+    assert not (target / "flow.db").exists()
     assert count(target / "registry.db") == 2_000
+    (aside,) = target.glob("before-restore-*")
+    assert any(str(aside) in line for line in lines)
+    assert {"flow.db", "registry.db", "registry.db-wal"} <= {p.name for p in aside.iterdir()}
+    assert count(aside / "registry.db") == 8
+    assert count(aside / "flow.db") == 7
 
 
 def test_nothing_to_back_up_is_said_plainly(tmp_path: Path) -> None:
