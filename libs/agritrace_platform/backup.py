@@ -6,7 +6,8 @@ AGRITRACE_DATA_DIR, the bridges' files included):
     python -m agritrace_platform.backup restore SRC [--force]   # with the platform stopped
 
 `create` copies each database with SQLite's online backup API, a consistent copy of each file
-even while the platform writes to it, then checks the copy (`PRAGMA quick_check`), and writes
+even while the platform writes to it (the files at one instant only with the platform stopped:
+services refer to each other's records), then checks the copy (`PRAGMA quick_check`); it writes
 `manifest.json` (each file's size and SHA-256) last: a backup without a manifest is unfinished,
 and running `create` again into the same directory redoes it. `restore` checks every file
 against the manifest before it touches anything, refuses while a platform holds the data
