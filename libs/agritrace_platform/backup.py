@@ -65,8 +65,7 @@ class Manifest:
     files: tuple[BackedUpFile, ...]
 
     def write(self, directory: Path) -> None:
-        text = json.dumps({**asdict(self), "files": [asdict(f) for f in self.files]},
-                          ensure_ascii=False, indent=1)
+        text = json.dumps(asdict(self), ensure_ascii=False, indent=1)
         _write_atomically(directory / MANIFEST, text.encode())
 
     @classmethod
@@ -117,6 +116,9 @@ def create(data_dir: Path, destination: Path, progress: Progress = print) -> Man
     key = data_dir / KEY_FILE
     if key.exists():
         files.append(_copy_file(key, destination / KEY_FILE, "key"))
+    else:
+        progress(f"[backup] no {KEY_FILE} here (AGRITRACE_PII_KEY set?): without that key the "
+                 "backup's ID and phone numbers cannot be read; keep it with the backup")
     manifest = Manifest(FORMAT, datetime.now(UTC).isoformat(timespec="seconds"),
                         str(data_dir.resolve()), tuple(files))
     manifest.write(destination)

@@ -147,6 +147,14 @@ def test_restore_keeps_existing_data_unless_forced_and_never_under_a_platform(
     assert count(aside / "flow.db") == 7
 
 
+def test_a_key_kept_elsewhere_is_said_plainly(data_dir: Path, tmp_path: Path) -> None:
+    (data_dir / "pii.key").unlink()
+    lines: list[str] = []
+    manifest = backup.create(data_dir, tmp_path / "b1", lines.append)
+    assert [f.kind for f in manifest.files] == ["sqlite", "sqlite"]
+    assert any("no pii.key here" in line for line in lines)
+
+
 def test_nothing_to_back_up_is_said_plainly(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="no databases"):
         backup.create(tmp_path / "empty", tmp_path / "b1", quiet)
