@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             client.connect()
             seeded = seed(client, args.chains)
-            # Tokens inside: kept in the temporary directory, not in the results.
+            # The accounts' password inside: kept in the temporary directory, not the results.
             seed_path = work / "seed.json"
             seeded.write(seed_path)
             first_seq = QueryLog(client).newest_seq() + 1
