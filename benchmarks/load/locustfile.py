@@ -166,6 +166,18 @@ class SignedInAsker(QueryAsker):
             _timed("Refresh", self.session.refresh, _kept)
         return self.session.credentials() if self.session.signed_in else ()
 
+    def trace(self, name: str, ask: Callable[[tuple[tuple[str, str], ...]], Any],
+              subject: str, least_nodes: int) -> None:
+        """One trace call as this user (`ask` given the metadata), failed when its graph has
+        fewer than `least_nodes` nodes."""
+        credentials = self.credentials()  # a renewal is timed apart, not as this call
+
+        def check(answer: Any) -> str:
+            found = len(answer.graph.nodes)
+            return "" if found >= least_nodes else f"{subject}: {found} nodes"
+
+        _timed(name, lambda: ask(credentials), check)
+
 
 class Retailer(SignedInAsker):
     """A retailer looking at where its goods came from and went."""
@@ -175,16 +187,10 @@ class Retailer(SignedInAsker):
     @task
     def trace_code(self) -> None:
         code = random.choice(SEED["retailer_codes"])
-
-        def check(answer: query_pb2.TraceCodeResponse) -> str:
-            # Its own node and the market it bought from, at least.
-            found = len(answer.graph.nodes)
-            return "" if found >= 2 else f"{code}: {found} nodes"
-
-        credentials = self.credentials()  # a renewal is timed apart, not as this call
-        _timed("TraceCode", lambda: self.query.TraceCode(
-            query_pb2.TraceCodeRequest(code=code), metadata=credentials, timeout=TIMEOUT),
-            check)
+        # Its own node and the market it bought from, at least.
+        self.trace("TraceCode", lambda metadata: self.query.TraceCode(
+            query_pb2.TraceCodeRequest(code=code), metadata=metadata, timeout=TIMEOUT),
+            code, least_nodes=2)
 
 
 class Regulator(SignedInAsker):
@@ -195,13 +201,7 @@ class Regulator(SignedInAsker):
     @task
     def recall(self) -> None:
         batch_id = random.choice(SEED["recall_batches"])
-
-        def check(answer: query_pb2.TraceForwardResponse) -> str:
-            # The cooperative, the market, both retailers, the repacked boxes.
-            found = len(answer.graph.nodes)
-            return "" if found >= 5 else f"{batch_id}: {found} nodes"
-
-        credentials = self.credentials()
-        _timed("TraceForward", lambda: self.query.TraceForward(
-            query_pb2.TraceForwardRequest(batch_id=batch_id, depth=10),
-            metadata=credentials, timeout=TIMEOUT), check)
+        # The cooperative, the market, both retailers, the repacked boxes.
+        self.trace("TraceForward", lambda metadata: self.query.TraceForward(
+            query_pb2.TraceForwardRequest(batch_id=batch_id, depth=10), metadata=metadata,
+            timeout=TIMEOUT), batch_id, least_nodes=5)
