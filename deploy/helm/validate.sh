@@ -151,7 +151,7 @@ EOF
 SCENARIOS=(
   "default|agritrace-secrets|Deployment=8 Service=8 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=8 Pod=5 Secret=0 HorizontalPodAutoscaler=0 ServiceMonitor=0 NetworkPolicy=0 PersistentVolumeClaim=0 PrometheusRule=0|"
   "worker-disabled||Deployment=7 Service=7 ConfigMap=5 ServiceAccount=10 Job=6 CronJob=1 PodDisruptionBudget=7 Pod=5 Secret=2 HorizontalPodAutoscaler=0|"
-  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=1 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0 PrometheusRule=1|"
+  "full|agritrace-secrets|Deployment=8 Service=8 Job=6 CronJob=2 PodDisruptionBudget=8 HorizontalPodAutoscaler=8 ServiceMonitor=5 NetworkPolicy=5 Secret=0 PrometheusRule=1 PersistentVolumeClaim=1|"
   "multi-service|agritrace-secrets agritrace-province-bridge-gd|Deployment=6 Service=6 ConfigMap=4 ServiceAccount=7 Job=3 CronJob=1 PodDisruptionBudget=3 Pod=4 Secret=0 PersistentVolumeClaim=0|33,44"
   "query||Deployment=2 Service=2 ConfigMap=1 ServiceAccount=2 Job=1 CronJob=1 PodDisruptionBudget=2 Pod=1 Secret=2 NetworkPolicy=1|"
   "province-bridges|agritrace-secrets agritrace-bridge-37|Deployment=12 Service=12 ConfigMap=7 ServiceAccount=14 Job=8 CronJob=1 PodDisruptionBudget=8 Pod=7 Secret=0 PersistentVolumeClaim=1 ServiceMonitor=2 HorizontalPodAutoscaler=0 PrometheusRule=1|11,37"
@@ -291,6 +291,8 @@ helm_checks() {
   expect_failure "$helm" "unknown top-level key" "databse" "${ok[@]}" --set databse.url=x
   expect_failure "$helm" "wrong type" "replicas" "${ok[@]}" --set serviceDefaults.server.replicas=two
   expect_failure "$helm" "bad enum" "logging" "${ok[@]}" --set logging.format=xml
+  expect_failure "$helm" "backups keeping none" "keep" "${ok[@]}" --set backup.enabled=true --set backup.keep=0
+  expect_failure "$helm" "backup image without a tag" "tag" "${ok[@]}" --set backup.enabled=true --set-string backup.image.tag=
   expect_failure "$helm" "event bus other than rabbitmq" "eventBus" "${ok[@]}" --set eventBus.type=inprocess
   expect_failure "$helm" "service name not a DNS label" "Bad_Name" "${ok[@]}" --set services.Bad_Name.enabled=true
   expect_failure "$helm" "PII key not 32 bytes of base64" "pii" -f "$CHART/ci/worker-disabled-values.yaml" --set pii.key=c2hvcnQ=

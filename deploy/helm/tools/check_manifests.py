@@ -25,7 +25,10 @@
    autoscaler); a rest bridge has a well-formed base URL and its API key from a Secret (never
    in a ConfigMap), a drop-folder bridge's server mounts a PersistentVolumeClaim at its root.
    Monitoring: a PrometheusRule carries rule groups of deploy/monitoring/rules unchanged, a
-   dashboard ConfigMap the dashboards of deploy/monitoring/dashboards unchanged.
+   dashboard ConfigMap the dashboards of deploy/monitoring/dashboards unchanged. Backups: the
+   backup CronJob runs on its schedule, one run at a time, the script of
+   files/backup/pg-backup.sh unchanged from a mounted ConfigMap, with the database URL from a
+   Secret, into a mounted PersistentVolumeClaim kept on uninstall.
 3. --expect KIND=N: how many objects of a kind the scenario must produce; --bridges 11,37: the
    provinces whose bridges the scenario must render (exactly these).
 
@@ -59,6 +62,7 @@ OPERATOR_SCHEMAS = {
 }
 # deploy/monitoring: the rules and dashboards the chart carries (files/monitoring links there).
 MONITORING = HERE.parent.parent / "monitoring"
+BACKUP_SCRIPT = HERE.parent / "agritrace" / "files" / "backup" / "pg-backup.sh"
 RECOMMENDED_LABELS = (
     "helm.sh/chart",
     "app.kubernetes.io/name",
@@ -464,11 +468,13 @@ class Checker:
             names = ", ".join(ident(p) for p in ingress)
             self.error(deployment, f"{variable}: {names} admits no gRPC from these pods")
 
+    def task_cronjobs(self) -> list[dict[str, Any]]:
+        """The CronJobs of services' tasks: every CronJob but the backup's."""
+        return [c for c in self.by_kind.get("CronJob", {}).values() if component_of(c) != "backup"]
+
     def callers(self) -> list[dict[str, Any]]:
         """The workloads whose processes call other services: Deployments and tasks (CronJobs)."""
-        return list(self.by_kind.get("Deployment", {}).values()) + list(
-            self.by_kind.get("CronJob", {}).values()
-        )
+        return list(self.by_kind.get("Deployment", {}).values()) + self.task_cronjobs()
 
     def sso(self) -> None:
         """Servers, workers and tasks given AGRITRACE_SSO_ADDRESS (ConfigMap) reach sso's gRPC
@@ -543,7 +549,7 @@ class Checker:
         """What some modules cannot run without: their worker (MODULES_NEEDING_WORKER), Redis
         from a Secret in every process (MODULES_NEEDING_REDIS), their tasks (MODULES_TASKS)."""
         deployments = list(self.by_kind.get("Deployment", {}).values())
-        tasks = list(self.by_kind.get("CronJob", {}).values())
+        tasks = self.task_cronjobs()
         for server in deployments:
             if component_of(server) != "server":
                 continue
@@ -569,7 +575,7 @@ class Checker:
     def tasks(self) -> None:
         """Tasks are suspended CronJobs of the component `task` running `python -m <module>`,
         which never run by themselves: an operator creates a Job from them."""
-        for task in self.by_kind.get("CronJob", {}).values():
+        for task in self.task_cronjobs():
             if task["spec"].get("suspend") is not True:
                 self.error(task, "a task must be suspended (it runs only when started by hand)")
             pod_component = pod_labels(task).get("app.kubernetes.io/component")
@@ -580,6 +586,42 @@ class Checker:
                 self.error(task, "command is not python -m <module> <args>")
             if (pod_spec(task) or {}).get("restartPolicy") not in ("Never", "OnFailure"):
                 self.error(task, "restartPolicy must be Never or OnFailure")
+
+    def backups(self) -> None:
+        """The backup CronJob runs by its schedule, never two at once, the chart's script
+        (unchanged) from its ConfigMap, the database URL from a Secret, into a claim that is
+        rendered with helm.sh/resource-policy: keep or named as an existing one."""
+        for job in self.by_kind.get("CronJob", {}).values():
+            if component_of(job) != "backup":
+                continue
+            if job["spec"].get("suspend") or job["spec"].get("concurrencyPolicy") != "Forbid":
+                self.error(job, "a backup must run by its schedule, one run at a time (Forbid)")
+            spec = pod_spec(job) or {}
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            container = container_of(job)
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            command = container.get("command", [])
+            script = command[1] if command[:1] == ["sh"] and len(command) == 2 else ""
+            directory, _, key = script.rpartition("/")
+            source = volumes.get(mounts.get(directory, ""), {}).get("configMap", {})
+            config = self.by_kind.get("ConfigMap", {}).get(source.get("name", ""), {})
+            if config.get("data", {}).get(key) != BACKUP_SCRIPT.read_text().rstrip("\n"):
+                self.error(job, "does not run files/backup/pg-backup.sh from a mounted ConfigMap")
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "secretKeyRef" not in env.get("AGRITRACE_DATABASE_URL", {}).get("valueFrom", {}):
+                self.error(job, "AGRITRACE_DATABASE_URL does not come from a Secret")
+            if not str(env.get("BACKUP_KEEP", {}).get("value", "")).isdigit():
+                self.error(job, "BACKUP_KEEP is not a number")
+            target = env.get("BACKUP_DIR", {}).get("value", "")
+            claim = volumes.get(mounts.get(target, ""), {}).get("persistentVolumeClaim", {})
+            if not claim:
+                self.error(job, f"BACKUP_DIR {target!r} is not a mounted PersistentVolumeClaim")
+                continue
+            rendered = self.by_kind.get("PersistentVolumeClaim", {}).get(claim["claimName"])
+            if rendered is not None and rendered["metadata"].get("annotations", {}).get(
+                "helm.sh/resource-policy"
+            ) != "keep":
+                self.error(job, f"its claim {claim['claimName']} is not kept on uninstall")
 
     def references(self, obj: dict[str, Any]) -> list[tuple[str, str]]:
         spec = pod_spec(obj) or {}
@@ -674,8 +716,8 @@ class Checker:
                         monitor, f"Service/{service['metadata']['name']} has no metrics port"
                     )
         for config in self.by_kind.get("ConfigMap", {}).values():
-            if component_of(config) == "monitoring":
-                continue  # a dashboard, not a service's configuration (see monitoring())
+            if component_of(config) in ("monitoring", "backup"):
+                continue  # a dashboard or the backup script, not a service's configuration
             name = config["metadata"]["labels"].get("app.kubernetes.io/name", "")
             part_of = config["metadata"]["labels"].get("app.kubernetes.io/part-of", "")
             service = name.removeprefix(f"{part_of}-")
@@ -784,6 +826,7 @@ def run_checks(
     checker.peers()
     checker.needs()
     checker.tasks()
+    checker.backups()
     checker.bridges()
     checker.monitoring()
     return checker, validated
@@ -826,6 +869,27 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         dashboard = json.loads(data[key])
         dashboard["panels"].pop()
         data[key] = json.dumps(dashboard)
+
+    def backup(o: list[dict[str, Any]]) -> dict[str, Any]:
+        return first(o, "CronJob", "backup")
+
+    def backup_overlapping(o: list[dict[str, Any]]) -> None:
+        backup(o)["spec"]["concurrencyPolicy"] = "Allow"
+
+    def backup_script_changed(o: list[dict[str, Any]]) -> None:
+        data = first(o, "ConfigMap", "backup")["data"]
+        data["pg-backup.sh"] = data["pg-backup.sh"].replace("BACKUP_KEEP:-7", "BACKUP_KEEP:-70")
+
+    def backup_url_in_clear(o: list[dict[str, Any]]) -> None:
+        env = backup(o)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        env[0] = {"name": "AGRITRACE_DATABASE_URL", "value": "postgresql://u:p@db/agritrace"}
+
+    def backup_to_tmp(o: list[dict[str, Any]]) -> None:
+        env = backup(o)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        next(e for e in env if e["name"] == "BACKUP_DIR")["value"] = "/tmp"
+
+    def backup_claim_not_kept(o: list[dict[str, Any]]) -> None:
+        first(o, "PersistentVolumeClaim", "backup")["metadata"].pop("annotations")
 
     def writable_root(o: list[dict[str, Any]]) -> None:
         server(o)["securityContext"]["readOnlyRootFilesystem"] = False
@@ -1119,7 +1183,15 @@ def self_test(objects: list[dict[str, Any]], kube_versions: list[str], existing:
         prometheusrule_typo: "PrometheusRule schema",
         alert_rule_changed: "differs from deploy/monitoring/rules",
         dashboard_changed: "differs from deploy/monitoring/dashboards",
+        backup_overlapping: "one run at a time",
+        backup_script_changed: "does not run files/backup/pg-backup.sh",
+        backup_url_in_clear: "AGRITRACE_DATABASE_URL does not come from a Secret",
+        backup_to_tmp: "is not a mounted PersistentVolumeClaim",
+        backup_claim_not_kept: "is not kept on uninstall",
     }
+    if any(o["kind"] == "CronJob" and component_of(o) == "backup" for o in objects):
+        mutations += [backup_overlapping, backup_script_changed, backup_url_in_clear,
+                      backup_to_tmp, backup_claim_not_kept]
     if {("ConfigMap", "query"), ("CronJob", "rebuild")} <= names:
         mutations += [
             query_without_redis,
