@@ -1,7 +1,8 @@
 """deploy/monitoring against the code: every series an alert rule or a dashboard panel reads is
-one the services export (or a recording rule of ours, or Prometheus's own `up`), with the labels
-it matches and groups by; every alert is tiered, routed, documented and covered by a promtool
-test that makes it fire. (promtool itself checks syntax and runs those tests: validate.sh.)"""
+one the services export (or a recording rule of ours, Prometheus's own `up`, or one of the two
+kube-state-metrics series of the backup CronJob), with the labels it matches and groups by;
+every alert is tiered, routed, documented and covered by a promtool test that makes it fire.
+(promtool itself checks syntax and runs those tests: validate.sh.)"""
 
 from __future__ import annotations
 
@@ -55,10 +56,18 @@ def _metric_modules() -> Iterator[str]:
         yield ".".join(parts[package:])
 
 
+# kube-state-metrics' series of the chart's backup CronJob (kube-prometheus-stack runs it),
+# the only series the rules read that no AgriTrace process exports.
+KUBE_STATE_METRICS = {
+    name: TARGET_LABELS | {"namespace", "cronjob"}
+    for name in ("kube_cronjob_status_last_successful_time", "kube_cronjob_created")
+}
+
+
 def _exported_series() -> dict[str, frozenset[str]]:
     """Each series name the services export (histograms' _bucket, _count and _sum, counters'
     _total) with its labels (le for buckets) and the target labels."""
-    series: dict[str, frozenset[str]] = {"up": TARGET_LABELS}
+    series: dict[str, frozenset[str]] = {"up": TARGET_LABELS, **KUBE_STATE_METRICS}
     for module_name in _metric_modules():
         module = importlib.import_module(module_name)
         for metric in vars(module).values():
