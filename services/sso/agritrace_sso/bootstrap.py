@@ -15,7 +15,7 @@ from agritrace_kernel.config import Settings
 from agritrace_kernel.events.bus import IdempotentHandler, Publisher, Subscription
 from agritrace_kernel.events.relay import OutboxRelay
 from agritrace_kernel.store import ServiceStore
-from agritrace_sso.adapters.crypto import AesGcmSealer, Argon2Hasher, JoseTokenCodec
+from agritrace_sso.adapters.crypto import Argon2Hasher, JoseTokenCodec, signing_key_sealer
 from agritrace_sso.adapters.repository import SsoUnitOfWork
 from agritrace_sso.adapters.throttle import MemoryLoginThrottle, RedisLoginThrottle
 from agritrace_sso.domain.model import AccountKind, Caller
@@ -71,7 +71,7 @@ def bootstrap(settings: Settings, publisher: Publisher | None = None) -> SsoApp:
     service = SsoService(
         uow_factory,
         Argon2Hasher(),
-        JoseTokenCodec(AesGcmSealer(settings.pii_key_bytes())),
+        JoseTokenCodec(signing_key_sealer(settings.pii_key_bytes())),
         throttle,
     )
     service.ensure_signing_key()

@@ -3,9 +3,7 @@ password hasher, and the EdDSA (Ed25519) JWT codec on joserfc."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -13,13 +11,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import argon2
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet, OKPKey
 
+from agritrace_kernel.sealing import AesGcmSealer
 from agritrace_sso.service_layer.ports import InvalidToken, SigningKey
 
 ALGORITHM = "EdDSA"
@@ -28,30 +24,18 @@ ALGORITHM = "EdDSA"
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
 
-class AesGcmSealer:
-    """Seals secrets at rest with AES-256-GCM under a key derived (HKDF) from the platform's
-    one configured secret, for this purpose only."""
+# The purpose the signing keys' sealing key is derived for (agritrace_kernel.sealing).
+SIGNING_KEY_SEAL_PURPOSE = b"agritrace sso signing key seal v1"
 
-    def __init__(self, secret: bytes, purpose: bytes = b"agritrace sso signing key seal v1"
-                 ) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-        self._aead = AESGCM(key)
 
-    def seal(self, value: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, value.encode(), None)
-        return "v1:" + base64.b64encode(nonce + sealed).decode()
-
-    def unseal(self, sealed: str) -> str:
-        version, _, body = sealed.partition(":")
-        if version != "v1":
-            raise ValueError("unknown sealing version")
-        raw = base64.b64decode(body)
-        return self._aead.decrypt(raw[:12], raw[12:], None).decode()
+def signing_key_sealer(secret: bytes) -> AesGcmSealer:
+    """Seals private signing keys at rest under a key of the platform's one secret for this
+    purpose only."""
+    return AesGcmSealer(secret, SIGNING_KEY_SEAL_PURPOSE)
 
 
 class Sealer(Protocol):
-    """What the codec needs of a sealer (AesGcmSealer; tests may pass their own)."""
+    """What the codec needs of a sealer (signing_key_sealer's; tests may pass their own)."""
 
     def seal(self, value: str) -> str: ...
     def unseal(self, sealed: str) -> str: ...

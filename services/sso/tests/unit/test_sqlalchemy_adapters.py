@@ -14,7 +14,7 @@ from joserfc.jwk import KeySet
 from agritrace_kernel import db
 from agritrace_kernel.config import DatabaseTarget
 from agritrace_kernel.errors import Unauthenticated
-from agritrace_sso.adapters.crypto import AesGcmSealer, JoseTokenCodec
+from agritrace_sso.adapters.crypto import JoseTokenCodec, signing_key_sealer
 from agritrace_sso.adapters.repository import SsoUnitOfWork
 from agritrace_sso.adapters.throttle import MemoryLoginThrottle
 from agritrace_sso.bootstrap import MIGRATIONS
@@ -36,7 +36,7 @@ def sql_service(tmp_path: Path, fake: Any) -> SsoService:
     db.migrate(target, MIGRATIONS)
     sessions = db.session_factory(db.create_engine(target))
     return SsoService(lambda: SsoUnitOfWork(sessions), fake.CountingHasher(),
-                      JoseTokenCodec(AesGcmSealer(b"k" * 32)), MemoryLoginThrottle())
+                      JoseTokenCodec(signing_key_sealer(b"k" * 32)), MemoryLoginThrottle())
 
 
 def test_main_flows_on_sqlite(sql_service: SsoService) -> None:
